@@ -1,0 +1,19 @@
+"""The ``psm`` command line: one entry point over the library, storage and worker commands."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from psm_db.cli import db_app, services_app
+
+app = typer.Typer(help="PSM Maps: probabilistic soundscape maps.", no_args_is_help=True)
+app.add_typer(services_app, name="services")
+app.add_typer(db_app, name="db")
+
+
+def main() -> None:
+    """Run the ``psm`` command line."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    app()
