@@ -1,0 +1,91 @@
+"""Shared fixtures: the real local services and a fresh, migrated database per test session."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("PSM_HOME", str(ROOT / ".psm"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def settings():
+    """Settings for the test run (PSM_HOME defaults to the repository's .psm folder)."""
+    from psm_db.settings import Settings
+
+    return Settings()
+
+
+@pytest.fixture(scope="session")
+def services(settings):
+    """Bring the project's PostgreSQL and Redis up (no-op when already running or external)."""
+    from psm_db import services as svc
+
+    return svc.up(settings)
+
+
+def _with_db(url: str, dbname: str) -> str:
+    base, _, _ = url.rpartition("/")
+    return f"{base}/{dbname}"
+
+
+@pytest.fixture(scope="session")
+def admin_url(settings, services) -> str:
+    """A URL to the maintenance database of the server, for CREATE/DROP DATABASE."""
+    return _with_db(settings.db_url, "postgres")
+
+
+def create_database(admin_url: str, prefix: str = "psm_test") -> str:
+    """Create an empty database with PostGIS and pgvector; return its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = _with_db(admin_url, name)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    return url
+
+
+def drop_database(admin_url: str, url: str) -> None:
+    """Drop a database created by create_database, closing its connections."""
+    name = url.rpartition("/")[2]
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def db_url(admin_url) -> Iterator[str]:
+    """A fresh database for this test session, migrated to head."""
+    from psm_db import migrate
+
+    url = create_database(admin_url)
+    migrate.upgrade(url)
+    yield url
+    drop_database(admin_url, url)
+
+
+@pytest.fixture
+def fresh_db_url(admin_url) -> Iterator[str]:
+    """An empty (unmigrated) database for one test."""
+    url = create_database(admin_url, prefix="psm_fresh")
+    yield url
+    drop_database(admin_url, url)
+
+
+@pytest.fixture
+def conn(db_url) -> Iterator[psycopg.Connection]:
+    """A psycopg connection to the session database with pgvector types registered."""
+    from psm_db.engine import connect
+
+    with connect(db_url) as c:
+        yield c
+        c.rollback()
