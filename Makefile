@@ -1,0 +1,41 @@
+# PSM Maps: the two commands a newcomer needs are `make demo` and `make test`.
+SHELL := /bin/bash
+export PSM_HOME ?= $(CURDIR)/.psm
+VENV ?= $(CURDIR)/.venv
+BIN := $(VENV)/bin
+export PATH := $(BIN):$(PATH)
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+PYTEST_ARGS ?=
+
+.PHONY: bootstrap services migrate demo demo-fast stop lint test test-fast clean-psm
+
+bootstrap:            ## install PostgreSQL+PostGIS+pgvector, Redis, Chromium and the venv (idempotent)
+	@bash scripts/bootstrap.sh
+
+services: bootstrap   ## start the project-managed PostgreSQL and Redis
+	@$(BIN)/psm services up
+
+migrate: services     ## migrate the database to head
+	@$(BIN)/psm db upgrade
+
+demo: migrate         ## everything, from a bare machine to a live soundscape map
+	@bash scripts/demo.sh
+
+demo-fast: migrate    ## the same with a tiny world and the tiny preset (used by the tests)
+	@PSM_DEMO_FAST=1 bash scripts/demo.sh
+
+stop:                 ## stop the demo's worker and dashboard, then the services
+	@bash scripts/stop.sh
+
+lint:
+	@$(BIN)/ruff check .
+	@$(BIN)/mypy
+
+test: services        ## lint, type-check and run the whole test suite against real services
+	@$(BIN)/ruff check .
+	@$(BIN)/mypy
+	@$(BIN)/pytest $(PYTEST_ARGS)
+
+test-fast: services
+	@$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
