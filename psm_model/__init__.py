@@ -1,0 +1,38 @@
+"""PSM: probabilistic soundscape mapping model library (encoders, fusion, losses, checkpoints)."""
+
+from psm_model.audio_text import AudioInputs
+from psm_model.checkpoint import (
+    load_checkpoint,
+    model_version,
+    read_checkpoint_info,
+    save_checkpoint,
+)
+from psm_model.config import ModelConfig, preset_config
+from psm_model.distance import csd
+from psm_model.errors import CheckpointError
+from psm_model.factory import create_model
+from psm_model.fusion import MetadataBatch
+from psm_model.image_encoder import zoom_transform
+from psm_model.loss import InfoNCELoss, PCMEppLoss, TriModalLoss
+from psm_model.model import PSMModel
+from psm_model.query import compose
+
+__all__ = [
+    "AudioInputs",
+    "CheckpointError",
+    "InfoNCELoss",
+    "MetadataBatch",
+    "ModelConfig",
+    "PCMEppLoss",
+    "PSMModel",
+    "TriModalLoss",
+    "compose",
+    "create_model",
+    "csd",
+    "load_checkpoint",
+    "model_version",
+    "preset_config",
+    "read_checkpoint_info",
+    "save_checkpoint",
+    "zoom_transform",
+]
