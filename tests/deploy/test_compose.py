@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from psm_db.settings import Settings
+from psm_db.settings import DEFAULT_PG_PORT, DEFAULT_REDIS_PORT, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
@@ -93,7 +93,7 @@ def test_ports_agree(compose):
     assert "EXPOSE 5432" in (DOCKER / "db.Dockerfile").read_text()
     assert "EXPOSE 8501" in (DOCKER / "app.Dockerfile").read_text()
     assert "8501" in " ".join(services["dashboard"]["healthcheck"]["test"])
-    assert Settings().pg_port == 55432 and Settings().redis_port == 56379
+    assert (DEFAULT_PG_PORT, DEFAULT_REDIS_PORT) == (55432, 56379)
 
 
 def test_worker_has_gpu_reservation_and_one_process(compose):
