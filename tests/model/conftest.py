@@ -58,7 +58,9 @@ def make_images(batch: int, size: int = 32, seed: int = 0) -> torch.Tensor:
     return torch.rand(batch, 3, size, size, generator=g)
 
 
-def make_waves(batch: int, seconds: float = 0.6, sr: int = SR, seed: int = 0, long_every: int = 2) -> list[np.ndarray]:
+def make_waves(
+    batch: int, seconds: float = 0.6, sr: int = SR, seed: int = 0, long_every: int = 2
+) -> list[np.ndarray]:
     """Tones plus noise; every ``long_every``-th clip is longer than the tiny clip length (1 s)."""
     rng = np.random.default_rng(seed)
     waves = []
@@ -78,7 +80,8 @@ def make_meta(batch: int) -> MetadataBatch:
         month=[(i % 12) + 1 for i in range(batch)],
         hour=[(3 * i) % 24 for i in range(batch)],
         audio_source=[sources[i % 4] for i in range(batch)],
-        caption_source=["metadata", "captioner_a", "captioner_b"] * (batch // 3) + ["metadata"] * (batch % 3),
+        caption_source=["metadata", "captioner_a", "captioner_b"] * (batch // 3)
+        + ["metadata"] * (batch % 3),
     )
 
 

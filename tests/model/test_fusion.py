@@ -14,7 +14,11 @@ from psm_model.metadata import METADATA_TYPES
 
 def test_from_values_broadcast_and_none():
     meta = MetadataBatch.from_values(
-        lat=[10.0, None, -5.0], lon=[20.0, None, 170.0], month=[5, None, 12], hour=6, audio_source=["iNaturalist", None, "yfcc"]
+        lat=[10.0, None, -5.0],
+        lon=[20.0, None, 170.0],
+        month=[5, None, 12],
+        hour=6,
+        audio_source=["iNaturalist", None, "yfcc"],
     )
     assert len(meta) == 3
     assert meta.present.tolist() == [
@@ -48,9 +52,13 @@ def test_from_values_rejects(kwargs, message):
 
 def test_encodings_follow_facts_page():
     ll = encode_latlon(torch.tensor([45.0]), torch.tensor([-90.0]))
-    assert torch.allclose(ll, torch.tensor([[1.0, 0.0, -1.0, 0.0]]), atol=1e-6)  # sin(pi/2), cos(pi/2), sin(-pi/2)...
+    assert torch.allclose(
+        ll, torch.tensor([[1.0, 0.0, -1.0, 0.0]]), atol=1e-6
+    )  # sin(pi/2), cos(pi/2), sin(-pi/2)...
     hour = encode_cyclic(torch.tensor([6]), 24.0)
-    assert torch.allclose(hour, torch.tensor([[1.0, math.cos(math.pi / 2)]]), atol=1e-6)  # period 24, not 23
+    assert torch.allclose(
+        hour, torch.tensor([[1.0, math.cos(math.pi / 2)]]), atol=1e-6
+    )  # period 24, not 23
     month = encode_cyclic(torch.tensor([3]), 12.0)
     assert torch.allclose(month, torch.tensor([[1.0, 0.0]]), atol=1e-6)
 
@@ -84,7 +92,10 @@ def test_one_row_meta_broadcasts(tiny, toy):
     one = MetadataBatch.from_values(month=5, hour=20, audio_source="inaturalist")
     with torch.no_grad():
         broadcast = tiny.fuse_image(feats, one)[0]
-        explicit = tiny.fuse_image(feats, MetadataBatch.from_values(month=5, hour=20, audio_source="inaturalist", batch_size=3))[0]
+        explicit = tiny.fuse_image(
+            feats,
+            MetadataBatch.from_values(month=5, hour=20, audio_source="inaturalist", batch_size=3),
+        )[0]
     assert torch.allclose(broadcast, explicit, atol=1e-6)
     with pytest.raises(ValueError, match="metadata has 2 rows"):
         tiny.fuse_image(feats, toy.meta(2))

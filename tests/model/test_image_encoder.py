@@ -23,10 +23,14 @@ def test_gsd_and_zoom_change_features(tiny, toy):
         base = tiny.image_features(images, gsd=10.0, zoom=1)
         zoomed = tiny.image_features(images, gsd=10.0, zoom=3)
         same_scale = tiny.image_features(images, gsd=30.0, zoom=1)
-        per_sample = tiny.image_features(images, gsd=torch.tensor([10.0, 10.0]), zoom=torch.tensor([1, 3]))
+        per_sample = tiny.image_features(
+            images, gsd=torch.tensor([10.0, 10.0]), zoom=torch.tensor([1, 3])
+        )
     assert not torch.allclose(base, zoomed)
     assert torch.allclose(zoomed, same_scale, atol=1e-6)  # GSDPE depends on gsd x zoom only
-    assert torch.allclose(per_sample[0], base[0], atol=1e-6) and torch.allclose(per_sample[1], zoomed[1], atol=1e-6)
+    assert torch.allclose(per_sample[0], base[0], atol=1e-6) and torch.allclose(
+        per_sample[1], zoomed[1], atol=1e-6
+    )
 
 
 def test_gsdpe_formula():
@@ -34,7 +38,16 @@ def test_gsdpe_formula():
     assert emb.shape == (1, 9, 8)
     # patch (row 1, col 2): y = 1 * 2, x = 2 * 2, omega = [1, 1e-2]
     y, x = 2.0, 4.0
-    expected = [np.sin(y), np.sin(y / 100), np.cos(y), np.cos(y / 100), np.sin(x), np.sin(x / 100), np.cos(x), np.cos(x / 100)]
+    expected = [
+        np.sin(y),
+        np.sin(y / 100),
+        np.cos(y),
+        np.cos(y / 100),
+        np.sin(x),
+        np.sin(x / 100),
+        np.cos(x),
+        np.cos(x / 100),
+    ]
     assert np.allclose(emb[0, 5].numpy(), expected, atol=1e-6)
 
 
@@ -53,7 +66,14 @@ def test_bad_images(tiny, images, message):
         tiny.image_features(images, gsd=10.0)
 
 
-@pytest.mark.parametrize(("gsd", "zoom", "message"), [(10.0, 0, "zoom must be positive"), (-1.0, 1, "gsd must be positive"), (10.0, torch.ones(3), "zoom must be a number or a \\(2,\\)")])
+@pytest.mark.parametrize(
+    ("gsd", "zoom", "message"),
+    [
+        (10.0, 0, "zoom must be positive"),
+        (-1.0, 1, "gsd must be positive"),
+        (10.0, torch.ones(3), "zoom must be a number or a \\(2,\\)"),
+    ],
+)
 def test_bad_gsd_zoom(tiny, toy, gsd, zoom, message):
     with pytest.raises(ValueError, match=message):
         tiny.image_features(toy.images(2), gsd=gsd, zoom=zoom)
@@ -67,7 +87,9 @@ def test_zoom_transform_crops_centre_and_resizes():
     assert torch.all(one == 1.0)
     three = zoom_transform(tile, 3, 30)
     assert three.shape == (3, 30, 30)
-    assert three[:, 15, 15].min() > 0.99 and three[:, 0, 0].max() < 0.01  # centre white, corner black
+    assert (
+        three[:, 15, 15].min() > 0.99 and three[:, 0, 0].max() < 0.01
+    )  # centre white, corner black
     batch = zoom_transform(torch.rand(2, 3, 100, 100), 5, 20)
     assert batch.shape == (2, 3, 20, 20) and 0 <= float(batch.min()) and float(batch.max()) <= 1
     chw = zoom_transform(torch.rand(3, 64, 64), 2, 32)

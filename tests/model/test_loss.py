@@ -21,7 +21,9 @@ def _bce(logits: np.ndarray, targets: np.ndarray) -> float:
     return float(np.mean(targets * _softplus(-logits) + (1 - targets) * _softplus(logits)))
 
 
-def reference_pcmepp(mu_p, lv_p, mu_q, lv_q, a=5.0, b=5.0, alpha=0.1, beta=1e-4) -> dict[str, float]:
+def reference_pcmepp(
+    mu_p, lv_p, mu_q, lv_q, a=5.0, b=5.0, alpha=0.1, beta=1e-4
+) -> dict[str, float]:
     """The facts-page formula in numpy float64, one loop per entry (no shared code with psm_model)."""
     mu_p, lv_p, mu_q, lv_q = (np.asarray(x, dtype=np.float64) for x in (mu_p, lv_p, mu_q, lv_q))
     n = mu_p.shape[0]
@@ -35,7 +37,9 @@ def reference_pcmepp(mu_p, lv_p, mu_q, lv_q, a=5.0, b=5.0, alpha=0.1, beta=1e-4)
     match = _bce(logits, eye)
 
     def pseudo(lg: np.ndarray) -> float:
-        t = np.array([[1.0 if (i == j or lg[i, j] >= lg[i, i]) else 0.0 for j in range(n)] for i in range(n)])
+        t = np.array(
+            [[1.0 if (i == j or lg[i, j] >= lg[i, i]) else 0.0 for j in range(n)] for i in range(n)]
+        )
         return _bce(lg, t)
 
     def kl(mu: np.ndarray, lv: np.ndarray) -> float:
@@ -43,13 +47,20 @@ def reference_pcmepp(mu_p, lv_p, mu_q, lv_q, a=5.0, b=5.0, alpha=0.1, beta=1e-4)
 
     ps = pseudo(logits) + pseudo(logits.T)
     vib = kl(mu_p, lv_p) + kl(mu_q, lv_q)
-    return {"loss": 2 * match + alpha * ps + beta * vib, "match": match, "pseudo_match": ps, "vib": vib}
+    return {
+        "loss": 2 * match + alpha * ps + beta * vib,
+        "match": match,
+        "pseudo_match": ps,
+        "vib": vib,
+    }
 
 
 def _gaussians(n: int, d: int, seed: int, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
     mu_p = torch.nn.functional.normalize(torch.randn(n, d, generator=g, dtype=dtype), dim=1)
-    mu_q = torch.nn.functional.normalize(mu_p + 0.8 * torch.randn(n, d, generator=g, dtype=dtype), dim=1)
+    mu_q = torch.nn.functional.normalize(
+        mu_p + 0.8 * torch.randn(n, d, generator=g, dtype=dtype), dim=1
+    )
     lv_p = -4 + 0.5 * torch.randn(n, d, generator=g, dtype=dtype)
     lv_q = -4 + 0.5 * torch.randn(n, d, generator=g, dtype=dtype)
     return mu_p, lv_p, mu_q, lv_q
@@ -77,7 +88,9 @@ def test_pcmepp_pseudo_positive_ties():
     lv_p[1] = lv_p[0]
     crit = PCMEppLoss(init_a=3.0, init_b=2.0, alpha=0.5, beta=0.01)
     out = crit(mu_p, lv_p, mu_q, lv_q)
-    ref = reference_pcmepp(mu_p.numpy(), lv_p.numpy(), mu_q.numpy(), lv_q.numpy(), a=3.0, b=2.0, alpha=0.5, beta=0.01)
+    ref = reference_pcmepp(
+        mu_p.numpy(), lv_p.numpy(), mu_q.numpy(), lv_q.numpy(), a=3.0, b=2.0, alpha=0.5, beta=0.01
+    )
     for key, value in ref.items():
         assert abs(float(out[key].detach()) - value) < 1e-6, key
     # The ties really are in play: row 0 of p has 3 entries at least as close as its match.
@@ -155,7 +168,10 @@ def test_infonce_equals_formula_and_caps_scale():
     mu_p, _, mu_q, _ = _gaussians(6, 8, seed=4)
     crit = InfoNCELoss()
     out = crit(mu_p, None, mu_q, None)
-    assert abs(float(out["loss"].detach()) - reference_infonce(mu_p.numpy(), mu_q.numpy(), 1 / 0.07)) < 1e-6
+    assert (
+        abs(float(out["loss"].detach()) - reference_infonce(mu_p.numpy(), mu_q.numpy(), 1 / 0.07))
+        < 1e-6
+    )
     assert abs(float(out["logit_scale"]) - 1 / 0.07) < 1e-4
     capped = InfoNCELoss(init_logit_scale=100.0)
     with torch.no_grad():
@@ -171,13 +187,23 @@ def test_trimodal_weights_and_shared_ab():
     out = crit(image=img, audio=aud, text=txt)
     single = PCMEppLoss()
     expected = (
-        0.5 * single(*img, *aud)["loss"] + 0.25 * single(*img, *txt)["loss"] + 0.25 * single(*aud, *txt)["loss"]
+        0.5 * single(*img, *aud)["loss"]
+        + 0.25 * single(*img, *txt)["loss"]
+        + 0.25 * single(*aud, *txt)["loss"]
     )
     assert abs(float(out["loss"].detach()) - float(expected.detach())) < 1e-9
     assert sum(p.numel() for p in crit.parameters()) == 2  # one shared (a, b)
-    assert set(out) >= {"image_audio", "image_text", "audio_text", "image_audio/match", "image_audio/vib"}
+    assert set(out) >= {
+        "image_audio",
+        "image_text",
+        "audio_text",
+        "image_audio/match",
+        "image_audio/vib",
+    }
     only = crit(image=img, audio=aud)
-    assert abs(float(only["loss"].detach()) - 0.5 * float(single(*img, *aud)["loss"].detach())) < 1e-9
+    assert (
+        abs(float(only["loss"].detach()) - 0.5 * float(single(*img, *aud)["loss"].detach())) < 1e-9
+    )
     with pytest.raises(ValueError, match="at least two"):
         crit(image=img)
     infonce = TriModalLoss("infonce", (1.0, 1.0, 1.0))

@@ -97,8 +97,12 @@ def test_gradients_reach_every_trainable_parameter(toy):
     assert torch.isfinite(out["loss"])
     out["loss"].backward()
     # A conv bias right before a BatchNorm (CLAP's fusion block) has an exactly zero gradient.
-    before_batchnorm = ("fusion_model.local_att.0.bias", "fusion_model.local_att.3.bias",
-                        "fusion_model.global_att.1.bias", "fusion_model.global_att.4.bias")
+    before_batchnorm = (
+        "fusion_model.local_att.0.bias",
+        "fusion_model.local_att.3.bias",
+        "fusion_model.global_att.1.bias",
+        "fusion_model.global_att.4.bias",
+    )
     for name, p in model.named_parameters():
         assert p.requires_grad, name
         assert p.grad is not None, name
@@ -130,17 +134,17 @@ def test_determinism_under_fixed_seed(toy):
 def test_loss_decreases_on_a_toy_batch(toy, loss):
     model = create_model("tiny", seed=0, loss=loss)
     model.train()
-    batch = _full_batch(model, toy)
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    batch = _full_batch(model, toy, batch=4)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
-    for _ in range(8):
+    for _ in range(5):
         torch.manual_seed(0)  # the same metadata dropout draw each step
         out = model(batch)
         opt.zero_grad()
         out["loss"].backward()
         opt.step()
         losses.append(float(out["loss"].detach()))
-    assert losses[-1] < 0.8 * losses[0], losses
+    assert losses[-1] < 0.9 * losses[0], losses
 
 
 def test_match_params(tiny):
@@ -172,7 +176,9 @@ def test_image_features_computed_once_then_fused_per_condition(tiny, toy):
         feats = tiny.image_features(images, gsd=10.0, zoom=3)
         at_6 = tiny.fuse_image(feats, MetadataBatch.from_values(hour=6, month=5, batch_size=4))
         at_18 = tiny.fuse_image(feats, MetadataBatch.from_values(hour=18, month=5, batch_size=4))
-        direct = tiny.encode_image(images, gsd=10.0, zoom=3, meta=MetadataBatch.from_values(hour=6, month=5))
+        direct = tiny.encode_image(
+            images, gsd=10.0, zoom=3, meta=MetadataBatch.from_values(hour=6, month=5)
+        )
     assert torch.allclose(at_6[0], direct[0], atol=1e-6)
     assert not torch.allclose(at_6[0], at_18[0])
 
