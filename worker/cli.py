@@ -7,10 +7,13 @@ import logging
 import typer
 
 from psm_db.cli import db_app, services_app
+from psm_db.query_cli import query_app, regions_app
 
 app = typer.Typer(help="PSM Maps: probabilistic soundscape maps.", no_args_is_help=True)
 app.add_typer(services_app, name="services")
 app.add_typer(db_app, name="db")
+app.add_typer(query_app, name="query")
+app.add_typer(regions_app, name="regions")
 
 
 def main() -> None:
