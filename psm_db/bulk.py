@@ -1,0 +1,215 @@
+"""Bulk writes of tile features and embeddings: binary COPY into a staging table, then one upsert."""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Sequence
+
+import numpy as np
+import psycopg
+
+log = logging.getLogger(__name__)
+
+COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+COPY_TRAILER = struct.pack(">h", -1)
+PLAIN_ROW_LIMIT = 7_800
+"""Staging rows smaller than this (bytes) are kept inline (STORAGE PLAIN): no TOAST work."""
+
+
+STAGING_TEMP_BUFFERS = "256MB"
+"""Session-local buffers for the staging tables (PostgreSQL's default of 8 MB spills to disk)."""
+
+
+class EmbeddingValidationError(ValueError):
+    """A batch of vectors is not fit to store (NaN, wrong dimension, sigma^2 not positive)."""
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def check_features(features: np.ndarray, dim: int, n: int | None = None) -> np.ndarray:
+    """Return ``features`` as float32 (n, dim) after checking shape and finiteness.
+
+    Raises:
+        EmbeddingValidationError: on a wrong shape or any NaN/infinite value.
+    """
+    arr = np.asarray(features, dtype=np.float32)
+    if arr.ndim != 2 or arr.shape[1] != dim or (n is not None and arr.shape[0] != n):
+        want = f"({n if n is not None else 'n'}, {dim})"
+        raise EmbeddingValidationError(f"features have shape {arr.shape}, expected {want}")
+    if not np.isfinite(arr).all():
+        bad = int((~np.isfinite(arr)).any(axis=1).sum())
+        raise EmbeddingValidationError(f"{bad} feature row(s) contain NaN or infinity; nothing was written")
+    return arr
+
+
+def check_gaussians(
+    mu: np.ndarray, var: np.ndarray, dim: int, n: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Check a batch of Gaussians and return (mu, var) as float32 plus var_sum as float64.
+
+    ``var`` is sigma^2 (not its log). Every value must be finite, every sigma^2 strictly
+    positive, both arrays (n, dim).
+
+    Raises:
+        EmbeddingValidationError: naming what is wrong; the caller writes nothing.
+    """
+    mu32 = check_features(mu, dim, n)
+    var32 = np.asarray(var, dtype=np.float32)
+    if var32.shape != mu32.shape:
+        raise EmbeddingValidationError(f"sigma^2 has shape {var32.shape}, mu has {mu32.shape}")
+    if not np.isfinite(var32).all():
+        raise EmbeddingValidationError("sigma^2 contains NaN or infinity; nothing was written")
+    if not (var32 > 0).all():
+        bad = int((var32 <= 0).any(axis=1).sum())
+        raise EmbeddingValidationError(
+            f"{bad} row(s) have a sigma^2 <= 0 (underflow of exp(logvar)?); nothing was written"
+        )
+    var_sum = var32.sum(axis=1, dtype=np.float64)
+    return mu32, var32, var_sum
+
+
+# --------------------------------------------------------------------------- COPY encoding
+
+
+def _vec_fields(prefix: str, dim: int) -> list[tuple[str, str] | tuple[str, str, tuple[int]]]:
+    return [
+        (f"{prefix}_len", ">i4"),
+        (f"{prefix}_dim", ">i2"),
+        (f"{prefix}_unused", ">i2"),
+        (prefix, ">f4", (dim,)),
+    ]
+
+
+def encode_embedding_rows(
+    condition_ids: np.ndarray, tile_ids: np.ndarray, mu: np.ndarray, var: np.ndarray, var_sum: np.ndarray
+) -> bytes:
+    """Encode rows (condition_id int4, tile_id int8, mu vector, var vector, var_sum float8) as COPY BINARY."""
+    n, dim = mu.shape
+    dtype = np.dtype(
+        [("nfields", ">i2"), ("c_len", ">i4"), ("c", ">i4"), ("t_len", ">i4"), ("t", ">i8")]
+        + _vec_fields("mu", dim)
+        + _vec_fields("var", dim)
+        + [("s_len", ">i4"), ("s", ">f8")]
+    )
+    rows = np.empty(n, dtype=dtype)
+    rows["nfields"] = 5
+    rows["c_len"] = 4
+    rows["c"] = condition_ids
+    rows["t_len"] = 8
+    rows["t"] = tile_ids
+    for name, values in (("mu", mu), ("var", var)):
+        rows[f"{name}_len"] = 4 + 4 * dim
+        rows[f"{name}_dim"] = dim
+        rows[f"{name}_unused"] = 0
+        rows[name] = values
+    rows["s_len"] = 8
+    rows["s"] = var_sum
+    return COPY_HEADER + rows.tobytes() + COPY_TRAILER
+
+
+def encode_feature_rows(tile_ids: np.ndarray, features: np.ndarray) -> bytes:
+    """Encode rows (tile_id int8, features vector) as COPY BINARY."""
+    n, dim = features.shape
+    dtype = np.dtype([("nfields", ">i2"), ("t_len", ">i4"), ("t", ">i8")] + _vec_fields("f", dim))
+    rows = np.empty(n, dtype=dtype)
+    rows["nfields"] = 2
+    rows["t_len"] = 8
+    rows["t"] = tile_ids
+    rows["f_len"] = 4 + 4 * dim
+    rows["f_dim"] = dim
+    rows["f_unused"] = 0
+    rows["f"] = features
+    return COPY_HEADER + rows.tobytes() + COPY_TRAILER
+
+
+def copy_bytes(conn: psycopg.Connection, sql: str, payload: bytes, block: int = 1 << 20) -> None:
+    """Stream an already-encoded COPY BINARY payload with ``sql`` (a COPY ... FROM STDIN)."""
+    view = memoryview(payload)
+    with conn.cursor() as cur, cur.copy(sql) as copy:
+        for start in range(0, len(view), block):
+            copy.write(view[start : start + block])
+
+
+# --------------------------------------------------------------------------- staging tables
+
+
+def _staging(conn: psycopg.Connection, name: str, columns: str, vec_columns: Sequence[str], row_bytes: int) -> None:
+    if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"pg_temp.{name}",)).fetchone() == (True,):
+        return
+    first_temp = conn.execute("SELECT pg_my_temp_schema() = 0").fetchone()
+    if first_temp == (True,):
+        # Only possible before this session's first temporary table: keep staging in memory.
+        conn.execute(f"SET temp_buffers = '{STAGING_TEMP_BUFFERS}'")
+    conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} ({columns}) ON COMMIT DELETE ROWS")
+    storage = "PLAIN" if row_bytes < PLAIN_ROW_LIMIT else "EXTERNAL"
+    for col in vec_columns:
+        conn.execute(f"ALTER TABLE {name} ALTER COLUMN {col} SET STORAGE {storage}")
+
+
+def write_features(
+    conn: psycopg.Connection, model_version: str, tile_ids: np.ndarray, features: np.ndarray, dim: int
+) -> int:
+    """Store image features once per (tile, model); existing rows are kept as they are.
+
+    Runs inside the caller's transaction (no commit). Returns the number of new rows.
+    """
+    tile_ids = np.asarray(tile_ids, dtype=np.int64)
+    feats = check_features(features, dim, len(tile_ids))
+    if len(tile_ids) == 0:
+        return 0
+    _staging(conn, "psm_stage_features", "tile_id bigint, features vector", ["features"], 4 * dim + 64)
+    copy_bytes(conn, "COPY psm_stage_features (tile_id, features) FROM STDIN (FORMAT BINARY)",
+               encode_feature_rows(tile_ids, feats))
+    cur = conn.execute(
+        "INSERT INTO psm.tile_features (model_version, tile_id, dim, features) "
+        "SELECT %s, tile_id, %s, features FROM psm_stage_features "
+        "ON CONFLICT (model_version, tile_id) DO NOTHING",
+        (model_version, dim),
+    )
+    conn.execute("TRUNCATE psm_stage_features")
+    return cur.rowcount
+
+
+def write_embeddings(
+    conn: psycopg.Connection,
+    model_version: str,
+    condition_ids: np.ndarray,
+    tile_ids: np.ndarray,
+    mu: np.ndarray,
+    var: np.ndarray,
+    dim: int,
+) -> int:
+    """Store (mu, sigma^2, sum sigma^2) rows for (model, condition, tile) keys; one upsert.
+
+    The batch is validated first (dimension, finiteness, sigma^2 > 0) and nothing is written
+    when any row fails. Existing rows are kept (``ON CONFLICT DO NOTHING``), so re-running a
+    chunk or a job changes nothing. Runs inside the caller's transaction: commit once per
+    chunk so that no condition is ever half-written. Returns the number of new rows.
+    """
+    tile_ids = np.asarray(tile_ids, dtype=np.int64)
+    condition_ids = np.broadcast_to(np.asarray(condition_ids, dtype=np.int32), tile_ids.shape)
+    mu32, var32, var_sum = check_gaussians(mu, var, dim, len(tile_ids))
+    if len(tile_ids) == 0:
+        return 0
+    _staging(
+        conn,
+        "psm_stage_embeddings",
+        "condition_id integer, tile_id bigint, mu vector, var vector, var_sum float8",
+        ["mu", "var"],
+        8 * dim + 96,
+    )
+    copy_bytes(
+        conn,
+        "COPY psm_stage_embeddings (condition_id, tile_id, mu, var, var_sum) FROM STDIN (FORMAT BINARY)",
+        encode_embedding_rows(condition_ids, tile_ids, mu32, var32, var_sum),
+    )
+    cur = conn.execute(
+        "INSERT INTO psm.embeddings (model_version, condition_id, tile_id, dim, mu, var, var_sum) "
+        "SELECT %s, condition_id, tile_id, %s, mu, var, var_sum FROM psm_stage_embeddings "
+        "ON CONFLICT (model_version, condition_id, tile_id) DO NOTHING",
+        (model_version, dim),
+    )
+    conn.execute("TRUNCATE psm_stage_embeddings")
+    return cur.rowcount

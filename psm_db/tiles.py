@@ -1,0 +1,226 @@
+"""The global tile grid (side = gsd * size_px * zoom metres) and idempotent tile upserts.
+
+The grid is defined on the sphere so that a tile key ``(imagery_source, gsd, size_px, zoom,
+grid_row, grid_col)`` means the same footprint in every region and every job:
+
+* rows are latitude bands of ``side`` metres, counted from the south pole;
+* each band is split into ``n_cols`` equal longitude steps, ``n_cols`` chosen so that a
+  tile is ``side`` metres wide at the band's centre latitude (and at least one column).
+
+Tiles are thus close to square in metres everywhere, and two regions that overlap share
+their tiles (and so their stored features and embeddings).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import psycopg
+import shapely
+from shapely.geometry.base import BaseGeometry
+
+from psm_db.bulk import COPY_HEADER, COPY_TRAILER, copy_bytes
+
+EARTH_RADIUS_M = 6_371_008.8
+"""Mean Earth radius (IUGG), used to turn metres into degrees on the grid's sphere."""
+METRES_PER_DEGREE = EARTH_RADIUS_M * math.pi / 180.0
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """One tile grid: an imagery source at a GSD, a tile size in pixels and a zoom level."""
+
+    imagery_source: str
+    gsd: float
+    size_px: int
+    zoom: int
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.gsd, int | float) and math.isfinite(self.gsd) and self.gsd > 0):
+            raise ValueError(f"gsd must be a positive number of metres per pixel, got {self.gsd!r}")
+        if int(self.size_px) != self.size_px or self.size_px < 1:
+            raise ValueError(f"size_px must be a positive integer, got {self.size_px!r}")
+        if int(self.zoom) != self.zoom or self.zoom < 1:
+            raise ValueError(f"zoom must be an integer >= 1, got {self.zoom!r}")
+        if not self.imagery_source:
+            raise ValueError("imagery_source must be a non-empty name")
+
+    @property
+    def side_m(self) -> float:
+        """Tile side in metres: gsd * size_px * zoom."""
+        return float(self.gsd) * int(self.size_px) * int(self.zoom)
+
+    @property
+    def dlat(self) -> float:
+        """Tile height in degrees of latitude."""
+        return self.side_m / METRES_PER_DEGREE
+
+    @property
+    def n_rows(self) -> int:
+        """Latitude bands from pole to pole."""
+        return max(1, math.ceil(180.0 / self.dlat))
+
+    def n_cols(self, rows: np.ndarray) -> np.ndarray:
+        """Columns in each latitude band ``rows``."""
+        lat_c = -90.0 + (np.asarray(rows, dtype=np.float64) + 0.5) * self.dlat
+        lat_c = np.clip(lat_c, -89.999999, 89.999999)
+        width_deg = self.dlat / np.cos(np.radians(lat_c))
+        return np.maximum(1, np.floor(360.0 / width_deg)).astype(np.int64)
+
+    def bounds(self, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, ...]:
+        """(west, south, east, north) in degrees of the tiles (rows, cols)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        cols = np.asarray(cols, dtype=np.int64)
+        dlon = 360.0 / self.n_cols(rows)
+        south = -90.0 + rows * self.dlat
+        north = np.minimum(90.0, south + self.dlat)
+        west = -180.0 + cols * dlon
+        east = west + dlon
+        return west, south, east, north
+
+
+@dataclass(frozen=True)
+class TileSet:
+    """Grid cells of one GridSpec, in a fixed (row, col) order."""
+
+    spec: GridSpec
+    rows: np.ndarray
+    cols: np.ndarray
+
+    def __len__(self) -> int:
+        return int(len(self.rows))
+
+    def slice(self, start: int, stop: int) -> TileSet:
+        """The tiles ``start:stop`` of this set."""
+        return TileSet(self.spec, self.rows[start:stop], self.cols[start:stop])
+
+    def bounds(self) -> tuple[np.ndarray, ...]:
+        """(west, south, east, north) arrays."""
+        return self.spec.bounds(self.rows, self.cols)
+
+    def centroids(self) -> tuple[np.ndarray, np.ndarray]:
+        """(lat, lon) of the tile centres, degrees."""
+        w, s, e, n = self.bounds()
+        return (s + n) / 2.0, (w + e) / 2.0
+
+
+def _row_range(spec: GridSpec, south: float, north: float) -> np.ndarray:
+    r0 = max(0, math.floor((south + 90.0) / spec.dlat))
+    r1 = min(spec.n_rows - 1, math.floor((north + 90.0) / spec.dlat - 1e-12))
+    return np.arange(r0, max(r0, r1) + 1, dtype=np.int64)
+
+
+def count_tiles(region: BaseGeometry, spec: GridSpec, limit: int | None = None) -> int:
+    """Count grid cells intersecting ``region`` (cheap upper bound first, exact when small).
+
+    Raises:
+        ValueError: when ``limit`` is given and the count exceeds it (the error says by how much).
+    """
+    w, s, e, n = region.bounds
+    rows = _row_range(spec, s, n)
+    ncols = spec.n_cols(rows)
+    dlon = 360.0 / ncols
+    c0 = np.floor((w + 180.0) / dlon)
+    c1 = np.floor((e + 180.0) / dlon - 1e-12)
+    upper = int(np.maximum(0, c1 - c0 + 1).sum())
+    if limit is not None and upper > 4 * limit:
+        raise ValueError(
+            f"the region covers about {upper:,} tiles at zoom {spec.zoom} (its bounding box), more "
+            f"than the limit of {limit:,}; use a smaller region, a higher zoom, or raise "
+            "PSM_MAX_REGION_TILES"
+        )
+    count = len(grid_tiles(region, spec))
+    if limit is not None and count > limit:
+        raise ValueError(
+            f"the region covers {count:,} tiles at zoom {spec.zoom}, more than the limit of "
+            f"{limit:,}; use a smaller region, a higher zoom, or raise PSM_MAX_REGION_TILES"
+        )
+    return count
+
+
+def grid_tiles(region: BaseGeometry, spec: GridSpec) -> TileSet:
+    """Every grid cell of ``spec`` whose footprint intersects ``region`` (lon/lat degrees).
+
+    The order is deterministic (row, then column), so a chunk index always means the same
+    tiles.
+    """
+    w, s, e, n = region.bounds
+    rows_all = _row_range(spec, s, n)
+    ncols = spec.n_cols(rows_all)
+    dlon = 360.0 / ncols
+    c0 = np.maximum(0, np.floor((w + 180.0) / dlon)).astype(np.int64)
+    c1 = np.minimum(ncols - 1, np.floor((e + 180.0) / dlon - 1e-12)).astype(np.int64)
+    counts = np.maximum(0, c1 - c0 + 1)
+    rows = np.repeat(rows_all, counts)
+    starts = np.repeat(c0, counts)
+    offsets = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+    cols = starts + offsets
+    if len(rows) == 0:
+        return TileSet(spec, rows, cols)
+    bw, bs, be, bn = spec.bounds(rows, cols)
+    boxes = shapely.box(bw, bs, be, bn)
+    shapely.prepare(region)
+    keep = shapely.intersects(region, boxes)
+    # A tile that only touches the region's boundary (an edge or a corner) is not part of it.
+    idx = np.flatnonzero(keep)
+    keep[idx[shapely.touches(region, boxes[idx])]] = False
+    return TileSet(spec, rows[keep], cols[keep])
+
+
+def _tile_rows_payload(tiles: TileSet) -> bytes:
+    w, s, e, n = tiles.bounds()
+    rows = np.empty(
+        len(tiles),
+        dtype=np.dtype(
+            [("nf", ">i2"), ("r_len", ">i4"), ("r", ">i4"), ("c_len", ">i4"), ("c", ">i4"),
+             ("w_len", ">i4"), ("w", ">f8"), ("s_len", ">i4"), ("s", ">f8"),
+             ("e_len", ">i4"), ("e", ">f8"), ("n_len", ">i4"), ("n", ">f8")]
+        ),
+    )
+    rows["nf"] = 6
+    rows["r_len"], rows["r"] = 4, tiles.rows
+    rows["c_len"], rows["c"] = 4, tiles.cols
+    for key, val in (("w", w), ("s", s), ("e", e), ("n", n)):
+        rows[f"{key}_len"], rows[key] = 8, val
+    return COPY_HEADER + rows.tobytes() + COPY_TRAILER
+
+
+def upsert_tiles(conn: psycopg.Connection, tiles: TileSet) -> np.ndarray:
+    """Insert the tiles that are missing and return the ids of all of them, in ``tiles`` order.
+
+    Concurrent callers with overlapping tiles are safe: keys are inserted in sorted order
+    (no deadlock between two jobs) with ``ON CONFLICT DO NOTHING``. Runs in the caller's
+    transaction.
+    """
+    if len(tiles) == 0:
+        return np.empty(0, dtype=np.int64)
+    spec = tiles.spec
+    conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS psm_stage_tiles (grid_row integer, grid_col integer,"
+        " west float8, south float8, east float8, north float8) ON COMMIT DELETE ROWS"
+    )
+    conn.execute("TRUNCATE psm_stage_tiles")
+    copy_bytes(conn, "COPY psm_stage_tiles FROM STDIN (FORMAT BINARY)", _tile_rows_payload(tiles))
+    key = (spec.imagery_source, float(spec.gsd), int(spec.size_px), int(spec.zoom))
+    conn.execute(
+        "INSERT INTO psm.tiles (imagery_source, gsd, size_px, zoom, grid_row, grid_col, geom, centroid) "
+        "SELECT %s, %s, %s, %s, grid_row, grid_col, "
+        "  ST_MakeEnvelope(west, south, east, north, 4326), "
+        "  ST_SetSRID(ST_MakePoint((west + east) / 2, (south + north) / 2), 4326) "
+        "FROM psm_stage_tiles ORDER BY grid_row, grid_col "
+        "ON CONFLICT ON CONSTRAINT tiles_grid_key DO NOTHING",
+        key,
+    )
+    found = conn.execute(
+        "SELECT s.grid_row, s.grid_col, t.id FROM psm_stage_tiles s JOIN psm.tiles t "
+        "ON t.imagery_source = %s AND t.gsd = %s AND t.size_px = %s AND t.zoom = %s "
+        "AND t.grid_row = s.grid_row AND t.grid_col = s.grid_col",
+        key,
+    ).fetchall()
+    ids = {(r, c): i for r, c, i in found}
+    out = np.fromiter((ids[(int(r), int(c))] for r, c in zip(tiles.rows, tiles.cols, strict=True)),
+                      dtype=np.int64, count=len(tiles))
+    conn.execute("TRUNCATE psm_stage_tiles")
+    return out

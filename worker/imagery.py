@@ -1,0 +1,293 @@
+"""Imagery sources for embedding: the synthetic world's renderer, a GeoTIFF/COG, a folder of GeoTIFF tiles.
+
+Every source turns grid tiles (:class:`psm_db.tiles.TileSet`) into a float32 batch
+``(n, 3, S, S)`` in [0, 1], where S is the model's input size and each tile covers its
+grid footprint (``gsd * size_px * zoom`` metres), so no further zoom transform is needed.
+
+Rasters are read window by window: one decimated window read per chunk (at about the
+output resolution), then reprojected per grid row to EPSG:4326 with rasterio/GDAL.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from shapely.geometry import box
+from shapely.geometry.base import BaseGeometry
+
+from psm_db.tiles import METRES_PER_DEGREE, GridSpec, TileSet
+
+log = logging.getLogger(__name__)
+
+SOURCE_KINDS = ("world", "geotiff", "folder")
+RASTER_SUFFIXES = (".tif", ".tiff", ".vrt")
+
+
+@dataclass(frozen=True)
+class ImagerySpec:
+    """Which imagery to embed, as small JSON-able values (kept in the job's params).
+
+    Attributes:
+        kind: ``world`` (the synthetic renderer), ``geotiff`` (one GeoTIFF or COG) or
+            ``folder`` (a folder of georeferenced GeoTIFF tiles).
+        path: The raster file or folder (geotiff, folder).
+        seed: The world's seed (world).
+        imagery: The world's imagery kind, ``sentinel`` or ``highres`` (world).
+        gsd: Ground sample distance at zoom 1, metres per pixel. None: the world kind's GSD,
+            or the raster's own resolution.
+        size_px: Tile size at zoom 1 in pixels (Sentinel-2 tiles: 256).
+        name: The name the tiles are stored under (default derived from kind and path).
+    """
+
+    kind: str = "world"
+    path: str | None = None
+    seed: int = 0
+    imagery: str = "sentinel"
+    gsd: float | None = None
+    size_px: int = 256
+    name: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-compatible data."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ImagerySpec:
+        """Rebuild from :meth:`to_dict` output."""
+        return cls(**data)
+
+
+class ImagerySource(Protocol):
+    """What the embedder needs from imagery."""
+
+    name: str
+    gsd: float
+    size_px: int
+
+    def check(self, region: BaseGeometry, zooms: list[int]) -> None:
+        """Raise ValueError/FileNotFoundError when this source cannot serve ``region``."""
+
+    def read(self, tiles: TileSet, out_size: int) -> np.ndarray:
+        """Float32 (n, 3, out_size, out_size) in [0, 1] for the tiles."""
+
+
+def open_source(spec: ImagerySpec) -> ImagerySource:
+    """Build the source described by ``spec`` (opens files; raises clear errors)."""
+    if spec.kind == "world":
+        return WorldSource(spec)
+    if spec.kind in ("geotiff", "folder"):
+        return RasterSource(spec)
+    raise ValueError(f"unknown imagery source {spec.kind!r}; expected one of {', '.join(SOURCE_KINDS)}")
+
+
+# --------------------------------------------------------------------------- world
+
+
+class WorldSource:
+    """Tiles rendered by the synthetic world (``psm_model.world``), deterministic in its seed."""
+
+    def __init__(self, spec: ImagerySpec) -> None:
+        from psm_model.world.imagery import IMAGERY, ZOOM_MAX
+
+        if spec.imagery not in IMAGERY:
+            raise ValueError(f"unknown world imagery {spec.imagery!r}; expected one of {', '.join(IMAGERY)}")
+        if int(spec.seed) != spec.seed or spec.seed < 0:
+            raise ValueError(f"world seed must be a non-negative integer, got {spec.seed!r}")
+        self.spec = spec
+        self.gsd = float(spec.gsd if spec.gsd is not None else IMAGERY[spec.imagery].gsd)
+        self.size_px = int(spec.size_px)
+        self.zoom_max = ZOOM_MAX
+        self.name = spec.name or f"world-{spec.seed}-{spec.imagery}"
+        self._world: Any = None
+
+    def check(self, region: BaseGeometry, zooms: list[int]) -> None:
+        """The world renders any place; only zooms above its largest tile are refused."""
+        bad = [z for z in zooms if z > self.zoom_max]
+        if bad:
+            raise ValueError(f"the world renderer supports zoom levels 1..{self.zoom_max}, got {bad}")
+
+    def read(self, tiles: TileSet, out_size: int) -> np.ndarray:
+        """Render each tile at the model's size directly (same footprint, fewer pixels)."""
+        if self._world is None:
+            from psm_model.world.world import World
+
+            self._world = World(int(self.spec.seed))
+        lat, lon = tiles.centroids()
+        gsd_eff = self.gsd * self.size_px / out_size
+        out = np.empty((len(tiles), 3, out_size, out_size), dtype=np.float32)
+        for i, (la, lo) in enumerate(zip(lat, lon, strict=True)):
+            img = self._world.render_tile(float(la), float(lo), gsd=gsd_eff, size=out_size,
+                                          zoom=int(tiles.spec.zoom), imagery=self.spec.imagery)
+            out[i] = img.transpose(2, 0, 1)
+        out *= 1.0 / 255.0
+        return out
+
+
+# --------------------------------------------------------------------------- rasters
+
+
+@dataclass
+class _Raster:
+    path: Path
+    crs: Any
+    bounds_ll: tuple[float, float, float, float]
+    res_m: float
+
+
+def _scale(arr: np.ndarray, dtype: str) -> np.ndarray:
+    """Raw raster values to [0, 1]: uint8 / 255, uint16 / 10000 (reflectance), floats as they are."""
+    a = arr.astype(np.float32, copy=False)
+    if dtype == "uint8":
+        a = a * (1.0 / 255.0)
+    elif dtype in ("uint16", "int16"):
+        a = a * (1.0 / 10000.0)
+    return np.clip(a, 0.0, 1.0, out=a)
+
+
+class RasterSource:
+    """A GeoTIFF/COG, or a folder of georeferenced GeoTIFF tiles (a mosaic; first file wins)."""
+
+    def __init__(self, spec: ImagerySpec) -> None:
+        import rasterio
+        from rasterio.errors import RasterioIOError
+        from rasterio.warp import transform_bounds
+
+        if not spec.path:
+            raise ValueError(f"imagery source {spec.kind} needs a path (--imagery-path)")
+        path = Path(spec.path).expanduser().resolve()
+        if spec.kind == "geotiff":
+            if not path.is_file():
+                raise FileNotFoundError(f"GeoTIFF {path} does not exist")
+            files = [path]
+        else:
+            if not path.is_dir():
+                raise FileNotFoundError(f"imagery folder {path} does not exist or is not a folder")
+            files = sorted(p for p in path.iterdir() if p.suffix.lower() in RASTER_SUFFIXES)
+            if not files:
+                raise FileNotFoundError(f"imagery folder {path} holds no GeoTIFF tiles (*.tif, *.tiff)")
+        self.spec = spec
+        self.rasters: list[_Raster] = []
+        for f in files:
+            try:
+                with rasterio.open(f) as ds:
+                    if ds.crs is None:
+                        raise ValueError(
+                            f"GeoTIFF {f} has no CRS (coordinate reference system), so its pixels cannot be "
+                            "placed on the map; set one, e.g. `rio edit-info --crs EPSG:32631 FILE`"
+                        )
+                    if ds.count < 1:
+                        raise ValueError(f"GeoTIFF {f} has no bands")
+                    bl = transform_bounds(ds.crs, "EPSG:4326", *ds.bounds, densify_pts=21)
+                    res_m = _res_metres(ds)
+                    self.rasters.append(_Raster(f, ds.crs, bl, res_m))
+            except RasterioIOError as e:
+                raise ValueError(f"cannot read {f} as a GeoTIFF: {e}") from e
+        self.gsd = float(spec.gsd) if spec.gsd is not None else round(self.rasters[0].res_m, 3)
+        if not self.gsd > 0:
+            raise ValueError(f"gsd must be positive, got {self.gsd}")
+        self.size_px = int(spec.size_px)
+        self.name = spec.name or f"{spec.kind}:{path}"
+
+    def check(self, region: BaseGeometry, zooms: list[int]) -> None:
+        """Refuse a region that no raster covers."""
+        if not any(region.intersects(box(*r.bounds_ll)) for r in self.rasters):
+            w, s, e, n = self.rasters[0].bounds_ll
+            raise ValueError(
+                f"the region {tuple(round(v, 4) for v in region.bounds)} does not overlap the imagery "
+                f"(first file covers lon {w:.4f}..{e:.4f}, lat {s:.4f}..{n:.4f})"
+            )
+
+    def read(self, tiles: TileSet, out_size: int) -> np.ndarray:
+        """Read the chunk's window from each overlapping raster and reproject it per grid row."""
+        out = np.zeros((len(tiles), 3, out_size, out_size), dtype=np.float32)
+        if len(tiles) == 0:
+            return out
+        filled = np.zeros((len(tiles), out_size, out_size), dtype=bool)
+        w, s, e, n = tiles.bounds()
+        chunk_box = (float(w.min()), float(s.min()), float(e.max()), float(n.max()))
+        for raster in self.rasters:
+            if not box(*raster.bounds_ll).intersects(box(*chunk_box)):
+                continue
+            self._read_one(raster, tiles, out_size, chunk_box, out, filled)
+        return out
+
+    def _read_one(
+        self, raster: _Raster, tiles: TileSet, size: int, chunk_box: tuple[float, float, float, float],
+        out: np.ndarray, filled: np.ndarray,
+    ) -> None:
+        import rasterio
+        from rasterio.enums import Resampling
+        from rasterio.transform import from_bounds
+        from rasterio.warp import reproject, transform_bounds
+        from rasterio.windows import Window
+        from rasterio.windows import from_bounds as window_from_bounds
+
+        with rasterio.open(raster.path) as ds:
+            sb = transform_bounds("EPSG:4326", ds.crs, *chunk_box, densify_pts=21)
+            win = window_from_bounds(*sb, transform=ds.transform)
+            win = win.round_offsets("floor").round_lengths("ceil")
+            col0, row0 = max(0, int(win.col_off) - 2), max(0, int(win.row_off) - 2)
+            col1 = min(ds.width, int(win.col_off + win.width) + 2)
+            row1 = min(ds.height, int(win.row_off + win.height) + 2)
+            if col1 <= col0 or row1 <= row0:
+                return
+            win = Window(col0, row0, col1 - col0, row1 - row0)
+            # Decimate on read to about the output resolution (overviews are used if present).
+            tile_m = tiles.spec.side_m / size
+            factor = max(1.0, tile_m / max(raster.res_m, 1e-9) / 2.0)
+            shape_h = max(1, int(math.ceil(win.height / factor)))
+            shape_w = max(1, int(math.ceil(win.width / factor)))
+            bands = [1, 2, 3] if ds.count >= 3 else [1, 1, 1]
+            arr = ds.read(bands, window=win, out_shape=(3, shape_h, shape_w),
+                          resampling=Resampling.average if factor > 1 else Resampling.nearest,
+                          masked=True)
+            valid = ~np.ma.getmaskarray(arr).all(axis=0)
+            data = _scale(np.ma.filled(arr, 0), ds.dtypes[0])
+            src_transform = ds.window_transform(win) * rasterio.Affine.scale(win.width / shape_w,
+                                                                              win.height / shape_h)
+            src_crs = ds.crs
+        rows = tiles.rows
+        for r in np.unique(rows):
+            idx = np.flatnonzero(rows == r)
+            cols = tiles.cols[idx]
+            c0, c1 = int(cols.min()), int(cols.max())
+            ncol = c1 - c0 + 1
+            bw, bs, be, bn = tiles.spec.bounds(np.array([r, r]), np.array([c0, c1]))
+            dst_transform = from_bounds(float(bw[0]), float(bs[0]), float(be[1]), float(bn[0]),
+                                        ncol * size, size)
+            dst = np.zeros((3, size, ncol * size), dtype=np.float32)
+            mask = np.zeros((size, ncol * size), dtype=np.uint8)
+            reproject(data, dst, src_transform=src_transform, src_crs=src_crs,
+                      dst_transform=dst_transform, dst_crs="EPSG:4326", resampling=Resampling.bilinear)
+            reproject(valid.astype(np.uint8), mask, src_transform=src_transform, src_crs=src_crs,
+                      dst_transform=dst_transform, dst_crs="EPSG:4326", resampling=Resampling.nearest)
+            for k, i in enumerate(idx):
+                j = (int(cols[k]) - c0) * size
+                tile = dst[:, :, j : j + size]
+                m = (mask[:, j : j + size] > 0) & ~filled[i]
+                out[i][:, m] = tile[:, m]
+                filled[i] |= m
+
+
+def _res_metres(ds: Any) -> float:
+    """A raster's pixel size in metres (geographic CRSs are converted at the raster's centre)."""
+    rx = abs(ds.transform.a)
+    if ds.crs.is_geographic:
+        lat = (ds.bounds.bottom + ds.bounds.top) / 2.0
+        return rx * METRES_PER_DEGREE * max(0.01, math.cos(math.radians(lat)))
+    try:
+        factor = ds.crs.linear_units_factor[1]
+    except Exception:  # noqa: BLE001 - units unknown: assume metres
+        factor = 1.0
+    return rx * factor
+
+
+def grid_specs(source: ImagerySource, zooms: list[int]) -> list[GridSpec]:
+    """One grid per zoom level for ``source``."""
+    return [GridSpec(source.name, source.gsd, source.size_px, int(z)) for z in zooms]

@@ -1,0 +1,144 @@
+"""The training job: run ``psm_model.train.train``, then register the checkpoint and its metrics."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from psm_db import jobs
+from psm_db.registry import register_model
+from psm_db.settings import Settings
+
+log = logging.getLogger(__name__)
+
+LOSSES = ("pcmepp", "infonce")
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """What ``psm.train`` needs (small JSON-able values, kept in the job row)."""
+
+    dataset_dir: str
+    preset: str = "tiny"
+    loss: str = "pcmepp"
+    use_metadata: bool = True
+    epochs: int = 1
+    config: dict[str, Any] = field(default_factory=dict)
+    """Model config overrides (``create_model(preset, **config)``)."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Further keyword arguments of ``psm_model.train.train`` (batch_size, lr, seed, ...)."""
+    name: str | None = None
+
+    def validated(self) -> TrainRequest:
+        """Check the request before anything is queued.
+
+        Raises:
+            FileNotFoundError: when the dataset folder is missing.
+            ValueError: on an unknown preset or loss, or epochs < 1.
+        """
+        from psm_model.config import PRESETS
+
+        if not Path(self.dataset_dir).is_dir():
+            raise FileNotFoundError(f"dataset folder {self.dataset_dir} does not exist; build one with "
+                                    "`psm world build`")
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; expected one of {', '.join(PRESETS)}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; expected one of {', '.join(LOSSES)}")
+        if int(self.epochs) != self.epochs or self.epochs < 1:
+            raise ValueError(f"epochs must be an integer >= 1, got {self.epochs!r}")
+        return self
+
+    def to_params(self) -> dict[str, Any]:
+        """JSON-able job parameters."""
+        return asdict(self)
+
+
+def _train_fn() -> Callable[..., Any]:
+    try:
+        from psm_model.train import train  # type: ignore[import-not-found]
+    except ImportError as e:
+        raise RuntimeError(
+            "psm_model.train.train is not available in this installation; update the psm_model package"
+        ) from e
+    return train  # type: ignore[no-any-return]
+
+
+def call_train(
+    train: Callable[..., Any], request: TrainRequest, out_dir: Path, progress: Callable[..., None]
+) -> Path:
+    """Call ``train(dataset_dir, out_dir, preset, loss, use_metadata, epochs, ..., progress=...)``.
+
+    Keyword arguments the function does not take (older or newer library) are left out.
+    """
+    kwargs: dict[str, Any] = {
+        "dataset_dir": request.dataset_dir, "out_dir": out_dir, "preset": request.preset,
+        "loss": request.loss, "use_metadata": request.use_metadata, "epochs": request.epochs,
+        "progress": progress, **request.options,
+    }
+    if request.config:
+        kwargs["config"] = request.config
+        kwargs.setdefault("overrides", request.config)
+    params = inspect.signature(train).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        kwargs = {k: v for k, v in kwargs.items() if k in params}
+    out = train(**kwargs)
+    path = Path(out["checkpoint"] if isinstance(out, dict) else out)
+    if path.is_dir():
+        found = sorted(path.glob("*.safetensors"))
+        if not found:
+            raise FileNotFoundError(f"training wrote no checkpoint in {path}")
+        path = found[-1]
+    return path
+
+
+def run_training_job(
+    conn: psycopg.Connection,
+    job_id: str,
+    settings: Settings,
+    *,
+    progress: Callable[[int, int, str], None],
+    train: Callable[..., Any] | None = None,
+) -> dict[str, Any]:
+    """Train, write the checkpoint under ``PSM_HOME/checkpoints/<job>``, register it, store metrics."""
+    job = jobs.get_job(conn, job_id)
+    if job is None:
+        raise LookupError(f"job {job_id} does not exist")
+    request = TrainRequest(**job["params"]).validated()
+    jobs.set_progress(conn, job_id, 0, request.epochs, "training")
+    out_dir = settings.checkpoints_dir / str(job_id)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def on_progress(*args: Any, **kwargs: Any) -> None:
+        done = kwargs.get("done", kwargs.get("step", args[0] if args else 0))
+        total = kwargs.get("total", args[1] if len(args) > 1 else 0)
+        extra = kwargs.get("metrics", args[2] if len(args) > 2 else None)
+        progress(int(done or 0), int(total or 0), f"training: {extra}" if extra else "training")
+
+    checkpoint = call_train(train or _train_fn(), request, out_dir, on_progress)
+    mv = register_model(conn, checkpoint, name=request.name)
+    result = {"version": mv.version, "checkpoint": str(checkpoint), "metrics": mv.metrics}
+    conn.execute("UPDATE psm.jobs SET model_version = %s WHERE id = %s", (mv.version, job_id))
+    jobs.succeed_job(conn, job_id, result, f"trained model {mv.version}")
+    return result
+
+
+def submit_training(conn: psycopg.Connection, request: TrainRequest, send: Callable[[str], str]) -> uuid.UUID:
+    """Validate, create the job row and queue ``psm.train``; bad input is stored as a failed job."""
+    try:
+        request.validated()
+    except (ValueError, FileNotFoundError) as e:
+        jobs.record_rejected(conn, "train", request.to_params(), f"invalid request: {e}")
+        raise
+    job_id = jobs.create_job(conn, "train", request.to_params())
+    conn.commit()
+    jobs.set_task_id(conn, job_id, send(str(job_id)))
+    conn.commit()
+    return job_id
