@@ -15,12 +15,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from psm_db.cli import db_app, services_app
+from psm_db.query_cli import query_app, regions_app
 
 console = Console(stderr=True)
 
 app = typer.Typer(help="PSM Maps: probabilistic soundscape maps.", no_args_is_help=True)
 app.add_typer(services_app, name="services")
 app.add_typer(db_app, name="db")
+app.add_typer(query_app, name="query")
+app.add_typer(regions_app, name="regions")
 
 
 # --------------------------------------------------------------------------- helpers
