@@ -24,7 +24,7 @@ from transformers import (
 
 from psm_model.audio_io import check_sample_rate, check_waveform
 from psm_model.config import AudioConfig, TextConfig
-from psm_model.tokenizer import TextTokenizer, caption_corpus, train_bpe
+from psm_model.tokenizer import TextTokenizer, caption_corpus, check_texts, train_bpe
 
 logger = logging.getLogger(__name__)
 
@@ -247,6 +247,9 @@ class TextTower(nn.Module):
         if config.freeze_backbone:
             for p in self._backbone().parameters():
                 p.requires_grad_(False)
+        self._cache: dict[str, torch.Tensor] = {}
+
+    CACHE_SIZE = 50_000
 
     def _backbone(self) -> nn.Module:
         return self.clap.text_model if self.config.backbone == "clap" else self.encoder
@@ -288,6 +291,33 @@ class TextTower(nn.Module):
     def forward(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
         """Encode tokens to (B, out_dim)."""
         return self.project(self.backbone_features(tokens))
+
+    def encode_texts(self, texts: str | Sequence[str]) -> torch.Tensor:
+        """Tokenise and encode texts to (B, out_dim).
+
+        With a frozen backbone, pooled backbone outputs are cached per distinct text (up to
+        ``CACHE_SIZE`` entries), so repeated captions cost only the projection.
+        """
+        texts = check_texts(texts)
+        if not self.config.freeze_backbone:
+            return self(self.tokenize(texts))
+        todo = sorted({t for t in texts if t not in self._cache})
+        if todo:
+            with torch.no_grad():
+                pooled = self.backbone_features(self.tokenize(todo)).detach().cpu()
+            if len(self._cache) + len(todo) > self.CACHE_SIZE:
+                self._cache.clear()
+            self._cache.update(zip(todo, pooled, strict=True))
+        device = next(self.parameters()).device
+        return self.project(torch.stack([self._cache[t] for t in texts]).to(device))
+
+    def clear_cache(self) -> None:
+        """Forget cached backbone outputs."""
+        self._cache.clear()
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._cache.clear()  # new weights: cached backbone outputs are stale
+        super()._load_from_state_dict(*args, **kwargs)
 
 
 def clap_text_config(

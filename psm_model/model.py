@@ -215,7 +215,7 @@ class PSMModel(nn.Module):
         Raises:
             ValueError: On an empty list, a non-string or a blank string.
         """
-        return self.encode_tokens(self.tokenize(texts), raw_mean=raw_mean)
+        return self.text_head(self.text_tower.encode_texts(texts), raw_mean=raw_mean)
 
     # Loss --------------------------------------------------------------------------------------
     def match_params(self) -> tuple[float, float]:

@@ -47,3 +47,14 @@ def test_minilm_backbone_is_pretrained(demo):
         pooled = torch.nn.functional.normalize(demo.text_tower.backbone_features(tokens), dim=1)
     sims = pooled @ pooled.T
     assert float(sims[0, 1]) > float(sims[0, 2]) + 0.1
+
+
+def test_frozen_text_cache_matches_direct_path(demo):
+    texts = ["sheep on a farm", "rooster at dawn", "sheep on a farm"]
+    demo.text_tower.clear_cache()
+    with torch.no_grad():
+        cached = demo.encode_text(texts)[0]
+        again = demo.encode_text(texts)[0]
+        direct = demo.encode_tokens(demo.tokenize(texts))[0]
+    assert len(demo.text_tower._cache) == 2
+    assert torch.allclose(cached, direct, atol=1e-5) and torch.equal(cached, again)
