@@ -14,6 +14,9 @@ import numpy as np
 import pandas as pd
 import psycopg
 import shapely
+import shapely.errors
+import shapely.geometry
+import shapely.ops
 from geoalchemy2 import Geometry
 from pgvector.sqlalchemy import Vector
 from shapely.geometry.base import BaseGeometry
@@ -230,7 +233,7 @@ def _to_4326(geom: BaseGeometry, srid: int) -> BaseGeometry:
         transformer = Transformer.from_crs(srid, 4326, always_xy=True)
     except CRSError as e:
         raise ValueError(f"unknown SRID {srid}; give the region in EPSG:4326 or a known EPSG code") from e
-    return shapely.ops.transform(transformer.transform, geom)
+    return shapely.transform(geom, transformer.transform, interleaved=False)
 
 
 def check_k(k: int) -> int:
@@ -791,9 +794,9 @@ def build_ann_index(
         version=sql.Literal(model.version), cid=sql.Literal(int(condition_id)),
     )
     raw = engine.raw_connection()
+    pg = raw.driver_connection
+    assert isinstance(pg, psycopg.Connection)
     try:
-        pg = raw.driver_connection
-        assert isinstance(pg, psycopg.Connection)
         pg.autocommit = True
         pg.execute("SELECT set_config('maintenance_work_mem', %s, false)", (maintenance_work_mem,))
         pg.execute("SELECT set_config('max_parallel_maintenance_workers', %s, false)", (str(workers),))
@@ -802,11 +805,13 @@ def build_ann_index(
         started = time.perf_counter()
         pg.execute(ddl)
         seconds = time.perf_counter() - started
-        pg.execute("RESET maintenance_work_mem")
-        pg.execute("RESET max_parallel_maintenance_workers")
     finally:
+        if not pg.closed:
+            pg.execute("RESET maintenance_work_mem")
+            pg.execute("RESET max_parallel_maintenance_workers")
+            pg.autocommit = False  # the connection goes back to the pool
         raw.close()
-    with Session(engine) as session, session.begin():
+    with Session(engine, expire_on_commit=False) as session, session.begin():
         entry = session.get(AnnIndex, (model_version, int(condition_id)))
         if entry is None:
             entry = AnnIndex(model_version=model_version, condition_id=int(condition_id))

@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import shapely
+import shapely.errors
+import shapely.geometry
+import shapely.ops
 from geoalchemy2.shape import from_shape
 from shapely.geometry import MultiPolygon, Polygon, box
 from shapely.geometry.base import BaseGeometry
@@ -181,7 +184,7 @@ def features_from_geojson(
         except (shapely.errors.ShapelyError, ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
             raise ValueError(f"{label} has an unreadable geometry: {e}") from e
         if transform is not None:
-            geom = shapely.ops.transform(transform, geom)
+            geom = shapely.transform(geom, transform, interleaved=False)
         multi = _polygonal(geom, label, repair)
         xmin, ymin, xmax, ymax = multi.bounds
         if xmin < -180 or xmax > 180 or ymin < -90 or ymax > 90:

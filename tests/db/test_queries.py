@@ -1,0 +1,422 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import psycopg
+import pytest
+import shapely
+import shapely.errors
+import shapely.geometry
+import shapely.ops
+from shapely.geometry import box
+
+from psm_db import queries
+from psm_db.errors import NotEmbeddedError
+from psm_db.regions import load_regions
+
+MODEL = "a1b2c3d4e5f6a7b8"
+OTHER = "ffee0000ffee0000"
+D = 16
+A, B = 4.0, 6.0
+GRID = 40                      # GRID x GRID tiles of 0.1 deg from (-100, 40)
+LON0, LAT0, STEP = -100.0, 40.0, 0.1
+
+
+@dataclass
+class Seed:
+    url: str
+    engine: object
+    tile_ids: np.ndarray
+    centroids: np.ndarray
+    mu: np.ndarray
+    var: np.ndarray
+    query_id: int
+    other_query_id: int
+    q_mu: np.ndarray
+    q_var: np.ndarray
+    cond_a: int
+    cond_b: int
+
+
+def _gaussians(rng, n, d, centres):
+    mu = centres[rng.integers(0, len(centres), n)] + rng.normal(0, 0.15, (n, d))
+    mu /= np.linalg.norm(mu, axis=1, keepdims=True)
+    var = np.exp(rng.normal(-4, 0.5, (n, d)))
+    return mu.astype(np.float32), var.astype(np.float32)
+
+
+def _csd(mu, var, q_mu, q_var):
+    mu, var = mu.astype(np.float64), var.astype(np.float64)
+    return ((mu - q_mu.astype(np.float64)) ** 2).sum(1) + var.sum(1) + q_var.astype(np.float64).sum()
+
+
+def _prob(d):
+    return 1.0 / (1.0 + np.exp(A * d - B))
+
+
+@pytest.fixture(scope="module")
+def seed(db_url):
+    from sqlalchemy.orm import Session
+
+    from psm_db.engine import connect, make_engine
+
+    rng = np.random.default_rng(7)
+    with connect(db_url) as c:
+        for version, dim in ((MODEL, D), (OTHER, 8)):
+            c.execute(
+                "INSERT INTO psm.model_versions (version, name, preset, loss, embed_dim, feature_dim,"
+                " match_a, match_b, checkpoint_path) VALUES (%s, 'test', 'tiny', 'pcmepp', %s, 8, %s, %s, '/x')",
+                (version, dim, A, B))
+        cond_a = c.execute("SELECT psm.ensure_condition(5, 6, NULL, NULL)").fetchone()[0]
+        cond_b = c.execute("SELECT psm.ensure_condition(NULL, NULL, 'aporee', NULL)").fetchone()[0]
+        c.execute(
+            "INSERT INTO psm.tiles (imagery_source, gsd, size_px, zoom, grid_row, grid_col, geom, centroid) "
+            "SELECT 'bing', 0.6, 300, 1, r, k, "
+            " ST_MakeEnvelope(%(x)s + k * %(s)s, %(y)s + r * %(s)s, %(x)s + (k + 1) * %(s)s, %(y)s + (r + 1) * %(s)s, 4326),"
+            " ST_SetSRID(ST_MakePoint(%(x)s + (k + 0.5) * %(s)s, %(y)s + (r + 0.5) * %(s)s), 4326) "
+            "FROM generate_series(0, %(g)s - 1) r, generate_series(0, %(g)s - 1) k ORDER BY r, k",
+            {"x": LON0, "y": LAT0, "s": STEP, "g": GRID})
+        rows = c.execute("SELECT id, ST_X(centroid), ST_Y(centroid) FROM psm.tiles "
+                         "WHERE zoom = 1 ORDER BY id").fetchall()
+        tile_ids = np.array([r[0] for r in rows])
+        centroids = np.array([(r[1], r[2]) for r in rows])
+        centres = rng.normal(size=(20, D))
+        mu, var = _gaussians(rng, len(tile_ids), D, centres)
+        with c.cursor().copy("COPY psm.embeddings (model_version, condition_id, tile_id, dim, mu, var, var_sum) "
+                             "FROM STDIN") as cp:
+            for i, t in enumerate(tile_ids):
+                cp.write_row((MODEL, cond_a, int(t), D, mu[i], var[i], float(var[i].sum(dtype=np.float64))))
+                if centroids[i, 0] < LON0 + GRID * STEP / 2:   # condition B: west half only
+                    cp.write_row((MODEL, cond_b, int(t), D, mu[i], var[i], float(var[i].sum(dtype=np.float64))))
+        c.commit()
+    q_mu, q_var = _gaussians(rng, 1, D, centres)
+    engine = make_engine(db_url)
+    with Session(engine) as s, s.begin():
+        qid = queries.store_query(session=s, model_version=MODEL, kind="text", mu=q_mu[0], var=q_var[0],
+                                  text="rooster at dawn", name="rooster")
+        o_mu, o_var = _gaussians(rng, 1, 8, rng.normal(size=(3, 8)))
+        other = queries.store_query(session=s, model_version=OTHER, kind="text", mu=o_mu[0], var=o_var[0],
+                                    text="x")
+        squares = {"type": "FeatureCollection", "features": [
+            {"type": "Feature", "properties": {"name": f"sq{i}{j}"},
+             "geometry": shapely.geometry.mapping(box(LON0 + i * 2, LAT0 + j * 2, LON0 + i * 2 + 2, LAT0 + j * 2 + 2))}
+            for i in range(2) for j in range(2)]}
+        load_regions(session=s, source=squares, region_set="squares")
+    yield Seed(db_url, engine, tile_ids, centroids, mu, var, qid, other, q_mu[0], q_var[0], cond_a, cond_b)
+    engine.dispose()
+
+
+@pytest.fixture
+def session(seed):
+    from sqlalchemy.orm import Session
+
+    with Session(seed.engine) as s:
+        yield s
+        s.rollback()
+
+
+def _exact(seed, k, mask=None):
+    d = _csd(seed.mu, seed.var, seed.q_mu, seed.q_var)
+    idx = np.arange(len(d)) if mask is None else np.flatnonzero(mask)
+    order = idx[np.argsort(d[idx], kind="stable")][:k]
+    return seed.tile_ids[order], d[order]
+
+
+def _in(seed, geom):
+    return shapely.contains_xy(geom, seed.centroids[:, 0], seed.centroids[:, 1])
+
+
+# --------------------------------------------------------------------------- rankings
+
+
+def test_rank_tiles_exact_matches_numpy(seed, session):
+    rows = queries.rank_tiles(session=session, query_id=seed.query_id, month=5, hour=6, k=25,
+                              method="exact")
+    ids, d = _exact(seed, 25)
+    assert [r.tile_id for r in rows] == ids.tolist()
+    np.testing.assert_allclose([r.distance for r in rows], d, rtol=1e-5)
+    np.testing.assert_allclose([r.probability for r in rows], _prob(d), rtol=1e-4)
+    by_id = dict(zip(seed.tile_ids.tolist(), seed.var.astype(np.float64).sum(1), strict=True))
+    np.testing.assert_allclose([r.uncertainty for r in rows], [by_id[i] for i in ids], rtol=1e-6)
+    assert all(r.geom.geom_type == "Polygon" for r in rows)
+
+
+def test_rank_tiles_in_region_keeps_only_tiles_inside(seed, session):
+    region = box(-99.0, 41.0, -98.0, 42.0)
+    rows = queries.rank_tiles(session=session, query_id=seed.query_id, region=region, month=5, hour=6, k=10)
+    ids, _ = _exact(seed, 10, _in(seed, region))
+    assert [r.tile_id for r in rows] == ids.tolist()
+
+
+def test_sql_and_python_agree_and_accept_wkt(seed, conn):
+    rows = conn.execute(
+        "SELECT tile_id, distance FROM psm.rank_tiles(%s, psm.region_from_text(%s), 5, 6, NULL, NULL, 1, 5)",
+        (seed.query_id, "POLYGON((-99 41, -98 41, -98 42, -99 42, -99 41))")).fetchall()
+    ids, d = _exact(seed, 5, _in(seed, box(-99, 41, -98, 42)))
+    assert [r[0] for r in rows] == ids.tolist()
+    np.testing.assert_allclose([r[1] for r in rows], d, rtol=1e-5)
+
+
+def test_region_in_another_srid_is_transformed(seed, session):
+    from pyproj import Transformer
+
+    to_merc = Transformer.from_crs(4326, 3857, always_xy=True).transform
+    region = box(-99.0, 41.0, -98.0, 42.0)
+    merc = shapely.transform(region, to_merc, interleaved=False)
+    a = queries.rank_tiles(session=session, query_id=seed.query_id, region=region, month=5, hour=6, k=10)
+    b = queries.rank_tiles(session=session, query_id=seed.query_id, region=merc, srid=3857, month=5, hour=6, k=10)
+    c = queries.rank_tiles(session=session, query_id=seed.query_id, region=f"SRID=3857;{merc.wkt}",
+                           month=5, hour=6, k=10)
+    assert [r.tile_id for r in a] == [r.tile_id for r in b] == [r.tile_id for r in c]
+
+
+def test_sql_transforms_srid_and_refuses_unknown_srid(seed, conn):
+    row = conn.execute(
+        "SELECT count(*) FROM psm.rank_tiles(%s, ST_Transform(ST_MakeEnvelope(-99, 41, -98, 42, 4326), 3857),"
+        " 5, 6, NULL, NULL, 1, 50)", (seed.query_id,)).fetchone()
+    assert row[0] == 50
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="SRID 999999"):
+        conn.execute("SELECT * FROM psm.rank_tiles(%s, ST_SetSRID(ST_MakeEnvelope(0, 0, 1, 1), 999999))",
+                     (seed.query_id,))
+
+
+def test_ann_index_gives_the_exact_order(seed, session):
+    entry = queries.build_ann_index(engine=seed.engine, model_version=MODEL, condition_id=seed.cond_a)
+    assert entry.rows == len(seed.tile_ids) and entry.dim == D + 1
+    exact = queries.rank_tiles(session=session, query_id=seed.query_id, month=5, hour=6, k=50, method="exact")
+    ann = queries.rank_tiles(session=session, query_id=seed.query_id, month=5, hour=6, k=50, method="ann")
+    recall = len({r.tile_id for r in ann} & {r.tile_id for r in exact}) / 50
+    assert recall >= 0.95
+    assert [r.distance for r in ann] == sorted(r.distance for r in ann)
+    # a small region is ranked exactly even when asked for the index (fallback when the walk runs out)
+    small = box(-99.0, 41.0, -98.8, 41.2)
+    rows = queries.rank_tiles(session=session, query_id=seed.query_id, region=small, month=5, hour=6, k=4,
+                              method="ann")
+    assert [r.tile_id for r in rows] == _exact(seed, 4, _in(seed, small))[0].tolist()
+    summary = {c.condition_id: c for c in queries.list_conditions(session=session, model_version=MODEL)}
+    assert summary[seed.cond_a].has_ann_index and summary[seed.cond_a].tiles == len(seed.tile_ids)
+    assert not summary[seed.cond_b].has_ann_index
+
+
+def test_ann_plan_uses_the_partial_hnsw_index(seed, conn):
+    queries.build_ann_index(engine=seed.engine, model_version=MODEL, condition_id=seed.cond_a)
+    q = np.append(seed.q_mu, 0).astype(np.float32)
+    plan = "\n".join(r[0] for r in conn.execute(
+        f"EXPLAIN SELECT tile_id FROM psm.embeddings WHERE model_version = %s AND condition_id = %s "
+        f"ORDER BY psm.ann_vector(mu, var_sum)::vector({D + 1}) <-> %s LIMIT 10",
+        (MODEL, seed.cond_a, q)).fetchall())
+    assert queries.ann_index_name(MODEL, seed.cond_a) in plan
+
+
+def test_rank_regions_aggregates_match_numpy(seed, session):
+    d = _csd(seed.mu, seed.var, seed.q_mu, seed.q_var)
+    p = _prob(d)
+    thr = float(np.median(p))
+    for agg, fn in (("mean", np.mean), ("max", np.max), ("share", lambda x: np.mean(x >= thr))):
+        rows = queries.rank_regions(session=session, query_id=seed.query_id, region_set="squares",
+                                    month=5, hour=6, agg=agg, threshold=thr)
+        assert len(rows) == 4
+        for r in rows:
+            i, j = int(r.name[2]), int(r.name[3])
+            inside = _in(seed, box(LON0 + i * 2, LAT0 + j * 2, LON0 + i * 2 + 2, LAT0 + j * 2 + 2))
+            assert r.tile_count == inside.sum() == 400
+            assert r.score == pytest.approx(fn(p[inside]), rel=1e-4, abs=1e-12)
+            assert r.uncertainty == pytest.approx(seed.var[inside].astype(np.float64).sum(1).mean(), rel=1e-5)
+        assert [r.score for r in rows] == sorted((r.score for r in rows), reverse=True)
+    frame = queries.rank_regions_frame(session=session, query_id=seed.query_id, region_set="squares",
+                                       month=5, hour=6, k=2)
+    assert list(frame.columns) == ["region_id", "name", "score", "tile_count", "uncertainty"]
+    assert len(frame) == 2
+
+
+def test_rank_regions_sql(seed, conn):
+    rows = conn.execute("SELECT region_name, tile_count FROM psm.rank_regions(%s, 'squares', 5, 6, "
+                        "p_agg => 'max', p_k => 3)", (seed.query_id,)).fetchall()
+    assert len(rows) == 3 and all(r[1] == 400 for r in rows)
+
+
+def test_map_scores_returns_every_tile_as_arrays(seed, session):
+    region = box(-100.0, 40.0, -99.0, 41.0)
+    m = queries.map_scores(session=session, query_id=seed.query_id, region=region, month=5, hour=6)
+    inside = _in(seed, region)
+    assert len(m) == inside.sum() == 100
+    order = np.argsort(m.tile_id)
+    want_ids = np.sort(seed.tile_ids[inside])
+    np.testing.assert_array_equal(m.tile_id[order], want_ids)
+    d = _csd(seed.mu, seed.var, seed.q_mu, seed.q_var)[inside][np.argsort(seed.tile_ids[inside])]
+    np.testing.assert_allclose(m.distance[order], d, rtol=1e-5)
+    np.testing.assert_allclose(m.probability[order], _prob(d), rtol=1e-4)
+    assert m.bounds.shape == (100, 4)
+    assert np.all(m.bounds[:, 0] < m.lon) and np.all(m.lon < m.bounds[:, 2])
+    assert m.to_frame().shape == (100, 10)
+    everything = queries.map_scores(session=session, query_id=seed.query_id, month=5, hour=6)
+    assert len(everything) == len(seed.tile_ids)
+
+
+# --------------------------------------------------------------------------- not embedded
+
+
+def test_condition_never_embedded_names_the_command(seed, session):
+    with pytest.raises(NotEmbeddedError, match=r"no embeddings for month=7.*psm embed-region --model "
+                                               + MODEL + r".*--month 7"):
+        queries.rank_tiles(session=session, query_id=seed.query_id, month=7)
+    with pytest.raises(NotEmbeddedError, match="celery -A worker embed_region"):
+        queries.rank_regions(session=session, query_id=seed.query_id, region_set="squares", month=7)
+    with pytest.raises(NotEmbeddedError, match="psm embed-region"):
+        queries.map_scores(session=session, query_id=seed.query_id, month=7)
+
+
+def test_region_not_embedded_for_a_condition(seed, session):
+    east = box(-97.0, 40.0, -96.0, 44.0)      # condition B covers the west half only
+    with pytest.raises(NotEmbeddedError, match="audio_source=aporee.*zoom 1.*--audio-source aporee"):
+        queries.rank_tiles(session=session, query_id=seed.query_id, region=east, audio_source="aporee")
+    with pytest.raises(NotEmbeddedError, match="zoom 3"):
+        queries.rank_tiles(session=session, query_id=seed.query_id, month=5, hour=6, zoom=3)
+    west = queries.rank_tiles(session=session, query_id=seed.query_id, region=box(-100, 40, -99, 41),
+                              audio_source="aporee", k=3)
+    assert len(west) == 3
+
+
+def test_sql_not_embedded_raises_with_hint(seed, conn):
+    with pytest.raises(psycopg.Error) as info:
+        conn.execute("SELECT * FROM psm.rank_tiles(%s, NULL, 7)", (seed.query_id,))
+    assert info.value.sqlstate == "PSM01"
+    assert "psm embed-region" in info.value.diag.message_hint
+
+
+def test_session_stays_usable_after_an_error(seed, session):
+    with pytest.raises(ValueError):
+        queries.rank_tiles(session=session, query_id=seed.query_id, month=13)
+    assert len(queries.rank_tiles(session=session, query_id=seed.query_id, month=5, hour=6, k=2)) == 2
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"month": 0}, r"month must be in 1\.\.12"),
+    ({"month": 13}, r"month must be in 1\.\.12"),
+    ({"hour": 24}, r"hour must be in 0\.\.23"),
+    ({"hour": -1}, r"hour must be in 0\.\.23"),
+    ({"audio_source": "spotify"}, r"unknown audio source 'spotify'; expected one of yfcc"),
+    ({"caption_source": "gpt"}, r"unknown caption source 'gpt'"),
+    ({"k": 0}, r"k must be an integer in 1\.\.10000"),
+    ({"k": -5}, r"k must be an integer in 1\.\.10000"),
+    ({"k": 10_001}, r"k must be an integer in 1\.\.10000"),
+    ({"zoom": 0}, r"zoom must be an integer >= 1"),
+    ({"method": "fast"}, r"method must be one of auto, exact, ann"),
+    ({"region": "POLYGON((0 0, 1 0"}, r"cannot read the region as WKT or GeoJSON"),
+    ({"region": "not a shape"}, r"cannot read the region as WKT or GeoJSON"),
+    ({"region": '{"type": "Polygon", "coordinates": [[[0, 0], [1'}, r"cannot read the region"),
+    ({"region": '{"type": "Polygon", "coordinates": "x"}'}, r"cannot read the region"),
+    ({"region": "POINT(-99 41)"}, r"must be a Polygon or MultiPolygon, got Point"),
+    ({"region": "POLYGON((0 0, 1 1, 1 0, 0 1, 0 0))"}, r"not valid: Self-intersection"),
+    ({"region": "POLYGON((-11e6 4e6, -10e6 4e6, -10e6 5e6, -11e6 4e6))"}, r"outside lon/lat bounds"),
+    ({"region": box(0, 0, 1, 1), "srid": 123456}, r"unknown SRID 123456"),
+    ({"query_id": 999_999}, r"no stored query with id 999999"),
+])
+def test_rank_tiles_bad_input(seed, session, kwargs, message):
+    args = {"session": session, "query_id": seed.query_id, "month": 5, "hour": 6, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        queries.rank_tiles(**args)
+
+
+def test_sql_bad_input_messages(seed, conn):
+    cases = [
+        ("SELECT * FROM psm.rank_tiles(%s, NULL, 0)", r"month must be in 1\.\.12"),
+        ("SELECT * FROM psm.rank_tiles(%s, NULL, 5, 24)", r"hour must be in 0\.\.23"),
+        ("SELECT * FROM psm.rank_tiles(%s, NULL, 5, 6, 'bogus')", "unknown audio source"),
+        ("SELECT * FROM psm.rank_tiles(%s, NULL, 5, 6, NULL, NULL, 1, 0)", r"k must be in 1\.\.10000"),
+        ("SELECT * FROM psm.rank_tiles(%s, psm.region_from_text('POLYGON((0 0'))", "cannot parse the region"),
+        ("SELECT * FROM psm.rank_tiles(%s, psm.region_from_text('{\"type\": 1}'))", "cannot parse the region"),
+        ("SELECT * FROM psm.rank_regions(%s, 'nope')", "unknown region set 'nope'"),
+        ("SELECT * FROM psm.rank_regions(%s, 'squares', p_agg => 'median')", "agg must be mean, max or share"),
+    ]
+    for sql, message in cases:
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match=message):
+            conn.execute(sql, (seed.query_id,))
+        conn.rollback()
+
+
+def test_query_of_another_model_is_refused(seed, session):
+    with pytest.raises(ValueError, match=f"encoded by model {OTHER} \\(8-d\\), not by {MODEL} \\(16-d\\)"):
+        queries.rank_tiles(session=session, query_id=seed.other_query_id, model_version=MODEL)
+    with pytest.raises(ValueError, match="encoded by model"):
+        queries.map_scores(session=session, query_id=seed.other_query_id, model_version=MODEL)
+    with pytest.raises(NotEmbeddedError, match=f"model {OTHER} has no embeddings"):
+        queries.rank_tiles(session=session, query_id=seed.other_query_id)
+
+
+def test_store_query_checks_sizes_and_values(seed, session):
+    good = np.ones(D, dtype=np.float32) / 4
+    with pytest.raises(ValueError, match="sizes 8 and 8, but model .* embeds in 16"):
+        queries.store_query(session=session, model_version=MODEL, kind="text", mu=good[:8], var=good[:8])
+    with pytest.raises(ValueError, match="sigma\\^2 of the query must be > 0"):
+        queries.store_query(session=session, model_version=MODEL, kind="text", mu=good, var=-good)
+    with pytest.raises(ValueError, match="NaN"):
+        queries.store_query(session=session, model_version=MODEL, kind="text", mu=good * np.nan, var=good)
+    with pytest.raises(ValueError, match="unknown model version"):
+        queries.store_query(session=session, model_version="00000000", kind="text", mu=good, var=good)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        queries.store_query(session=session, model_version=MODEL, kind="video", mu=good, var=good)
+
+
+def test_unknown_region_set(seed, session):
+    with pytest.raises(ValueError, match="unknown region set 'nowhere'.*psm regions load"):
+        queries.rank_regions(session=session, query_id=seed.query_id, region_set="nowhere", month=5, hour=6)
+    with pytest.raises(ValueError, match="unknown region set"):
+        queries.list_regions(session=session, region_set="nowhere")
+    with pytest.raises(ValueError, match="threshold must be a probability"):
+        queries.rank_regions(session=session, query_id=seed.query_id, region_set="squares", threshold=2.0)
+
+
+# --------------------------------------------------------------------------- hostile strings
+
+
+HOSTILE = [
+    "'; DROP TABLE psm.tiles; --",
+    "Robert'); DELETE FROM psm.embeddings; --",
+    "$$; SELECT pg_sleep(10); $$",
+    "\\'; TRUNCATE psm.queries CASCADE; --",
+    "%s %(x)s {0} ?",
+    "ünïcødé 🐓 \" ' ` ; --",
+]
+
+
+@pytest.mark.parametrize("evil", HOSTILE)
+def test_hostile_strings_are_data(seed, session, evil):
+    good = seed.q_mu
+    qid = queries.store_query(session=session, model_version=MODEL, kind="text", mu=good, var=seed.q_var,
+                              text=evil, name=evil)
+    assert queries.get_query(session=session, query_id=qid).text == evil
+    with pytest.raises(ValueError, match="unknown audio source"):
+        queries.rank_tiles(session=session, query_id=seed.query_id, audio_source=evil)
+    with pytest.raises(ValueError, match="unknown region set"):
+        queries.rank_regions(session=session, query_id=seed.query_id, region_set=evil)
+    with pytest.raises(ValueError):
+        queries.rank_tiles(session=session, query_id=seed.query_id, region=evil)
+    assert len(queries.rank_tiles(session=session, query_id=seed.query_id, month=5, hour=6, k=3)) == 3
+
+
+def test_tables_survive_hostile_inputs(seed, conn):
+    n = conn.execute("SELECT count(*) FROM psm.tiles").fetchone()[0]
+    assert n == GRID * GRID
+    assert conn.execute("SELECT count(*) FROM psm.embeddings").fetchone()[0] > n
+
+
+# --------------------------------------------------------------------------- listings
+
+
+def test_listings(seed, session):
+    assert {m.version for m in queries.list_models(session=session)} >= {MODEL, OTHER}
+    sets = {s.name: s for s in queries.list_region_sets(session=session)}
+    assert sets["squares"].regions == 4
+    assert [r.name for r in queries.list_regions(session=session, region_set="squares")] == [
+        "sq00", "sq01", "sq10", "sq11"]
+    assert {q.id for q in queries.list_queries(session=session, model_version=MODEL)} >= {seed.query_id}
+    assert queries.eval_runs(session=session) == [] or all(r.id for r in queries.eval_runs(session=session))
+    assert isinstance(queries.jobs(session=session, limit=5), list)
+    frame = queries.rank_tiles_frame(session=session, query_id=seed.query_id, month=5, hour=6, k=4)
+    assert list(frame.columns) == ["tile_id", "geom", "distance", "probability", "uncertainty"]
+    assert frame["distance"].is_monotonic_increasing
