@@ -420,3 +420,47 @@ def test_listings(seed, session):
     frame = queries.rank_tiles_frame(session=session, query_id=seed.query_id, month=5, hour=6, k=4)
     assert list(frame.columns) == ["tile_id", "geom", "distance", "probability", "uncertainty"]
     assert frame["distance"].is_monotonic_increasing
+
+
+# --------------------------------------------------------------------------- roles
+
+
+def _as(url: str, role: str) -> str:
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://{role}@{rest.split('@', 1)[1]}"
+
+
+def test_reader_can_rank_but_not_write(seed):
+    from sqlalchemy.orm import Session
+
+    from psm_db.engine import make_engine
+
+    with psycopg.connect(_as(seed.url, "psm_reader")) as c:
+        tiles = c.execute("SELECT count(*) FROM psm.rank_tiles(%s, NULL, 5, 6, NULL, NULL, 1, 7)",
+                          (seed.query_id,)).fetchone()[0]
+        regions = c.execute("SELECT count(*) FROM psm.rank_regions(%s, 'squares', 5, 6)",
+                            (seed.query_id,)).fetchone()[0]
+        assert (tiles, regions) == (7, 4)
+        for sql in (
+            "INSERT INTO psm.queries (model_version, kind, dim, mu, var, var_sum) "
+            "SELECT model_version, kind, dim, mu, var, var_sum FROM psm.queries LIMIT 1",
+            "DELETE FROM psm.ann_indexes",
+            "CREATE INDEX sneaky ON psm.embeddings (tile_id)",
+        ):
+            with pytest.raises((psycopg.errors.InsufficientPrivilege, psycopg.errors.ReadOnlySqlTransaction)):
+                c.execute(sql)
+            c.rollback()
+    reader = make_engine(_as(seed.url, "psm_reader"))
+    try:
+        with Session(reader) as s:
+            assert len(queries.rank_tiles(session=s, query_id=seed.query_id, month=5, hour=6, k=3)) == 3
+            assert len(queries.map_scores(session=s, query_id=seed.query_id, month=5, hour=6)) == GRID * GRID
+            assert len(queries.rank_regions(session=s, query_id=seed.query_id, region_set="squares",
+                                            month=5, hour=6)) == 4
+            with pytest.raises(Exception, match="read-only|permission denied"):
+                queries.store_query(session=s, model_version=MODEL, kind="text", mu=seed.q_mu, var=seed.q_var)
+    finally:
+        reader.dispose()
+    with pytest.raises(Exception, match="must be owner|permission denied"):
+        queries.build_ann_index(engine=make_engine(_as(seed.url, "psm_writer")), model_version=MODEL,
+                                condition_id=seed.cond_b, concurrently=False)
