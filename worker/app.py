@@ -19,6 +19,8 @@ class WorkerSettings(Settings):
     0 means the hard time limit plus five minutes. It must exceed the longest task."""
     torch_threads: int = 0
     """CPU threads per worker process for PyTorch; 0 leaves PyTorch's default."""
+    restore_interval: int = 10
+    """Seconds between a worker's scans for tasks whose worker died (their visibility timed out)."""
     task_max_retries: int = 20
     """Retries of a chunk on transient errors (database restart, deadlock, lost connection)."""
 
@@ -44,7 +46,11 @@ def create_app(settings: WorkerSettings | None = None) -> Celery:
     """
     s = settings or get_worker_settings()
     app = Celery("psm", broker=s.broker, backend=s.results, include=["worker.tasks"])
-    transport = {"visibility_timeout": s.broker_visibility_timeout}
+    transport = {
+        "visibility_timeout": s.broker_visibility_timeout,
+        "unacked_restore_interval": max(1, s.restore_interval),
+        "unacked_restore_throttle": 1,
+    }
     app.conf.update(
         task_default_queue=s.queue,
         task_acks_late=True,

@@ -260,13 +260,15 @@ def check_region(geom: BaseGeometry) -> BaseGeometry:
     """
     if not isinstance(geom, Polygon | MultiPolygon):
         raise ValueError(f"the region must be a Polygon or MultiPolygon, got a {geom.geom_type}")
-    if geom.is_empty or geom.area == 0:
-        raise ValueError("the region is empty (no area); give a polygon with an interior")
+    if geom.is_empty:
+        raise ValueError("the region is empty; give a polygon with an interior")
     if not geom.is_valid:
         raise ValueError(
             f"the region polygon is invalid: {explain_validity(geom)}; fix it (e.g. with "
             "shapely.make_valid or ST_MakeValid) and try again"
         )
+    if geom.area == 0:
+        raise ValueError("the region is empty (no area); give a polygon with an interior")
     w, s, e, n = geom.bounds
     if w < -180 or e > 180 or s < -90 or n > 90:
         raise ValueError(

@@ -231,10 +231,10 @@ class RasterSource:
         with rasterio.open(raster.path) as ds:
             sb = transform_bounds("EPSG:4326", ds.crs, *chunk_box, densify_pts=21)
             win = window_from_bounds(*sb, transform=ds.transform)
-            win = win.round_offsets("floor").round_lengths("ceil")
-            col0, row0 = max(0, int(win.col_off) - 2), max(0, int(win.row_off) - 2)
-            col1 = min(ds.width, int(win.col_off + win.width) + 2)
-            row1 = min(ds.height, int(win.row_off + win.height) + 2)
+            col0 = max(0, math.floor(win.col_off) - 2)
+            row0 = max(0, math.floor(win.row_off) - 2)
+            col1 = min(ds.width, math.ceil(win.col_off + win.width) + 2)
+            row1 = min(ds.height, math.ceil(win.row_off + win.height) + 2)
             if col1 <= col0 or row1 <= row0:
                 return
             win = Window(col0, row0, col1 - col0, row1 - row0)
@@ -249,7 +249,7 @@ class RasterSource:
                           masked=True)
             valid = ~np.ma.getmaskarray(arr).all(axis=0)
             data = _scale(np.ma.filled(arr, 0), ds.dtypes[0])
-            src_transform = ds.window_transform(win) * rasterio.Affine.scale(win.width / shape_w,
+            src_transform = ds.window_transform(win) @ rasterio.Affine.scale(win.width / shape_w,
                                                                               win.height / shape_h)
             src_crs = ds.crs
         rows = tiles.rows

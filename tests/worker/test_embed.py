@@ -1,0 +1,154 @@
+"""Imagery readers, validation and chunk embedding as plain functions (no Celery)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import shapely
+from worker_helpers import geotiff_region, write_geotiff
+
+from psm_db.tiles import GridSpec, grid_tiles
+from worker import embed
+from worker.embed import ConditionSpec, EmbedRequest, Limits
+from worker.imagery import ImagerySpec, open_source
+
+LIMITS = Limits(max_region_tiles=500, chunk_tiles=8, batch_size=16)
+
+
+def _count(conn, sql: str, *args) -> int:
+    return conn.execute(sql, args).fetchone()[0]
+
+
+def test_geotiff_reader_reprojects_utm_to_tiles(geotiff):
+    src = open_source(ImagerySpec(kind="geotiff", path=str(geotiff), size_px=32))
+    assert src.gsd == pytest.approx(10.0)
+    w, s, e, n = (float(v) for v in geotiff_region(geotiff).split(","))
+    tiles = grid_tiles(shapely.box(w, s, e, n), GridSpec(src.name, src.gsd, 32, 1))
+    imgs = src.read(tiles, 16)
+    assert imgs.shape == (len(tiles), 3, 16, 16) and imgs.dtype == np.float32
+    assert np.isfinite(imgs).all() and 0 <= imgs.min() and imgs.max() <= 1
+    assert (imgs.reshape(len(tiles), -1).max(1) > 0).all()  # every tile inside the raster has data
+    # the red band grows eastwards in the file: so does the mean red of the tiles along a row
+    row0 = tiles.rows == tiles.rows[0]
+    red = imgs[row0, 0].mean(axis=(1, 2))
+    assert np.all(np.diff(red) > 0)
+
+
+def test_folder_source_mosaics_tiles(tmp_path, geotiff):
+    folder = tmp_path / "tiles"
+    folder.mkdir()
+    write_geotiff(folder / "a.tif", size=300, seed=1)
+    write_geotiff(folder / "b.tif", size=300, west=303_000.0, seed=2)
+    src = open_source(ImagerySpec(kind="folder", path=str(folder), size_px=32))
+    w, s, e, n = (float(v) for v in geotiff_region(folder / "a.tif", 0.1).split(","))
+    tiles = grid_tiles(shapely.box(w, s, e + (e - w), n), GridSpec(src.name, src.gsd, 32, 1))
+    imgs = src.read(tiles, 8)
+    assert (imgs.reshape(len(tiles), -1).max(1) > 0).mean() > 0.9
+
+
+@pytest.mark.parametrize(
+    "make, error, message",
+    [
+        (lambda p: p / "missing.tif", FileNotFoundError, "does not exist"),
+        (lambda p: (p / "junk.tif").write_bytes(b"not a tiff") and p / "junk.tif", ValueError, "cannot read"),
+        (lambda p: write_geotiff(p / "nocrs.tif", crs=None, size=64), ValueError, "has no CRS"),
+    ],
+)
+def test_bad_geotiffs_fail_clearly(tmp_path, make, error, message):
+    with pytest.raises(error, match=message):
+        open_source(ImagerySpec(kind="geotiff", path=str(make(tmp_path))))
+
+
+@pytest.mark.parametrize(
+    "region, message",
+    [
+        ("POLYGON((0 0, 1 1, 1 0, 0 1, 0 0))", "invalid: Self-intersection"),
+        ("POLYGON((0 0, 1 0, 1 1, 0 0", "not valid WKT"),
+        ("POLYGON EMPTY", "empty"),
+        ("1,1,1,2", "empty"),
+        ("", "empty"),
+        ('{"type": "Point", "coordinates": [1, 2]}', "must be a Polygon"),
+        ("0,0,200,10", "outside lon"),
+        ("nowhere/at-all", "unknown stored region"),
+    ],
+)
+def test_bad_regions(conn, region, message):
+    with pytest.raises(ValueError, match=message):
+        embed.parse_region(region, conn)
+
+
+def test_region_forms(tmp_path):
+    bbox = embed.parse_region("1,2,3,4")
+    assert bbox.bounds == (1, 2, 3, 4)
+    geojson = '{"type": "Polygon", "coordinates": [[[1, 2], [3, 2], [3, 4], [1, 4], [1, 2]]]}'
+    assert embed.parse_region(geojson).equals(bbox)
+    f = tmp_path / "r.geojson"
+    f.write_text('{"type": "Feature", "properties": {}, "geometry": ' + geojson + "}")
+    assert embed.parse_region(str(f)).equals(bbox)
+    assert embed.parse_region("POLYGON((1 2, 3 2, 3 4, 1 4, 1 2))").equals(bbox)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [("month=13", "month must be"), ("hour=24", "hour must be"), ("hour=-1", "hour must be"),
+     ("audio=spotify", "unknown audio source"), ("caption=gpt", "unknown caption source"),
+     ("weekday=3", "bad condition part"), ("month=may", "must be an integer")],
+)
+def test_bad_conditions(text, message):
+    with pytest.raises(ValueError, match=message):
+        ConditionSpec.parse(text)
+
+
+def test_condition_parse():
+    c = ConditionSpec.parse("month=5, hour=20, audio=iNaturalist")
+    assert c == ConditionSpec(5, 20, "inaturalist", None)
+    assert ConditionSpec.parse("") == ConditionSpec()
+
+
+def test_plan_refuses_unknown_model_and_too_many_tiles(conn, model_version, geotiff):
+    req = EmbedRequest(region=geotiff_region(geotiff), model_version="0123456789abcdef",
+                       imagery=ImagerySpec(kind="geotiff", path=str(geotiff), size_px=32))
+    with pytest.raises(LookupError, match="unknown model version"):
+        embed.plan_job(conn, req, LIMITS)
+    conn.rollback()
+    big = EmbedRequest(region=geotiff_region(geotiff, 0.0), model_version=model_version.version,
+                       imagery=ImagerySpec(kind="geotiff", path=str(geotiff), size_px=16))
+    with pytest.raises(ValueError, match="more than the limit of 50"):
+        embed.plan_job(conn, big, Limits(max_region_tiles=50))
+
+
+def test_chunks_are_idempotent_and_new_conditions_reuse_features(conn, model_version, geotiff, monkeypatch):
+    imagery = ImagerySpec(kind="geotiff", path=str(geotiff), size_px=64, name="reuse-test")
+    region = geotiff_region(geotiff, 0.3)
+    first = EmbedRequest(region=region, model_version=model_version.version, zooms=(1,), imagery=imagery,
+                         conditions=(ConditionSpec(month=5),))
+    job, plan = embed.submit(conn, first, LIMITS, lambda j: "no-celery")
+    for c in embed.prepare_job(conn, str(job), LIMITS):
+        embed.run_chunk(conn, str(job), c, LIMITS)
+    n = plan.total
+    assert n > LIMITS.chunk_tiles  # several chunks
+    assert _count(conn, "SELECT count(*) FROM psm.tile_features WHERE model_version = %s", model_version.version) >= n
+    # re-running a finished chunk changes nothing
+    before = conn.execute("SELECT count(*), sum(var_sum) FROM psm.embeddings").fetchone()
+    assert embed.run_chunk(conn, str(job), 0, LIMITS).skipped
+    assert conn.execute("SELECT count(*), sum(var_sum) FROM psm.embeddings").fetchone() == before
+
+    # a later condition: the stored features are reused; the image encoder must not run
+    def no_images(*a, **k):
+        raise AssertionError("image features were recomputed")
+
+    monkeypatch.setattr(embed, "compute_features", no_images)
+    second = EmbedRequest(region=region, model_version=model_version.version[:10], zooms=(1,), imagery=imagery,
+                          conditions=(ConditionSpec(month=5), ConditionSpec(hour=6, audio_source="aporee")))
+    job2, plan2 = embed.submit(conn, second, LIMITS, lambda j: "no-celery")
+    results = [embed.run_chunk(conn, str(job2), c, LIMITS) for c in embed.prepare_job(conn, str(job2), LIMITS)]
+    assert sum(r.features_reused for r in results) == n
+    assert sum(r.features_computed for r in results) == 0
+    assert sum(r.embeddings_written for r in results) == n  # only the new condition
+    row = conn.execute("SELECT status, done, total FROM psm.jobs WHERE id = %s", (job2,)).fetchone()
+    assert row == ("succeeded", n, n)
+    cids = embed.ensure_conditions(conn, plan2.conditions)
+    for cid in cids:
+        assert _count(conn, "SELECT count(*) FROM psm.embeddings e JOIN psm.tiles t ON t.id = e.tile_id"
+                      " WHERE t.imagery_source = 'reuse-test' AND e.condition_id = %s", cid) == n
+    conn.rollback()
