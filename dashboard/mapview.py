@@ -1,0 +1,219 @@
+"""Server-side map rendering: tile scores rasterised onto a lon/lat grid and drawn with matplotlib."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from matplotlib.figure import Figure
+
+MAX_SIDE = 1600
+"""Largest raster side in cells; bigger regions are binned (mean of the tiles in a cell)."""
+
+LAYERS = {
+    "probability": ("Match probability", "viridis"),
+    "var_sum": ("Uncertainty: sum of sigma^2", "magma"),
+    "distance": ("CSD (lower is closer)", "viridis_r"),
+}
+
+
+@dataclass(frozen=True)
+class TileScores:
+    """Scores of every tile of a region for one query and one metadata condition (numpy arrays)."""
+
+    tile_id: np.ndarray
+    lon: np.ndarray
+    lat: np.ndarray
+    xmin: np.ndarray
+    ymin: np.ndarray
+    xmax: np.ndarray
+    ymax: np.ndarray
+    probability: np.ndarray
+    distance: np.ndarray
+    var_sum: np.ndarray
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.tile_id.shape[0])
+
+    def layer(self, name: str) -> np.ndarray:
+        """The values of one layer (probability, var_sum or distance)."""
+        if name not in LAYERS:
+            raise ValueError(f"unknown layer {name!r}; choose one of {', '.join(LAYERS)}")
+        return np.asarray(getattr(self, name), dtype=np.float64)
+
+    def top(self, k: int = 20) -> np.ndarray:
+        """Indices of the k most probable tiles (ties broken by tile id)."""
+        order = np.lexsort((self.tile_id, -self.probability))
+        return order[:k]
+
+    def nearest(self, lon: float, lat: float) -> int:
+        """Index of the tile whose centre is closest to (lon, lat)."""
+        coslat = math.cos(math.radians(lat))
+        d2 = ((self.lon - lon) * coslat) ** 2 + (self.lat - lat) ** 2
+        return int(np.argmin(d2))
+
+
+@dataclass(frozen=True)
+class Raster:
+    """A north-up lon/lat raster: ``values[row, col]``, row 0 at ``top``; NaN where no tile."""
+
+    values: np.ndarray
+    left: float
+    top: float
+    dx: float
+    dy: float
+
+    @property
+    def extent(self) -> tuple[float, float, float, float]:
+        """(left, right, bottom, top) as matplotlib's imshow wants it."""
+        h, w = self.values.shape
+        return (self.left, self.left + w * self.dx, self.top - h * self.dy, self.top)
+
+
+def rasterise(scores: TileScores, values: np.ndarray, max_side: int = MAX_SIDE) -> Raster:
+    """Bin tile values onto a regular lon/lat grid whose cell is the typical tile size.
+
+    Tiles of a region grid fall one per cell; when the region is too large for ``max_side``
+    cells a side, the cell grows and each cell holds the mean of its tiles.
+
+    Raises:
+        ValueError: If there are no tiles or the values do not match the tiles.
+    """
+    n = len(scores)
+    values = np.asarray(values, dtype=np.float64)
+    if n == 0:
+        raise ValueError("no tiles to draw")
+    if values.shape != (n,):
+        raise ValueError(f"expected {n} values, got shape {values.shape}")
+    widths = scores.xmax - scores.xmin
+    heights = scores.ymax - scores.ymin
+    dx = float(np.median(widths)) if np.all(np.isfinite(widths)) else 0.0
+    dy = float(np.median(heights)) if np.all(np.isfinite(heights)) else 0.0
+    left, right = float(scores.xmin.min()), float(scores.xmax.max())
+    bottom, top = float(scores.ymin.min()), float(scores.ymax.max())
+    if dx <= 0 or dy <= 0:  # point-like tiles: fall back to a square-ish grid
+        side = max(1, int(math.sqrt(n)))
+        dx = max((right - left) / side, 1e-9)
+        dy = max((top - bottom) / side, 1e-9)
+    width = max(1, math.ceil((right - left) / dx - 1e-6))
+    height = max(1, math.ceil((top - bottom) / dy - 1e-6))
+    scale = max(1.0, width / max_side, height / max_side)
+    if scale > 1.0:
+        dx, dy = dx * scale, dy * scale
+        width = max(1, math.ceil((right - left) / dx - 1e-6))
+        height = max(1, math.ceil((top - bottom) / dy - 1e-6))
+    col = np.clip(((scores.lon - left) / dx).astype(np.int64), 0, width - 1)
+    row = np.clip(((top - scores.lat) / dy).astype(np.int64), 0, height - 1)
+    flat = row * width + col
+    ok = np.isfinite(values)
+    total = np.bincount(flat[ok], weights=values[ok], minlength=width * height)
+    count = np.bincount(flat[ok], minlength=width * height)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        grid = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    return Raster(grid.reshape(height, width), left, top, dx, dy)
+
+
+def shared_limits(arrays: Iterable[np.ndarray]) -> tuple[float, float]:
+    """One (vmin, vmax) over several maps, so maps of different hours compare honestly."""
+    lo, hi = math.inf, -math.inf
+    for a in arrays:
+        a = np.asarray(a, dtype=np.float64)
+        a = a[np.isfinite(a)]
+        if a.size:
+            lo, hi = min(lo, float(a.min())), max(hi, float(a.max()))
+    if not math.isfinite(lo):
+        return 0.0, 1.0
+    if hi - lo < 1e-12:
+        pad = max(abs(lo) * 1e-3, 1e-9)
+        return lo - pad, hi + pad
+    return lo, hi
+
+
+def _graticule_step(span: float) -> float:
+    for step in (0.01, 0.02, 0.05, 0.1, 0.2, 0.25, 0.5, 1, 2, 5, 10, 15, 30, 45, 90):
+        if span / step <= 8:
+            return float(step)
+    return 90.0
+
+
+def _polygon_rings(geom: object) -> list[np.ndarray]:
+    """Exterior and interior rings of a shapely (Multi)Polygon as (N, 2) arrays."""
+    rings: list[np.ndarray] = []
+    polys = getattr(geom, "geoms", [geom])
+    for p in polys:
+        if not hasattr(p, "exterior"):
+            continue
+        rings.append(np.asarray(p.exterior.coords))
+        rings.extend(np.asarray(r.coords) for r in p.interiors)
+    return rings
+
+
+def render_png(
+    raster: Raster,
+    *,
+    vmin: float,
+    vmax: float,
+    layer: str = "probability",
+    title: str = "",
+    outlines: Sequence[tuple[str, object]] = (),
+    marker: tuple[float, float] | None = None,
+    width_px: int = 900,
+    dpi: int = 100,
+) -> bytes:
+    """Draw the raster with a colour bar, a lon/lat graticule and region outlines; return PNG bytes.
+
+    Args:
+        raster: The score raster.
+        vmin: Bottom of the colour scale.
+        vmax: Top of the colour scale.
+        layer: One of :data:`LAYERS` (sets the colour map and the colour-bar label).
+        title: Figure title.
+        outlines: (label, shapely geometry) pairs drawn as outlines.
+        marker: (lon, lat) of a chosen tile, drawn as a cross.
+        width_px: Output width in pixels.
+        dpi: Output resolution.
+    """
+    label, cmap = LAYERS[layer]
+    left, right, bottom, top = raster.extent
+    mid_lat = 0.5 * (bottom + top)
+    aspect = 1.0 / max(math.cos(math.radians(mid_lat)), 0.05)
+    span_x, span_y = right - left, (top - bottom) * aspect
+    fig_w = width_px / dpi
+    fig_h = min(max(fig_w * span_y / max(span_x, 1e-12) * 0.85 + 0.9, 3.0), 9.0)
+    fig = Figure(figsize=(fig_w, fig_h), dpi=dpi)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.set_facecolor("#e8e8e8")
+    img = ax.imshow(
+        np.ma.masked_invalid(raster.values), extent=raster.extent, origin="upper", cmap=cmap,
+        vmin=vmin, vmax=vmax, interpolation="nearest", aspect=aspect,
+    )
+    for name, geom in outlines:
+        for ring in _polygon_rings(geom):
+            ax.plot(ring[:, 0], ring[:, 1], color="white", lw=1.6)
+            ax.plot(ring[:, 0], ring[:, 1], color="black", lw=0.7)
+        if name:
+            c = geom.representative_point()  # type: ignore[attr-defined]
+            ax.annotate(name, (c.x, c.y), fontsize=7, ha="center", color="black",
+                        bbox={"boxstyle": "round,pad=0.15", "fc": "white", "alpha": 0.6, "lw": 0})
+    if marker is not None:
+        ax.plot([marker[0]], [marker[1]], marker="x", color="red", ms=12, mew=2.5)
+    step = _graticule_step(max(right - left, top - bottom))
+    ax.set_xticks(np.arange(math.ceil(left / step) * step, right + 1e-9, step))
+    ax.set_yticks(np.arange(math.ceil(bottom / step) * step, top + 1e-9, step))
+    ax.grid(True, color="white", lw=0.5, alpha=0.7)
+    ax.set_xlim(left, right)
+    ax.set_ylim(bottom, top)
+    ax.set_xlabel("longitude (°E)")
+    ax.set_ylabel("latitude (°N)")
+    if title:
+        ax.set_title(title, fontsize=10)
+    bar = fig.colorbar(img, ax=ax, fraction=0.04, pad=0.02)
+    bar.set_label(label)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()

@@ -1,0 +1,118 @@
+"""Jobs page: start embed_region or train, watch progress and logs, and browse the job history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import store, widgets
+from dashboard.uploads import UploadError, parse_bbox
+
+STATUS_ICONS = {"queued": "⏳", "running": "🔄", "succeeded": "✅", "failed": "❌", "cancelled": "⛔"}
+
+
+def start_embed() -> None:
+    """Form: queue a psm.embed_region job."""
+    model = widgets.model_picker(key="jobs_model")
+    if model is None:
+        return
+    with st.form("embed_form"):
+        bbox = st.text_input("Region box: west, south, east, north", value="", placeholder="-91, 40, -88, 41")
+        meta = widgets.metadata_picker("jobs_meta", store.conditions(model["version"]))
+        submitted = st.form_submit_button("Queue embed_region", type="primary")
+    if submitted:
+        try:
+            region = parse_bbox(bbox)
+        except UploadError as e:
+            st.error(str(e))
+            return
+        try:
+            job_id = store.submit_embed_region(model["version"], region.wkt, meta)
+        except Exception as e:  # broker down, worker helper missing: the message says what to do
+            st.error(f"Could not queue the job: {e}")
+            return
+        st.success(f"Queued embed_region job {job_id}.")
+
+
+def start_train() -> None:
+    """Form: queue a psm.train job."""
+    with st.form("train_form"):
+        preset = st.selectbox("Preset", ["tiny", "demo", "paper"])
+        loss = st.selectbox("Loss", ["pcmepp", "infonce"])
+        steps = st.number_input("Steps", min_value=1, value=1000, step=100)
+        world_seed = st.number_input("World seed", min_value=0, value=0)
+        submitted = st.form_submit_button("Start training", type="primary")
+    if submitted:
+        try:
+            job_id = store.submit_train({"preset": preset, "loss": loss, "steps": int(steps),
+                                         "world_seed": int(world_seed)})
+        except Exception as e:
+            st.error(f"Could not start training: {e}")
+            return
+        st.success(f"Queued train job {job_id}.")
+
+
+def history_frame(jobs: list[dict[str, Any]]) -> pd.DataFrame:
+    """The job history as a table: status, progress, error."""
+    return pd.DataFrame([{
+        "status": f"{STATUS_ICONS.get(j['status'], '')} {j['status']}",
+        "kind": j["kind"],
+        "progress": (j["done"] / j["total"]) if j["total"] else 0.0,
+        "done / total": f"{j['done']} / {j['total']}",
+        "model": (j["model_version"] or "")[:12],
+        "message": j["message"] or "",
+        "error": j["error"] or "",
+        "created": j["created_at"],
+        "finished": j["finished_at"],
+        "id": str(j["id"]),
+    } for j in jobs])
+
+
+@st.fragment(run_every=3.0)
+def live() -> None:
+    """Running jobs with progress bars, the history, and one job's log (re-polled every 3 s)."""
+    jobs = store.jobs(200)
+    active = [j for j in jobs if j["status"] in ("queued", "running")]
+    st.subheader("Running")
+    if not active:
+        st.caption("No job is queued or running.")
+    for j in active:
+        frac = (j["done"] / j["total"]) if j["total"] else 0.0
+        st.progress(min(max(frac, 0.0), 1.0),
+                    text=f"{j['kind']} {str(j['id'])[:8]} · {j['status']} · {j['done']} / {j['total']}"
+                         f"{' · ' + j['message'] if j['message'] else ''}")
+    st.subheader("History")
+    if not jobs:
+        st.info("No job has run yet.")
+        return
+    df = history_frame(jobs)
+    st.dataframe(df, hide_index=True, key="job_history",
+                 column_config={"progress": st.column_config.ProgressColumn("progress", min_value=0, max_value=1)})
+    failed = [j for j in jobs if j["status"] == "failed"]
+    for j in failed[:3]:
+        st.error(f"{j['kind']} {str(j['id'])[:8]} failed: {j['error']}")
+    ids = [str(j["id"]) for j in jobs]
+    pick = st.selectbox("Log of job", ids, key="job_log",
+                        format_func=lambda i: f"{i[:8]} {next(j['kind'] for j in jobs if str(j['id']) == i)}")
+    events = store.job_events(pick)
+    if events:
+        st.code("\n".join(f"{e['at']:%H:%M:%S} {e['level'].upper():7s} {e['message']}" for e in events),
+                language="text")
+    else:
+        st.caption("This job has logged nothing yet.")
+
+
+def page() -> None:
+    """The page body."""
+    st.title("Jobs")
+    t1, t2 = st.tabs(["Embed a region", "Train a model"])
+    with t1:
+        start_embed()
+    with t2:
+        start_train()
+    live()
+
+
+widgets.guard(page)

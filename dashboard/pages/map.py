@@ -1,0 +1,239 @@
+"""Soundscape map page: score every tile of a region for a text or audio query and draw the map."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from dashboard import exports, mapview, store, widgets
+from dashboard.mapview import TileScores
+from psm_db.errors import NotEmbeddedError
+from psm_db.settings import get_settings
+
+LAYER_LABELS = {"probability": "Match probability", "var_sum": "Uncertainty (sum of σ²)"}
+SCALES = ("shared across hours", "this map only", "fixed 0 to 1")
+
+
+def embedded_hours(conds: list[dict[str, Any]], meta: widgets.Meta) -> list[int]:
+    """Hours embedded for the same month, sources as ``meta`` (for the temporal map)."""
+    return sorted({
+        int(c["hour"]) for c in conds
+        if c["hour"] is not None and c["month"] == meta.month and c["audio_source"] == meta.audio_source
+        and c["caption_source"] == meta.caption_source
+    })
+
+
+def fetch(model: dict[str, Any], query: store.QueryKey, region: widgets.RegionChoice, meta: widgets.Meta) -> TileScores:
+    """Scores of every tile of the region under ``meta`` (cached)."""
+    return store.map_scores(model["version"], query, region.wkt, meta.month, meta.hour, meta.audio_source,
+                            meta.caption_source, meta.zoom)
+
+
+def map_key(model: dict[str, Any], query: store.QueryKey, region: widgets.RegionChoice, meta: widgets.Meta) -> str:
+    """A cache key that names one map's scores exactly (model, query, region, condition)."""
+    return f"{model['version']}|{query.digest}|{region.wkt}|{meta}"
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def render(key: str, _scores: TileScores, layer: str, vmin: float, vmax: float, title: str,
+           outlines: tuple[tuple[str, str], ...], marker: tuple[float, float] | None) -> tuple[bytes, mapview.Raster]:
+    """The map PNG and its raster, cached by ``key`` (which names the scores) and the drawing options."""
+    import shapely
+
+    raster = mapview.rasterise(_scores, _scores.layer(layer))
+    png = mapview.render_png(raster, vmin=vmin, vmax=vmax, layer=layer, title=title,
+                             outlines=[(n, shapely.from_wkt(w)) for n, w in outlines], marker=marker)
+    return png, raster
+
+
+def limits(layer: str, scale: str, maps: list[TileScores]) -> tuple[float, float]:
+    """The colour-scale limits: shared over every map given, or fixed for probabilities."""
+    if scale == SCALES[2] and layer == "probability":
+        return 0.0, 1.0
+    return mapview.shared_limits(m.layer(layer) for m in maps)
+
+
+def not_embedded(model: dict[str, Any], region: widgets.RegionChoice, meta: widgets.Meta, err: Exception) -> None:
+    """The "not embedded yet" panel: the reason, and a button that queues the embedding job."""
+    st.error(f"Not embedded yet: {err}")
+    key = f"embed_{model['version']}_{meta}_{region.label}"
+    if st.button("Queue embed_region for this condition", key="queue_embed", type="primary"):
+        try:
+            job_id = store.submit_embed_region(model["version"], region.wkt, meta)
+        except Exception as e:  # the broker may be down; the user can start it
+            st.error(f"Could not queue the embedding job: {e}")
+            return
+        st.session_state[key] = str(job_id)
+    job_id = st.session_state.get(key)
+    if job_id:
+        job_progress(job_id)
+
+
+@st.fragment(run_every=2.0)
+def job_progress(job_id: str) -> None:
+    """A live progress bar of one job (re-polled every 2 s)."""
+    rows = [j for j in store.jobs(200) if str(j["id"]) == str(job_id)]
+    if not rows:
+        st.info(f"Job {job_id} is queued; waiting for a worker to pick it up.")
+        return
+    j = rows[0]
+    frac = (j["done"] / j["total"]) if j["total"] else 0.0
+    st.progress(min(max(frac, 0.0), 1.0), text=f"embed_region {j['status']}: {j['done']} / {j['total']} tiles")
+    if j["status"] == "failed":
+        st.error(f"The job failed: {j['error']}")
+    elif j["status"] == "succeeded":
+        st.success("Embedded. Press **Map** again.")
+        store.conditions.clear()
+        store.map_scores.clear()
+
+
+def tile_panel(model: dict[str, Any], scores: TileScores, idx: int) -> None:
+    """A chosen tile: its image at zoom 1, 3 and 5, its scores and the nearest training clips."""
+    from dashboard import samples
+
+    tid = int(scores.tile_id[idx])
+    lat, lon = float(scores.lat[idx]), float(scores.lon[idx])
+    rank = int(np.sum(scores.probability > scores.probability[idx])) + 1
+    st.markdown(f"**Tile {tid}** at {lat:.4f}°N, {lon:.4f}°E: match probability "
+                f"**{scores.probability[idx]:.4f}** (rank {rank} of {len(scores)}), CSD {scores.distance[idx]:.4f}, "
+                f"sum of σ² {scores.var_sum[idx]:.4f}")
+    seed = samples.world_seed(model)
+    try:
+        detail = store.tile_detail(tid)
+        gsd = float(detail.get("gsd") or 10.0)
+    except LookupError:
+        gsd = 10.0
+    imgs = samples.tile_images(seed, lat, lon, (1, 3, 5), 128, gsd)
+    cols = st.columns(3)
+    for col, img, z in zip(cols, imgs, (1, 3, 5), strict=True):
+        col.image(img, caption=f"zoom {z}", width=160)
+    if st.toggle("Show the nearest training clips", key="nearest_clips"):
+        for index, km in samples.nearest_samples(seed, lat, lon, k=3):
+            s = samples.realise_sample(seed, index)
+            st.markdown(f"Clip #{index}, {km:.1f} km away ({s['audio_source']}, "
+                        f"{widgets.MONTHS[s['month'] - 1]} {s['hour']:02d}:00): *{s['caption']}*")
+            st.audio(s["wav"], format="audio/wav")
+
+
+def downloads(scores: TileScores, raster: mapview.Raster, png: bytes, layer: str, label: str) -> None:
+    """PNG, GeoTIFF (EPSG:4326) and GeoJSON exports of the current map."""
+    c1, c2, c3 = st.columns(3)
+    c1.download_button("PNG", png, file_name="psm_map.png", mime="image/png", key="dl_png")
+    c2.download_button(
+        "GeoTIFF (EPSG:4326)", lambda: exports.geotiff_bytes(raster, description=LAYER_LABELS[layer],
+                                                            tags={"query": label}),
+        file_name="psm_map.tif", mime="image/tiff", key="dl_tif")
+    c3.download_button("GeoJSON of the tiles", lambda: exports.geojson_text(scores, properties={"query": label}),
+                       file_name="psm_tiles.geojson", mime="application/geo+json", key="dl_geojson")
+
+
+def page() -> None:
+    """The page body."""
+    st.title("Soundscape map")
+    model = widgets.model_picker()
+    if model is None:
+        return
+    conds = store.conditions(model["version"])
+    left, right = st.columns([1, 1])
+    with left:
+        query = widgets.query_picker(model)
+    with right:
+        region = widgets.region_picker()
+    temporal = st.toggle("Temporal map: hour slider and play, one colour scale across hours", key="temporal")
+    meta = widgets.metadata_picker("meta", conds)
+    c1, c2 = st.columns(2)
+    layer = c1.radio("Layer", list(LAYER_LABELS), format_func=LAYER_LABELS.get, horizontal=True, key="layer")
+    scale = c2.radio("Colour scale", SCALES, horizontal=True, key="scale",
+                     index=0 if temporal else 1)
+    if st.button("Map", type="primary", key="map_button"):
+        st.session_state["map_on"] = True
+    if not st.session_state.get("map_on"):
+        st.info("Choose a query and a region, then press **Map**.")
+        return
+    if query is None or region is None:
+        st.warning("The map needs a query and a region (see the messages above).")
+        return
+    n_tiles = store.region_tile_count(region.wkt, meta.zoom)
+    limit = get_settings().max_region_tiles
+    if n_tiles > limit:
+        st.error(f"The region holds {n_tiles:,} tiles at zoom {meta.zoom}, more than the limit of {limit:,} "
+                 "(PSM_MAX_REGION_TILES). Choose a smaller region.")
+        return
+    started = time.perf_counter()
+    try:
+        scores = fetch(model, query, region, meta)
+    except NotEmbeddedError as e:
+        not_embedded(model, region, meta, e)
+        return
+    maps = [scores]
+    hours: list[int] = []
+    share = (temporal or scale == SCALES[0]) and meta.hour is not None
+    if share:
+        hours = embedded_hours(conds, meta)
+        if meta.hour not in hours:
+            hours = sorted({*hours, meta.hour})
+        bar = st.progress(0.0, text="Scoring every embedded hour for one shared colour scale…")
+        maps, kept = [], []
+        for i, h in enumerate(hours):
+            try:
+                maps.append(scores if h == meta.hour else fetch(model, query, region, meta.with_hour(h)))
+                kept.append(h)
+            except NotEmbeddedError:
+                pass
+            bar.progress((i + 1) / len(hours))
+        bar.empty()
+        hours = kept
+    vmin, vmax = limits(layer, SCALES[2] if scale == SCALES[2] else SCALES[0], maps)
+    choice = st.session_state.get("tile_choice")
+    marker = None
+    if choice is not None and choice in set(scores.tile_id.tolist()):
+        i = int(np.flatnonzero(scores.tile_id == choice)[0])
+        marker = (float(scores.lon[i]), float(scores.lat[i]))
+    title = f"{query.label} · {meta.label()} · {region.label}"
+    outlines = tuple((n, g.wkt) for n, g in region.outlines)
+    png, raster = render(map_key(model, query, region, meta), scores, layer, vmin, vmax, title, outlines, marker)
+    elapsed = time.perf_counter() - started
+    slot = st.empty()
+    slot.image(png, caption=title, width="stretch")
+    st.caption(f"Colour bar: {LAYER_LABELS[layer]} from {vmin:.4g} to {vmax:.4g} "
+               f"({'shared across hours ' + ', '.join(map(str, hours)) if share else scale}). "
+               f"{len(scores):,} tiles, drawn in {elapsed:.2f} s.")
+    if temporal and len(hours) > 1 and st.button("▶ Play the hours", key="play"):
+        for h, m in zip(hours, maps, strict=True):
+            hp, _ = render(map_key(model, query, region, meta.with_hour(h)), m, layer, vmin, vmax,
+                           f"{query.label} · {meta.with_hour(h).label()}", outlines, None)
+            slot.image(hp, caption=f"{h:02d}:00", width="stretch")
+            time.sleep(0.6)
+    downloads(scores, raster, png, layer, query.label)
+
+    t1, t2 = st.columns([1, 1])
+    with t1:
+        st.subheader("Top regions")
+        if region.set_name:
+            rows = store.rank_regions(model["version"], query, region.set_name, meta.month, meta.hour,
+                                      meta.audio_source, meta.caption_source, meta.zoom, 20)
+            st.dataframe(pd.DataFrame(rows), hide_index=True, key="top_regions")
+        else:
+            st.info("Load a region set to rank regions.")
+    with t2:
+        st.subheader("Top tiles")
+        top = scores.top(20)
+        df = pd.DataFrame({"tile_id": scores.tile_id[top], "probability": scores.probability[top],
+                           "sum σ²": scores.var_sum[top], "lat": scores.lat[top], "lon": scores.lon[top]})
+        event = st.dataframe(df, hide_index=True, on_select="rerun", selection_mode="single-row", key="top_tiles")
+        picked = (getattr(event, "selection", None) or {}).get("rows") or []
+        options = [None, *df["tile_id"].tolist()]
+        if picked:
+            st.session_state["tile_choice"] = int(df["tile_id"].iloc[picked[0]])
+        st.selectbox("Tile", options, key="tile_choice",
+                     format_func=lambda t: "choose a tile (or click a row)" if t is None else f"tile {t}")
+    pick = st.session_state.get("tile_choice")
+    if pick is not None and pick in set(scores.tile_id.tolist()):
+        tile_panel(model, scores, int(np.flatnonzero(scores.tile_id == pick)[0]))
+
+
+widgets.guard(page)

@@ -1,0 +1,153 @@
+"""Retrieval metrics page: evaluation runs in the paper's table layout, recall curves and rank histograms."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+from matplotlib.figure import Figure
+
+from dashboard import store, widgets
+
+DIRECTIONS = {"i2a": "I2A", "a2i": "A2I"}
+
+
+def paper_table(metrics: pd.DataFrame, scorer: str = "model") -> pd.DataFrame:
+    """Rows (zoom, with text, metadata) x columns (I2A, A2I) x (R@10%, median rank), as in the paper.
+
+    The oracle's R@10% sits beside the model's when the run has oracle rows.
+    """
+    if metrics.empty:
+        return pd.DataFrame()
+    m = metrics[metrics["scorer"] == scorer].copy()
+    if m.empty:
+        return pd.DataFrame()
+    m["direction"] = m["direction"].map(DIRECTIONS).fillna(m["direction"])
+    wide = m.pivot_table(index=["zoom", "with_text", "metadata"], columns="direction",
+                         values=["r_at_10", "median_rank"], aggfunc="first")
+    wide = wide.rename(columns={"r_at_10": "R@10%", "median_rank": "median rank"}, level=0)
+    wide = wide.swaplevel(0, 1, axis=1).sort_index(axis=1, level=0, sort_remaining=False)
+    oracle = metrics[metrics["scorer"] == "oracle"]
+    if scorer == "model" and not oracle.empty:
+        o = oracle.assign(direction=oracle["direction"].map(DIRECTIONS).fillna(oracle["direction"]))
+        o = o.pivot_table(index=["zoom", "with_text", "metadata"], columns="direction", values="r_at_10",
+                          aggfunc="first")
+        for d in o.columns:
+            wide[(d, "oracle R@10%")] = o[d]
+        wide = wide.sort_index(axis=1, level=0, sort_remaining=False)
+    wide.index = wide.index.set_names(["zoom", "with text", "metadata"])
+    return wide.reset_index()
+
+
+def ranks_of(run: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Per-query ranks stored in a run's results (``results["ranks"][direction]``), if any."""
+    ranks = (run.get("results") or {}).get("ranks") or {}
+    return {d: np.asarray(v, dtype=np.float64) for d, v in ranks.items() if isinstance(v, list) and v}
+
+
+def recall_curve(ranks: np.ndarray, n: int, ks: np.ndarray) -> np.ndarray:
+    """Recall at k% of the gallery: share of queries whose rank < k/100 * n."""
+    return np.array([(ranks < k / 100.0 * n).mean() for k in ks])
+
+
+def _png(fig: Figure) -> bytes:
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def plots(runs: list[tuple[str, dict[str, Any], pd.DataFrame]]) -> None:
+    """Recall against k% and a histogram of ranks for each run that stored per-query ranks."""
+    have = [(label, run, ranks_of(run)) for label, run, _ in runs]
+    if not any(r for _, _, r in have):
+        st.info("These evaluation runs stored no per-query ranks (results['ranks']), so only the "
+                "tables can be shown: recall against k% needs the ranks.")
+        return
+    ks = np.linspace(0.5, 100, 200)
+    fig = Figure(figsize=(6, 3.4), dpi=90)
+    ax = fig.add_subplot(1, 1, 1)
+    hist = Figure(figsize=(6, 3.4), dpi=90)
+    hx = hist.add_subplot(1, 1, 1)
+    for label, run, ranks in have:
+        for d, r in ranks.items():
+            n = int((run.get("results") or {}).get("n") or r.max())
+            ax.plot(ks, recall_curve(r, n, ks), label=f"{label} {DIRECTIONS.get(d, d)}")
+            hx.hist(r, bins=40, alpha=0.5, label=f"{label} {DIRECTIONS.get(d, d)}")
+    ax.axvline(10, color="grey", ls=":", lw=1)
+    ax.set_xlabel("k (% of the gallery)")
+    ax.set_ylabel("recall")
+    ax.legend(fontsize=7)
+    hx.set_xlabel("rank of the true match")
+    hx.set_ylabel("queries")
+    hx.legend(fontsize=7)
+    c1, c2 = st.columns(2)
+    c1.image(_png(fig), caption="Recall against k%")
+    c2.image(_png(hist), caption="Histogram of ranks")
+    missing = [label for label, _, r in have if not r]
+    if missing:
+        st.caption(f"No per-query ranks stored for: {', '.join(missing)}.")
+
+
+def run_block(model: dict[str, Any], key: str) -> tuple[str, dict[str, Any], pd.DataFrame] | None:
+    """Pick one evaluation run of a model and show its tables."""
+    runs = store.eval_runs(model["version"])
+    if not runs:
+        st.info(f"Model {model['name']} has no evaluation runs yet (`psm evaluate`).")
+        return None
+    by_id = {r["id"]: r for r in runs}
+    rid = st.selectbox("Evaluation run", list(by_id), key=f"{key}_run",
+                       format_func=lambda i: f"#{i} {by_id[i]['dataset']}/{by_id[i]['split']} "
+                                             f"({by_id[i]['created_at']:%Y-%m-%d %H:%M})")
+    metrics = store.eval_metrics(rid)
+    if metrics.empty:
+        st.warning(f"Run #{rid} has no metric rows.")
+        return None
+    zooms = sorted(metrics["zoom"].unique().tolist())
+    zoom = st.multiselect("Zoom", zooms, default=zooms, key=f"{key}_zoom")
+    text = st.radio("Text", ["with and without", "with text", "without text"], horizontal=True, key=f"{key}_text")
+    m = metrics[metrics["zoom"].isin(zoom)]
+    if text != "with and without":
+        m = m[m["with_text"] == (text == "with text")]
+    table = paper_table(m)
+    st.dataframe(table, hide_index=True, key=f"{key}_table")
+    ablation = m[(m["scorer"] == "model")].pivot_table(index="metadata", columns="direction", values="r_at_10",
+                                                     aggfunc="mean")
+    st.caption("Metadata ablation: mean R@10% over the zooms and text settings shown")
+    st.dataframe(ablation.rename(columns=DIRECTIONS), key=f"{key}_ablation")
+    return widgets.model_label(model), by_id[rid], m
+
+
+def page() -> None:
+    """The page body."""
+    st.title("Retrieval metrics")
+    models = store.models()
+    if not models:
+        st.warning("No model version is registered yet.")
+        return
+    compare = st.toggle("Compare two models side by side", key="compare", value=len(models) > 1)
+    blocks = []
+    cols = st.columns(2) if compare else [st.container()]
+    for i, col in enumerate(cols):
+        with col:
+            model = widgets.model_picker(key=f"metrics_model_{i}", label=f"Model {i + 1}" if compare else "Model",
+                                         index=i)
+            if compare and i == 1 and model is not None and len(models) > 1 and model["version"] == blocks_version(blocks):
+                st.caption("Both sides show the same model; pick another to compare.")
+            if model is not None:
+                b = run_block(model, f"m{i}")
+                if b is not None:
+                    blocks.append(b)
+    if blocks:
+        plots(blocks)
+
+
+def blocks_version(blocks: list[tuple[str, dict[str, Any], pd.DataFrame]]) -> str | None:
+    """The model version of the first block, if any."""
+    return blocks[0][1]["model_version"] if blocks else None
+
+
+widgets.guard(page)

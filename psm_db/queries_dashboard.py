@@ -1,0 +1,304 @@
+"""Read-only queries the dashboard needs that ``psm_db.queries`` does not (yet) provide.
+
+Every function takes a keyword-only ``session`` (a SQLAlchemy session on the reader role) and
+returns plain Python / numpy values. Query vectors are bound as parameters, so nothing has to
+be written to ``psm.queries`` first: the dashboard runs on the read-only role.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from geoalchemy2 import Geometry
+from geoalchemy2.shape import to_shape
+from pgvector.sqlalchemy import Vector
+from shapely.geometry.base import BaseGeometry
+from sqlalchemy import and_, bindparam, func, literal, select
+from sqlalchemy.orm import Session
+
+from psm_db.errors import NotEmbeddedError
+from psm_db.models import (
+    Condition,
+    Embedding,
+    EvalMetric,
+    EvalRun,
+    Job,
+    JobEvent,
+    ModelVersion,
+    Region,
+    RegionSet,
+    StoredQuery,
+    Tile,
+)
+
+MAP_COLUMNS = ("tile_id", "lon", "lat", "xmin", "ymin", "xmax", "ymax", "distance", "var_sum")
+
+
+def _region_expr(region: BaseGeometry | None):  # type: ignore[no-untyped-def]
+    if region is None:
+        return None
+    return func.ST_GeomFromText(bindparam("region_wkt", region.wkt), 4326, type_=Geometry(srid=4326))
+
+
+def list_model_versions(*, session: Session) -> list[dict[str, Any]]:
+    """Every registered model version, newest first."""
+    rows = session.scalars(select(ModelVersion).order_by(ModelVersion.created_at.desc())).all()
+    return [
+        {c: getattr(m, c) for c in ("version", "name", "preset", "loss", "embed_dim", "feature_dim",
+                                    "match_a", "match_b", "checkpoint_path", "config", "metrics",
+                                    "created_at")}
+        for m in rows
+    ]
+
+
+def list_region_sets(*, session: Session) -> list[dict[str, Any]]:
+    """Region sets with their number of regions."""
+    q = (
+        select(RegionSet.name, RegionSet.description, func.count(Region.id).label("regions"))
+        .outerjoin(Region, Region.set_name == RegionSet.name)
+        .group_by(RegionSet.name, RegionSet.description)
+        .order_by(RegionSet.name)
+    )
+    return [dict(r._mapping) for r in session.execute(q)]
+
+
+def region_geometries(set_name: str, *, session: Session) -> list[tuple[int, str, BaseGeometry]]:
+    """(id, name, shapely geometry) of every region of a set, by name."""
+    q = select(Region.id, Region.name, Region.geom).where(Region.set_name == set_name).order_by(Region.name)
+    return [(int(i), str(n), to_shape(g)) for i, n, g in session.execute(q)]
+
+
+def embedded_conditions(model_version: str, *, session: Session) -> list[dict[str, Any]]:
+    """The conditions this model has embeddings for, with their tile counts."""
+    q = (
+        select(Condition.id, Condition.month, Condition.hour, Condition.audio_source,
+               Condition.caption_source, func.count().label("tiles"))
+        .join(Embedding, Embedding.condition_id == Condition.id)
+        .where(Embedding.model_version == model_version)
+        .group_by(Condition.id)
+        .order_by(Condition.month, Condition.hour, Condition.audio_source, Condition.caption_source)
+    )
+    return [dict(r._mapping) for r in session.execute(q)]
+
+
+def tile_zooms(*, session: Session) -> list[int]:
+    """The zoom levels that have tiles."""
+    return [int(z) for z in session.scalars(select(Tile.zoom).distinct().order_by(Tile.zoom))]
+
+
+def find_condition_id(month: int | None, hour: int | None, audio_source: str | None,
+                      caption_source: str | None, *, session: Session) -> int | None:
+    """The id of a condition (None fields = left out), or None when it was never created."""
+    q = select(Condition.id).where(
+        Condition.month.is_not_distinct_from(month),
+        Condition.hour.is_not_distinct_from(hour),
+        Condition.audio_source.is_not_distinct_from(audio_source),
+        Condition.caption_source.is_not_distinct_from(caption_source),
+    )
+    return session.scalar(q)
+
+
+def count_region_tiles(region: BaseGeometry | None, zoom: int, *, session: Session) -> int:
+    """How many tiles at ``zoom`` have their centre in the region."""
+    q = select(func.count()).select_from(Tile).where(Tile.zoom == zoom)
+    reg = _region_expr(region)
+    if reg is not None:
+        q = q.where(func.ST_Intersects(reg, Tile.centroid))
+    return int(session.scalar(q) or 0)
+
+
+def map_scores_vector(
+    model_version: str,
+    mu: np.ndarray,
+    var: np.ndarray,
+    region: BaseGeometry | None,
+    *,
+    month: int | None,
+    hour: int | None,
+    audio_source: str | None,
+    caption_source: str | None,
+    zoom: int,
+    session: Session,
+) -> dict[str, np.ndarray]:
+    """CSD and sum sigma^2 of every tile of a region to a query Gaussian given as arrays.
+
+    Returns:
+        Dict of arrays keyed by :data:`MAP_COLUMNS` plus ``probability`` (sigmoid(-a d + b)).
+
+    Raises:
+        NotEmbeddedError: When the model has no embeddings for this condition in the region.
+    """
+    mu = np.asarray(mu, dtype=np.float32).ravel()
+    var = np.asarray(var, dtype=np.float64).ravel()
+    model = session.get(ModelVersion, model_version)
+    if model is None:
+        raise LookupError(f"unknown model version {model_version!r}")
+    if mu.shape[0] != model.embed_dim:
+        raise ValueError(f"query has {mu.shape[0]} dimensions but model {model_version} embeds in {model.embed_dim}")
+    cid = find_condition_id(month, hour, audio_source, caption_source, session=session)
+    label = _condition_label(month, hour, audio_source, caption_source, zoom)
+    if cid is None:
+        raise NotEmbeddedError(f"model {model_version} has no embeddings for {label}: this condition was never embedded")
+    qmu = bindparam("qmu", mu, type_=Vector(model.embed_dim))
+    d = (func.vector_l2_squared_distance(Embedding.mu, qmu) + Embedding.var_sum
+         + literal(float(var.sum()))).label("distance")
+    q = (
+        select(Tile.id, func.ST_X(Tile.centroid), func.ST_Y(Tile.centroid), func.ST_XMin(Tile.geom),
+               func.ST_YMin(Tile.geom), func.ST_XMax(Tile.geom), func.ST_YMax(Tile.geom), d,
+               Embedding.var_sum)
+        .join(Tile, Tile.id == Embedding.tile_id)
+        .where(Embedding.model_version == model_version, Embedding.condition_id == cid, Tile.zoom == zoom)
+    )
+    reg = _region_expr(region)
+    if reg is not None:
+        q = q.where(func.ST_Intersects(reg, Tile.centroid))
+    rows = session.execute(q).all()
+    if not rows:
+        raise NotEmbeddedError(f"model {model_version} has no embeddings for {label} in this region")
+    arr = np.array(rows, dtype=np.float64)
+    out = {name: arr[:, i] for i, name in enumerate(MAP_COLUMNS)}
+    out["tile_id"] = out["tile_id"].astype(np.int64)
+    z = np.clip(model.match_a * out["distance"] - model.match_b, -700, 700)
+    out["probability"] = 1.0 / (1.0 + np.exp(z))
+    return out
+
+
+def rank_regions_vector(
+    model_version: str,
+    mu: np.ndarray,
+    var: np.ndarray,
+    set_name: str,
+    *,
+    month: int | None,
+    hour: int | None,
+    audio_source: str | None,
+    caption_source: str | None,
+    zoom: int,
+    k: int = 20,
+    session: Session,
+) -> list[dict[str, Any]]:
+    """Regions of a set ranked by the mean match probability of their tiles to a query Gaussian.
+
+    Raises:
+        NotEmbeddedError: When no tile of the set is embedded under this condition.
+    """
+    mu = np.asarray(mu, dtype=np.float32).ravel()
+    model = session.get(ModelVersion, model_version)
+    if model is None:
+        raise LookupError(f"unknown model version {model_version!r}")
+    cid = find_condition_id(month, hour, audio_source, caption_source, session=session)
+    label = _condition_label(month, hour, audio_source, caption_source, zoom)
+    if cid is None:
+        raise NotEmbeddedError(f"model {model_version} has no embeddings for {label}")
+    qmu = bindparam("qmu", mu, type_=Vector(model.embed_dim))
+    d = func.vector_l2_squared_distance(Embedding.mu, qmu) + Embedding.var_sum + literal(float(np.sum(var)))
+    p = func.psm.match_probability(d, model.match_a, model.match_b)
+    q = (
+        select(Region.id, Region.name, func.avg(p).label("score"), func.max(p).label("max_probability"),
+               func.count().label("tiles"), func.avg(Embedding.var_sum).label("uncertainty"))
+        .join(Tile, and_(Tile.zoom == zoom, func.ST_Intersects(Region.geom, Tile.centroid)))
+        .join(Embedding, and_(Embedding.tile_id == Tile.id, Embedding.model_version == model_version,
+                              Embedding.condition_id == cid))
+        .where(Region.set_name == set_name)
+        .group_by(Region.id, Region.name)
+        .order_by(func.avg(p).desc(), Region.name)
+        .limit(k)
+    )
+    rows = [dict(r._mapping) for r in session.execute(q)]
+    if not rows:
+        raise NotEmbeddedError(f"model {model_version} has no embeddings for {label} in region set {set_name!r}")
+    for rank, r in enumerate(rows, start=1):
+        r["rank"] = rank
+    return rows
+
+
+def list_stored_queries(model_version: str, *, session: Session) -> list[dict[str, Any]]:
+    """Stored queries of a model (without their vectors)."""
+    q = (
+        select(StoredQuery.id, StoredQuery.name, StoredQuery.kind, StoredQuery.text, StoredQuery.audio_name,
+               StoredQuery.created_at)
+        .where(StoredQuery.model_version == model_version)
+        .order_by(StoredQuery.created_at.desc())
+    )
+    return [dict(r._mapping) for r in session.execute(q)]
+
+
+def stored_query_gaussian(query_id: int, *, session: Session) -> tuple[np.ndarray, np.ndarray]:
+    """(mu, sigma^2) of a stored query."""
+    row = session.get(StoredQuery, query_id)
+    if row is None:
+        raise LookupError(f"no stored query with id {query_id}")
+    return np.asarray(row.mu, dtype=np.float32), np.asarray(row.var, dtype=np.float32)
+
+
+def tile_detail(tile_id: int, *, session: Session) -> dict[str, Any]:
+    """Where and what a tile is."""
+    q = select(Tile.id, Tile.imagery_source, Tile.gsd, Tile.size_px, Tile.zoom, Tile.pixel_ref,
+               func.ST_X(Tile.centroid).label("lon"), func.ST_Y(Tile.centroid).label("lat")).where(Tile.id == tile_id)
+    row = session.execute(q).first()
+    if row is None:
+        raise LookupError(f"no tile with id {tile_id}")
+    return dict(row._mapping)
+
+
+def list_eval_runs(model_versions: list[str] | None = None, *, session: Session) -> list[dict[str, Any]]:
+    """Evaluation runs (newest first), optionally of some model versions only."""
+    q = select(EvalRun.id, EvalRun.model_version, EvalRun.dataset, EvalRun.split, EvalRun.config,
+               EvalRun.results, EvalRun.created_at).order_by(EvalRun.created_at.desc())
+    if model_versions:
+        q = q.where(EvalRun.model_version.in_(model_versions))
+    return [dict(r._mapping) for r in session.execute(q)]
+
+
+def eval_metrics(run_ids: list[int], *, session: Session) -> list[dict[str, Any]]:
+    """Metric rows of evaluation runs."""
+    if not run_ids:
+        return []
+    q = (select(EvalMetric.run_id, EvalRun.model_version, EvalMetric.scorer, EvalMetric.direction,
+                EvalMetric.zoom, EvalMetric.with_text, EvalMetric.metadata_.label("metadata"),
+                EvalMetric.r_at_10, EvalMetric.median_rank, EvalMetric.n)
+         .join(EvalRun, EvalRun.id == EvalMetric.run_id)
+         .where(EvalMetric.run_id.in_(run_ids)))
+    return [dict(r._mapping) for r in session.execute(q)]
+
+
+def list_jobs(limit: int = 200, *, session: Session) -> list[dict[str, Any]]:
+    """The most recent jobs, newest first."""
+    q = select(Job.id, Job.kind, Job.status, Job.model_version, Job.total, Job.done, Job.message, Job.error,
+               Job.params, Job.created_at, Job.started_at, Job.finished_at).order_by(Job.created_at.desc()).limit(limit)
+    return [dict(r._mapping) for r in session.execute(q)]
+
+
+def job_events(job_id: Any, limit: int = 500, *, session: Session) -> list[dict[str, Any]]:
+    """Log lines of a job, oldest first."""
+    q = (select(JobEvent.at, JobEvent.level, JobEvent.message).where(JobEvent.job_id == job_id)
+         .order_by(JobEvent.at, JobEvent.id).limit(limit))
+    return [dict(r._mapping) for r in session.execute(q)]
+
+
+def table_counts(*, session: Session) -> dict[str, int]:
+    """Row counts of the main tables (estimates are not used: these are exact)."""
+    out = {}
+    for name, model in (("model versions", ModelVersion), ("tiles", Tile), ("conditions", Condition),
+                        ("embeddings", Embedding), ("stored queries", StoredQuery), ("regions", Region),
+                        ("jobs", Job), ("eval runs", EvalRun)):
+        out[name] = int(session.scalar(select(func.count()).select_from(model)) or 0)
+    return out
+
+
+def _condition_label(month: int | None, hour: int | None, audio_source: str | None,
+                     caption_source: str | None, zoom: int) -> str:
+    def show(v: object) -> str:
+        return "left out" if v is None else str(v)
+
+    return (f"month {show(month)}, hour {show(hour)}, audio source {show(audio_source)}, "
+            f"caption source {show(caption_source)} at zoom {zoom}")
+
+
+__all__ = [
+    "MAP_COLUMNS", "count_region_tiles", "embedded_conditions", "eval_metrics", "find_condition_id",
+    "job_events", "list_eval_runs", "list_jobs", "list_model_versions", "list_region_sets",
+    "list_stored_queries", "map_scores_vector", "rank_regions_vector", "region_geometries",
+    "stored_query_gaussian", "table_counts", "tile_detail", "tile_zooms",
+]

@@ -1,0 +1,183 @@
+"""Streamlit AppTest of every page against the seeded database whose answer is known."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+PAGES = Path(__file__).resolve().parents[2] / "dashboard"
+TIMEOUT = 180
+
+
+def _app(name: str = "app.py") -> AppTest:
+    return AppTest.from_file(str(PAGES / name), default_timeout=TIMEOUT)
+
+
+def _clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def _keys(at: AppTest) -> set[str]:
+    keys = set()
+    for kind in ("selectbox", "text_input", "radio", "checkbox", "slider", "toggle", "button"):
+        keys |= {w.key for w in getattr(at, kind) if w.key}
+    return keys
+
+
+def _map(at: AppTest, text: str = "sound of insects") -> AppTest:
+    at.text_input(key="query_text").input(text).run()
+    return at.button(key="map_button").click().run()
+
+
+def test_map_page_widgets_and_known_answer(dash_env):
+    at = _app()
+    at.run()
+    _clean(at)
+    assert {"model", "query_mode", "query_text", "region_mode", "region_set", "region_name", "temporal",
+            "meta_month", "meta_month_out", "meta_hour", "meta_hour_out", "meta_src", "meta_src_out",
+            "meta_cap", "meta_cap_out", "meta_zoom", "layer", "scale", "map_button"} <= _keys(at)
+    assert not at.get("image"), "no map before Map is pressed"
+    _map(at)
+    _clean(at)
+    assert len(at.get("image")) == 1
+    assert any("Colour bar: Match probability" in c.value for c in at.caption)
+    regions = at.dataframe[0].value
+    assert regions.iloc[0]["region"] == "Marsh"
+    assert list(regions["region"]) == ["Marsh", "City", "Farm"]
+    tiles = at.dataframe(key="top_tiles").value
+    assert (tiles["lon"] < -90.0).all(), "every top tile lies in Marsh"
+    assert {b.key for b in at.get("download_button")} == {"dl_png", "dl_tif", "dl_geojson"}
+
+
+def test_map_hour_shared_scale_and_tile_panel(dash_env):
+    at = _app()
+    at.run()
+    at.checkbox(key="meta_month_out").uncheck()
+    at.checkbox(key="meta_hour_out").uncheck()
+    at.checkbox(key="meta_src_out").uncheck().run()
+    at.selectbox(key="meta_month").set_value(5)
+    at.selectbox(key="meta_src").set_value("inaturalist")
+    at.slider(key="meta_hour").set_value(20)
+    at.toggle(key="temporal").set_value(True)
+    _map(at)
+    _clean(at)
+    assert any("shared across hours 6, 20" in c.value for c in at.caption)
+    assert at.dataframe[0].value.iloc[0]["region"] == "Marsh"
+    top20 = at.dataframe(key="top_tiles").value.iloc[0]["probability"]
+    assert "play" in _keys(at)
+    at.slider(key="meta_hour").set_value(6).run()
+    _clean(at)
+    top6 = at.dataframe(key="top_tiles").value.iloc[0]["probability"]
+    assert top20 > top6, "the seed makes insects in Marsh stronger at 20:00"
+    first = int(at.dataframe(key="top_tiles").value.iloc[0]["tile_id"])
+    at.selectbox(key="tile_choice").set_value(first).run()
+    _clean(at)
+    assert len(at.get("image")) == 4, "the map and the tile at zoom 1, 3 and 5"
+    assert any(f"Tile {first}" in m.value for m in at.markdown)
+
+
+def test_uncertainty_layer_and_stored_query(dash_env):
+    at = _app()
+    at.run()
+    at.radio(key="query_mode").set_value("Stored query").run()
+    _clean(at)
+    at.radio(key="layer").set_value("var_sum")
+    at.button(key="map_button").click().run()
+    _clean(at)
+    assert any("Uncertainty" in c.value for c in at.caption)
+    assert at.dataframe[0].value.iloc[0]["region"] == "Marsh"
+
+
+def test_not_embedded_offers_the_embed_job(dash_env):
+    at = _app()
+    at.run()
+    at.checkbox(key="meta_hour_out").uncheck().run()
+    at.slider(key="meta_hour").set_value(12)
+    _map(at)
+    assert not at.exception
+    assert at.error and "Not embedded yet" in at.error[0].value
+    assert "queue_embed" in _keys(at)
+    assert not at.get("image"), "no silent empty map"
+
+
+def test_typed_box_errors_and_map(dash_env):
+    at = _app()
+    at.run()
+    at.radio(key="region_mode").set_value("Type a box").run()
+    at.text_input(key="region_bbox").input("10, 20, 5").run()
+    assert not at.exception
+    assert "four numbers" in at.error[0].value
+    at.text_input(key="region_bbox").input("-90.5, 40, -89.5, 41").run()
+    _map(at)
+    _clean(at)
+    assert len(at.get("image")) == 1
+    tiles = at.dataframe(key="top_tiles").value
+    assert (tiles["lon"].between(-90.5, -89.5)).all()
+
+
+def test_missing_checkpoint_is_a_clear_error(dash_env):
+    at = _app()
+    at.run()
+    at.selectbox(key="model").set_value(dash_env.other_version).run()
+    at.text_input(key="query_text").input("sound of insects").run()
+    assert not at.exception
+    assert "checkpoint cannot be loaded" in at.error[0].value
+
+
+def test_database_down_is_a_clear_error(monkeypatch):
+    from psm_db.settings import get_settings
+
+    monkeypatch.setenv("PSM_DATABASE_URL", "postgresql://psm@127.0.0.1:1/psm")
+    get_settings.cache_clear()
+    try:
+        at = _app()
+        at.run()
+        assert not at.exception
+        assert "Cannot reach the database" in at.error[0].value
+    finally:
+        get_settings.cache_clear()
+
+
+def test_metrics_page(dash_env):
+    at = _app("pages/metrics.py")
+    at.run()
+    _clean(at)
+    assert at.toggle(key="compare").value is True
+    assert {"metrics_model_0", "metrics_model_1", "m0_run", "m1_run"} <= _keys(at)
+    table = at.dataframe(key="m0_table").value
+    assert {"zoom", "with text", "metadata"} <= set(table.columns.get_level_values(0))
+    flat = {" ".join(map(str, c)).strip() for c in table.columns}
+    assert {"I2A R@10%", "A2I R@10%", "I2A median rank", "A2I median rank", "I2A oracle R@10%"} <= flat
+    assert len(table) == 3 * 2 * 4
+    assert len(at.get("image")) == 2, "recall against k% and the rank histogram"
+
+
+def test_jobs_page(dash_env):
+    at = _app("pages/jobs.py")
+    at.run()
+    assert not at.exception
+    history = at.dataframe(key="job_history").value
+    assert set(history["kind"]) == {"embed_region", "train"}
+    assert any("CUDA out of memory" in e.value for e in at.error), "failed jobs show their error"
+    assert at.get("progress"), "running jobs show a progress bar"
+    assert at.code and "started" in at.code[0].value or "chunk" in at.code[0].value
+
+
+def test_data_page(dash_env):
+    at = _app("pages/data.py")
+    at.run()
+    _clean(at)
+    assert {m.label for m in at.metric} >= {"tiles", "embeddings", "model versions"}
+    assert len(at.get("image")) == 4, "the tile at zoom 1, 3, 5 and the spectrogram"
+    assert at.get("audio")
+    assert any("Caption" in m.value for m in at.markdown)
+
+
+@pytest.mark.parametrize("page", ["pages/status.py"])
+def test_status_page(dash_env, page):
+    at = _app(page)
+    at.run()
+    assert not at.exception
