@@ -1,0 +1,381 @@
+"""Retrieval evaluation on a split: R@10% and median rank, I2A and A2I, per zoom, text and metadata.
+
+Protocol (paper and facts page): the whole split is both the queries and the gallery; query i's
+true match is item i; the score is -CSD between the Gaussians (for an InfoNCE model, whose variance
+heads are never trained, the variances are left out, which ranks like its cosine similarity);
+"with text" adds the caption of the ground-truth clip to the query (mean = normalise(raw query
+mean + raw text mean), log-variances summed). Each metadata condition keeps only some metadata
+types in the image fusion: ``all``, ``none`` or one type alone (paper Table 4). Ties are handled
+by :mod:`psm_model.metrics` (expected value under random tie-breaking by default).
+
+Beside every model the oracle of :mod:`psm_model.bayes` is scored with the same metadata: the best
+ranking any model could reach without text. With text no such bound is given, since the caption
+names the clip's sounds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from psm_model.bayes import SOUND_METADATA, oracle_scores
+from psm_model.features import SplitData
+from psm_model.metadata import METADATA_TYPES
+from psm_model.metrics import rank_counts, recall_at_fraction
+from psm_model.model import PSMModel
+
+logger = logging.getLogger(__name__)
+
+METADATA_CONDITIONS: tuple[str, ...] = ("all", "none", *METADATA_TYPES)
+"""Metadata labels: every type, no type, or one type alone (named as in METADATA_TYPES)."""
+DIRECTIONS: tuple[str, ...] = ("i2a", "a2i")
+
+Gaussian = tuple[torch.Tensor, torch.Tensor]
+
+
+def metadata_keep(label: str) -> tuple[str, ...]:
+    """The metadata types a condition label keeps."""
+    if label == "all":
+        return METADATA_TYPES
+    if label == "none":
+        return ()
+    if label in METADATA_TYPES:
+        return (label,)
+    raise ValueError(f"unknown metadata condition {label!r}; choose one of {', '.join(METADATA_CONDITIONS)}")
+
+
+@dataclass
+class SplitEmbeddings:
+    """Embeddings of a split: pre-fusion image features per zoom, and raw-mean audio / text Gaussians."""
+
+    image_features: dict[int, torch.Tensor]
+    audio: Gaussian
+    text: Gaussian
+
+
+def _batches(n: int, size: int) -> list[np.ndarray]:
+    return [np.arange(a, min(a + size, n)) for a in range(0, n, size)]
+
+
+@torch.no_grad()
+def embed_split(
+    model: PSMModel, data: SplitData, zooms: Sequence[int] = (1, 3, 5), batch_size: int = 256
+) -> SplitEmbeddings:
+    """Encode every tile (per zoom), clip and caption of a split (model in eval mode)."""
+    was_training = model.training
+    model.eval()
+    try:
+        feats = {}
+        for z in zooms:
+            slot = data.zoom_slot(int(z))
+            feats[int(z)] = torch.cat(
+                [model.image_features(data.tiles(i, slot), data.gsd, int(z)) for i in _batches(len(data), batch_size)]
+            )
+        audio = [model.encode_audio_inputs(data.audio(i), raw_mean=True) for i in _batches(len(data), batch_size)]
+        text = [encode_captions(model, data, i, raw_mean=True) for i in _batches(len(data), batch_size)]
+    finally:
+        model.train(was_training)
+    cat = lambda parts: (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))  # noqa: E731
+    return SplitEmbeddings(feats, cat(audio), cat(text))
+
+
+def encode_captions(model: PSMModel, data: SplitData, index: np.ndarray, raw_mean: bool = False) -> Gaussian:
+    """Text Gaussians of rows ``index``: from cached frozen-backbone features when the split has them."""
+    if data.text_features is not None:
+        feats = torch.from_numpy(data.text_features[index]).to(model.device)
+        return model.text_head(model.text_tower.project(feats), raw_mean=raw_mean)
+    return model.encode_text([data.captions[i] for i in index], raw_mean=raw_mean)
+
+
+@torch.no_grad()
+def fused_images(
+    model: PSMModel, features: torch.Tensor, data: SplitData, keep: tuple[str, ...], batch_size: int = 512
+) -> Gaussian:
+    """Raw-mean image Gaussians with only the metadata types ``keep``."""
+    was_training = model.training
+    model.eval()
+    try:
+        parts = [
+            model.fuse_image(features[i], data.metadata(i, keep), raw_mean=True) for i in _batches(len(data), batch_size)
+        ]
+    finally:
+        model.train(was_training)
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+def _query(g: Gaussian, text: Gaussian | None) -> Gaussian:
+    mu, logvar = g
+    if text is None:
+        return F.normalize(mu, dim=-1), logvar
+    return F.normalize(mu + text[0], dim=-1), logvar + text[1]
+
+
+def neg_csd(query: Gaussian, gallery: Gaussian, use_variance: bool = True) -> np.ndarray:
+    """(Q, N) float64 scores -CSD between unit-mean query and gallery Gaussians."""
+    mq, lq = (t.double() for t in query)
+    mg, lg = (t.double() for t in gallery)
+    mg = F.normalize(mg, dim=-1)
+    d = (mq * mq).sum(1, keepdim=True) + (mg * mg).sum(1)[None] - 2.0 * mq @ mg.T
+    d = d.clamp_min(0.0)
+    if use_variance:
+        d = d + lq.exp().sum(1, keepdim=True) + lg.exp().sum(1)[None]
+    return (-d).cpu().numpy()
+
+
+def _metric_row(scorer: str, direction: str, zoom: int, with_text: bool, meta: str, scores: np.ndarray,
+                ties: str) -> tuple[dict[str, Any], np.ndarray]:
+    counts = rank_counts(scores)
+    ranks = counts.ranks(ties)
+    row = {
+        "scorer": scorer,
+        "direction": direction,
+        "zoom": int(zoom),
+        "with_text": bool(with_text),
+        "metadata": meta,
+        "r_at_10": recall_at_fraction(counts, 0.1, ties),
+        "median_rank": float(np.median(ranks)),
+        "n": int(len(ranks)),
+    }
+    return row, ranks
+
+
+def rank_key(row: dict[str, Any]) -> str:
+    """Key of a row's per-query ranks in the ranks npz, e.g. ``model/i2a/z1/text/all``."""
+    return f"{row['scorer']}/{row['direction']}/z{row['zoom']}/{'text' if row['with_text'] else 'notext'}/{row['metadata']}"
+
+
+@dataclass
+class EvalResult:
+    """Rows shaped like ``psm.eval_metrics`` plus per-query ranks and the run's settings."""
+
+    rows: list[dict[str, Any]]
+    ranks: dict[str, np.ndarray]
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, scorer: str = "model", direction: str = "i2a", zoom: int = 1, with_text: bool = False,
+            metadata: str = "all") -> dict[str, Any]:
+        """The row for one setting."""
+        for r in self.rows:
+            if (r["scorer"], r["direction"], r["zoom"], r["with_text"], r["metadata"]) == (
+                scorer, direction, zoom, with_text, metadata
+            ):
+                return r
+        raise KeyError(f"no row {scorer}/{direction}/z{zoom}/text={with_text}/{metadata}")
+
+
+def oracle_known(meta: str) -> tuple[str, ...]:
+    """Sound-relevant metadata the oracle may use under a metadata condition."""
+    return tuple(m for m in metadata_keep(meta) if m in SOUND_METADATA)
+
+
+def compute_oracle(data: SplitData, known: tuple[str, ...], cache_dir: Path | None = None) -> dict[str, np.ndarray]:
+    """Oracle score matrices for a split, cached as ``oracle-<known>.npz`` under ``cache_dir``."""
+    if data.fractions is None:
+        raise ValueError("this split has no land-cover fractions; the oracle needs a world dataset index")
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / f"oracle-{data.name}-{'+'.join(known) or 'none'}.npz"
+        if path.is_file():
+            with np.load(path) as z:
+                if z["keys"].shape == data.keys.shape and (z["keys"] == data.keys.astype(str)).all():
+                    return {"i2a": z["i2a"], "a2i": z["a2i"]}
+    t0 = time.perf_counter()
+    out = oracle_scores(data.fractions, data.lat, data.month, data.hour, data.audio_source, data.classes, known)
+    logger.info("oracle (%s) for %d samples in %.1f s", known, len(data), time.perf_counter() - t0)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp.npz")
+            np.savez(tmp, keys=data.keys.astype(str), **out)
+            os.replace(tmp, path)
+        except OSError as e:
+            logger.warning("could not cache the oracle under %s: %s", path, e)
+    return out
+
+
+def evaluate(
+    model: PSMModel | None,
+    data: SplitData,
+    *,
+    zooms: Sequence[int] = (1, 3, 5),
+    text: Sequence[bool] = (False, True),
+    metadata: Sequence[str] = METADATA_CONDITIONS,
+    oracle: bool = True,
+    ties: str = "random",
+    batch_size: int = 256,
+    cache_dir: str | os.PathLike | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> EvalResult:
+    """Evaluate a model (and / or the oracle) on a split under every requested setting.
+
+    Args:
+        model: The model, or None for the oracle alone.
+        data: The split (queries = gallery).
+        zooms: Zoom levels of the image side.
+        text: Whether to add the caption to the query, per setting.
+        metadata: Metadata condition labels (see :data:`METADATA_CONDITIONS`).
+        oracle: Also score the oracle (metadata conditions only; no text; zoom-independent, so its
+            row is repeated for each zoom).
+        ties: Tie rule of :mod:`psm_model.metrics`.
+        batch_size: Encoding batch size.
+        cache_dir: Where to cache oracle matrices (they depend only on the split).
+        progress: Optional ``callback(dict)`` after each setting.
+
+    Returns:
+        The rows and per-query ranks.
+    """
+    for m in metadata:
+        metadata_keep(m)
+    rows: list[dict[str, Any]] = []
+    ranks: dict[str, np.ndarray] = {}
+    total = len(zooms) * len(metadata) * (len(text) if model is not None else 0) + (len(metadata) if oracle else 0)
+    done = 0
+
+    def add(row: dict[str, Any], r: np.ndarray) -> None:
+        nonlocal done
+        rows.append(row)
+        ranks[rank_key(row)] = r.astype(np.float32)
+
+    if model is not None:
+        use_var = model.config.loss == "pcmepp"
+        emb = embed_split(model, data, zooms, batch_size)
+        for z in zooms:
+            for m in metadata:
+                img = fused_images(model, emb.image_features[int(z)], data, metadata_keep(m))
+                for t in text:
+                    tx = emb.text if t else None
+                    i2a = neg_csd(_query(img, tx), (F.normalize(emb.audio[0], dim=-1), emb.audio[1]), use_var)
+                    a2i = neg_csd(_query(emb.audio, tx), (F.normalize(img[0], dim=-1), img[1]), use_var)
+                    for direction, s in (("i2a", i2a), ("a2i", a2i)):
+                        add(*_metric_row("model", direction, int(z), bool(t), m, s, ties))
+                    done += 1
+                    if progress:
+                        progress({"stage": "evaluate", "done": done, "total": total})
+    if oracle:
+        cache = Path(cache_dir) if cache_dir is not None else None
+        seen: dict[tuple[str, ...], dict[str, np.ndarray]] = {}
+        for m in metadata:
+            known = oracle_known(m)
+            if known not in seen:
+                seen[known] = compute_oracle(data, known, cache)
+            for direction in DIRECTIONS:
+                row, r = _metric_row("oracle", direction, int(zooms[0]), False, m, seen[known][direction], ties)
+                for z in zooms:
+                    add({**row, "zoom": int(z)}, r)
+            done += 1
+            if progress:
+                progress({"stage": "oracle", "done": done, "total": total})
+    config = {
+        "split": data.name,
+        "n": len(data),
+        "zooms": [int(z) for z in zooms],
+        "text": [bool(t) for t in text],
+        "metadata": list(metadata),
+        "ties": ties,
+        "score": "-csd" if model is None or model.config.loss == "pcmepp" else "-csd without variances (cosine)",
+    }
+    return EvalResult(rows, ranks, config)
+
+
+def results_markdown(rows: Sequence[dict[str, Any]], title: str | None = None) -> str:
+    """A Markdown table of model rows with the oracle (same direction and metadata, no text) beside them."""
+    oracle = {(r["direction"], r["zoom"], r["metadata"]): r for r in rows if r["scorer"] == "oracle"}
+    lines = [f"### {title}", ""] if title else []
+    lines += [
+        "| zoom | text | metadata | I2A R@10% | I2A med. rank | A2I R@10% | A2I med. rank | oracle I2A R@10% | oracle I2A med. | oracle A2I R@10% | oracle A2I med. |",
+        "|---:|:---:|:---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    model = {(r["zoom"], r["with_text"], r["metadata"], r["direction"]): r for r in rows if r["scorer"] == "model"}
+    settings = sorted({k[:3] for k in model}, key=lambda k: (k[0], k[1], METADATA_CONDITIONS.index(k[2])))
+    if not settings:
+        settings = sorted({(k[1], False, k[2]) for k in oracle}, key=lambda k: (k[0], METADATA_CONDITIONS.index(k[2])))
+    for z, t, m in settings:
+        cells = [str(z), "yes" if t else "no", m]
+        for d in DIRECTIONS:
+            r = model.get((z, t, m, d))
+            cells += [f"{r['r_at_10']:.3f}", f"{r['median_rank']:.1f}"] if r else ["", ""]
+        for d in DIRECTIONS:
+            o = oracle.get((d, z, m))
+            cells += [f"{o['r_at_10']:.3f}", f"{o['median_rank']:.1f}"] if o else ["", ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def db_records(result: EvalResult, version: str, dataset: str, split: str) -> dict[str, Any]:
+    """The evaluation shaped for ``psm.eval_runs`` (``run``) and ``psm.eval_metrics`` (``metrics``) rows."""
+    keys = ("scorer", "direction", "zoom", "with_text", "metadata", "r_at_10", "median_rank", "n")
+    return {
+        "run": {
+            "model_version": version,
+            "dataset": dataset,
+            "split": split,
+            "config": result.config,
+            "results": {"rows": len(result.rows)},
+        },
+        "metrics": [{k: r[k] for k in keys} for r in result.rows],
+    }
+
+
+def write_results(result: EvalResult, out_dir: str | os.PathLike, extra: dict[str, Any] | None = None,
+                  title: str | None = None) -> dict[str, str]:
+    """Write ``results.json``, ``results.md`` and ``ranks.npz`` (per-query ranks) under ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {**(extra or {}), "config": result.config, "rows": result.rows}
+    (out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (out / "results.md").write_text(results_markdown(result.rows, title))
+    np.savez_compressed(out / "ranks.npz", **result.ranks)
+    return {"json": str(out / "results.json"), "markdown": str(out / "results.md"), "ranks": str(out / "ranks.npz")}
+
+
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike,
+    dataset_dir: str | os.PathLike,
+    *,
+    split: str = "test",
+    out_dir: str | os.PathLike | None = None,
+    zooms: Sequence[int] = (1, 3, 5),
+    text: Sequence[bool] = (False, True),
+    metadata: Sequence[str] | None = None,
+    oracle: bool = True,
+    ties: str = "random",
+    cache_dir: str | os.PathLike | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Load a checkpoint and a split, evaluate, and write the results when ``out_dir`` is given.
+
+    A model trained without metadata is evaluated with ``metadata=("none",)`` unless told otherwise.
+
+    Returns:
+        ``{"version", "rows", "config", "records" (see :func:`db_records`), "files"}``.
+    """
+    from psm_model.checkpoint import load_checkpoint
+    from psm_model.features import load_split
+
+    model, info = load_checkpoint(checkpoint)
+    if metadata is None:
+        used = info.get("extra", {}).get("use_metadata", True)
+        metadata = METADATA_CONDITIONS if used else ("none",)
+    data = load_split(dataset_dir, split, model, cache_dir=cache_dir)
+    root = Path(cache_dir) if cache_dir is not None else Path(dataset_dir) / "cache"
+    result = evaluate(model, data, zooms=zooms, text=text, metadata=metadata, oracle=oracle, ties=ties,
+                      cache_dir=root, progress=progress)
+    result.config.update({"checkpoint": str(checkpoint), "dataset": str(dataset_dir)})
+    files = write_results(result, out_dir, {"version": info["version"]}, f"{info['version']} on {split}") if out_dir else {}
+    return {
+        "version": info["version"],
+        "rows": result.rows,
+        "config": result.config,
+        "records": db_records(result, info["version"], str(dataset_dir), split),
+        "files": files,
+    }
