@@ -7,11 +7,12 @@ cached with ``st.cache_data``; the engine and the models with ``st.cache_resourc
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import streamlit as st
@@ -24,6 +25,7 @@ from psm_db.engine import make_engine
 from psm_db.settings import get_settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @st.cache_resource(show_spinner=False)
@@ -47,6 +49,25 @@ def session() -> Iterator[Session]:
             s.rollback()
 
 
+def cached(**cache_kwargs: Any) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """``st.cache_data`` keyed also by the reader URL, so another database never sees stale rows.
+
+    The wrapped function takes the URL as its first argument; callers leave it out.
+    """
+
+    def deco(fn: Callable[..., T]) -> Callable[..., T]:
+        inner = st.cache_data(**cache_kwargs)(fn)
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> T:
+            return inner(get_settings().reader_url, *args, **kwargs)
+
+        wrapper.clear = inner.clear  # type: ignore[attr-defined]
+        return wrapper
+
+    return deco
+
+
 def _queries() -> Any:
     """``psm_db.queries`` (imported lazily so a page still loads while it is being rebuilt)."""
     from psm_db import queries
@@ -57,8 +78,8 @@ def _queries() -> Any:
 # ----------------------------------------------------------------------------- listings
 
 
-@st.cache_data(ttl=30, show_spinner=False)
-def models() -> list[dict[str, Any]]:
+@cached(ttl=30, show_spinner=False)
+def models(db_url: str) -> list[dict[str, Any]]:
     """Registered model versions, newest first, as plain dicts."""
     with session() as s:
         rows = _queries().list_models(session=s)
@@ -70,36 +91,36 @@ def models() -> list[dict[str, Any]]:
         ]
 
 
-@st.cache_data(ttl=30, show_spinner=False)
-def region_sets() -> list[dict[str, Any]]:
+@cached(ttl=30, show_spinner=False)
+def region_sets(db_url: str) -> list[dict[str, Any]]:
     """Loaded region sets: name, description, source, regions."""
     with session() as s:
         return [r.__dict__.copy() for r in _queries().list_region_sets(session=s)]
 
 
-@st.cache_data(ttl=300, show_spinner=False)
-def regions(set_name: str) -> list[tuple[int, str, Any]]:
+@cached(ttl=300, show_spinner=False)
+def regions(db_url: str, set_name: str) -> list[tuple[int, str, Any]]:
     """(id, name, shapely geometry) of the regions of a set."""
     with session() as s:
         return qd.region_geometries(set_name, session=s)
 
 
-@st.cache_data(ttl=30, show_spinner=False)
-def conditions(model_version: str) -> list[dict[str, Any]]:
+@cached(ttl=30, show_spinner=False)
+def conditions(db_url: str, model_version: str) -> list[dict[str, Any]]:
     """The conditions embedded for a model with their tile counts."""
     with session() as s:
         return [c.__dict__.copy() for c in _queries().list_conditions(session=s, model_version=model_version)]
 
 
-@st.cache_data(ttl=60, show_spinner=False)
-def zooms() -> list[int]:
+@cached(ttl=60, show_spinner=False)
+def zooms(db_url: str) -> list[int]:
     """Zoom levels that have tiles."""
     with session() as s:
         return qd.tile_zooms(session=s)
 
 
-@st.cache_data(ttl=30, show_spinner=False)
-def stored_queries(model_version: str) -> list[dict[str, Any]]:
+@cached(ttl=30, show_spinner=False)
+def stored_queries(db_url: str, model_version: str) -> list[dict[str, Any]]:
     """Stored queries of a model: id, name, kind, text, audio_name."""
     with session() as s:
         return [
@@ -108,8 +129,8 @@ def stored_queries(model_version: str) -> list[dict[str, Any]]:
         ]
 
 
-@st.cache_data(ttl=60, show_spinner=False)
-def region_tile_count(region_wkt: str | None, zoom: int) -> int:
+@cached(ttl=60, show_spinner=False)
+def region_tile_count(db_url: str, region_wkt: str | None, zoom: int) -> int:
     """How many tiles at a zoom lie in a region."""
     import shapely
 
@@ -117,8 +138,8 @@ def region_tile_count(region_wkt: str | None, zoom: int) -> int:
         return qd.count_region_tiles(shapely.from_wkt(region_wkt) if region_wkt else None, zoom, session=s)
 
 
-@st.cache_data(ttl=60, show_spinner=False)
-def tile_detail(tile_id: int) -> dict[str, Any]:
+@cached(ttl=60, show_spinner=False)
+def tile_detail(db_url: str, tile_id: int) -> dict[str, Any]:
     """Where and what a tile is."""
     with session() as s:
         return qd.tile_detail(tile_id, session=s)
@@ -132,8 +153,8 @@ def _scores_from_arrays(a: dict[str, np.ndarray]) -> TileScores:
                       a["probability"], a["distance"], a["var_sum"])
 
 
-@st.cache_data(max_entries=96, show_spinner=False)
-def map_scores(model_version: str, query: QueryKey, region_wkt: str | None, month: int | None,
+@cached(max_entries=96, show_spinner=False)
+def map_scores(db_url: str, model_version: str, query: QueryKey, region_wkt: str | None, month: int | None,
                hour: int | None, audio_source: str | None, caption_source: str | None,
                zoom: int) -> TileScores:
     """Scores of every tile of a region for a query under one condition.
@@ -160,8 +181,8 @@ def map_scores(model_version: str, query: QueryKey, region_wkt: str | None, mont
         return _scores_from_arrays(arrays)
 
 
-@st.cache_data(max_entries=96, show_spinner=False)
-def rank_regions(model_version: str, query: QueryKey, set_name: str, month: int | None, hour: int | None,
+@cached(max_entries=96, show_spinner=False)
+def rank_regions(db_url: str, model_version: str, query: QueryKey, set_name: str, month: int | None, hour: int | None,
                  audio_source: str | None, caption_source: str | None, zoom: int, k: int = 20) -> list[dict]:
     """The top regions of a set for a query (``psm_db.queries.rank_regions`` for stored queries)."""
     with session() as s:
@@ -250,8 +271,8 @@ def encode_audio(checkpoint_path: str, version: str, wave: np.ndarray, sample_ra
 # ----------------------------------------------------------------------------- metrics, jobs, data
 
 
-@st.cache_data(ttl=30, show_spinner=False)
-def eval_runs(model_version: str | None = None) -> list[dict[str, Any]]:
+@cached(ttl=30, show_spinner=False)
+def eval_runs(db_url: str, model_version: str | None = None) -> list[dict[str, Any]]:
     """Evaluation runs, newest first."""
     with session() as s:
         return [
@@ -261,8 +282,8 @@ def eval_runs(model_version: str | None = None) -> list[dict[str, Any]]:
         ]
 
 
-@st.cache_data(ttl=30, show_spinner=False)
-def eval_metrics(run_id: int) -> Any:
+@cached(ttl=30, show_spinner=False)
+def eval_metrics(db_url: str, run_id: int) -> Any:
     """Metric rows of one run (a DataFrame)."""
     with session() as s:
         return _queries().eval_metrics_frame(session=s, run_id=run_id)
@@ -280,8 +301,8 @@ def job_events(job_id: Any) -> list[dict[str, Any]]:
         return qd.job_events(job_id, session=s)
 
 
-@st.cache_data(ttl=30, show_spinner=False)
-def table_counts() -> dict[str, int]:
+@cached(ttl=30, show_spinner=False)
+def table_counts(db_url: str) -> dict[str, int]:
     """Row counts of the main tables."""
     with session() as s:
         return qd.table_counts(session=s)
@@ -290,29 +311,55 @@ def table_counts() -> dict[str, int]:
 # ----------------------------------------------------------------------------- job submission
 
 
-def submit_embed_region(model_version: str, region_wkt: str | None, meta: Any) -> str:
-    """Queue a ``psm.embed_region`` job through the worker's submission helper; return its id.
+def _send_task(name: str, job_id: str) -> str:
+    """Queue a Celery task by name on the broker; return its task id (tests replace this)."""
+    from worker.celery import app as celery_app
+
+    return str(celery_app.send_task(name, args=[job_id]).id)
+
+
+def _writer() -> Any:
+    from psm_db.engine import connect
+
+    return connect(get_settings().db_url)
+
+
+def submit_embed_region(model_version: str, region_wkt: str | None, meta: Any, world_seed: int = 0) -> str:
+    """Queue ``psm.embed_region`` for one condition over a region with the worker's helper.
+
+    The job row is written by ``worker.embed.submit`` on the writer role (the only write the
+    dashboard makes); the embedding itself runs on the workers.
 
     Raises:
-        RuntimeError: When the worker package offers no submission helper (the message gives
-            the command line instead).
+        ValueError: On a request the worker refuses (kept as a failed job, message says why).
     """
-    try:
-        from worker import submit  # type: ignore[attr-defined]
-    except ImportError as e:
-        raise RuntimeError(
-            "this installation has no job submission helper (worker.submit); run "
-            f"`psm embed-region --model {model_version} ...` instead"
-        ) from e
-    return str(submit.embed_region(model_version=model_version, region=region_wkt, month=meta.month,
-                                   hour=meta.hour, audio_source=meta.audio_source,
-                                   caption_source=meta.caption_source, zoom=meta.zoom))
+    from worker.embed import ConditionSpec, EmbedRequest, Limits, submit
+    from worker.imagery import ImagerySpec
+
+    if region_wkt is None:
+        raise ValueError("choose a region to embed; the whole world is too large for one job")
+    s = get_settings()
+    request = EmbedRequest(
+        region=region_wkt, model_version=model_version, zooms=(int(meta.zoom),),
+        imagery=ImagerySpec(kind="world", seed=int(world_seed)),
+        conditions=(ConditionSpec(meta.month, meta.hour, meta.audio_source, meta.caption_source),),
+    )
+    limits = Limits(max_region_tiles=s.max_region_tiles, chunk_tiles=s.chunk_tiles, batch_size=s.embed_batch_size)
+    with _writer() as conn:
+        job_id, _plan = submit(conn, request, limits, lambda j: _send_task("psm.embed_region", j))
+    return str(job_id)
 
 
-def submit_train(params: dict[str, Any]) -> str:
-    """Queue a ``psm.train`` job through the worker's submission helper; return its id."""
-    try:
-        from worker import submit  # type: ignore[attr-defined]
-    except ImportError as e:
-        raise RuntimeError("this installation has no job submission helper (worker.submit); run `psm train` instead") from e
-    return str(submit.train(**params))
+def submit_train(dataset_dir: str, preset: str, loss: str, use_metadata: bool, epochs: int,
+                 name: str | None = None) -> str:
+    """Queue ``psm.train`` with the worker's helper; return the job id.
+
+    Raises:
+        ValueError, FileNotFoundError: On a request the worker refuses (kept as a failed job).
+    """
+    from worker.training import TrainRequest, submit_training
+
+    request = TrainRequest(dataset_dir, preset, loss, use_metadata, int(epochs), name=name or None)
+    with _writer() as conn:
+        job_id = submit_training(conn, request, lambda j: _send_task("psm.train", j))
+    return str(job_id)

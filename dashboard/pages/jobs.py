@@ -7,8 +7,9 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from dashboard import store, widgets
+from dashboard import samples, store, widgets
 from dashboard.uploads import UploadError, parse_bbox
+from psm_db.settings import get_settings
 
 STATUS_ICONS = {"queued": "⏳", "running": "🔄", "succeeded": "✅", "failed": "❌", "cancelled": "⛔"}
 
@@ -29,27 +30,36 @@ def start_embed() -> None:
             st.error(str(e))
             return
         try:
-            job_id = store.submit_embed_region(model["version"], region.wkt, meta)
-        except Exception as e:  # broker down, worker helper missing: the message says what to do
-            st.error(f"Could not queue the job: {e}")
+            job_id = store.submit_embed_region(model["version"], region.wkt, meta, samples.world_seed(model))
+        except (ValueError, LookupError, FileNotFoundError) as e:
+            st.error(f"The embedding job was not queued: {e}")
+            return
+        except Exception as e:  # the broker may be down: say so, the user can start it
+            st.error(f"Could not queue the embedding job: {e}. Is the broker running (`psm services up`)?")
             return
         st.success(f"Queued embed_region job {job_id}.")
 
 
 def start_train() -> None:
     """Form: queue a psm.train job."""
+    default_dir = str(get_settings().data_dir / "world")
     with st.form("train_form"):
-        preset = st.selectbox("Preset", ["tiny", "demo", "paper"])
-        loss = st.selectbox("Loss", ["pcmepp", "infonce"])
-        steps = st.number_input("Steps", min_value=1, value=1000, step=100)
-        world_seed = st.number_input("World seed", min_value=0, value=0)
+        dataset_dir = st.text_input("Dataset folder (psm world build)", value=default_dir, key="train_dir")
+        c1, c2, c3 = st.columns(3)
+        preset = c1.selectbox("Preset", ["tiny", "demo", "paper"], key="train_preset")
+        loss = c2.selectbox("Loss", ["pcmepp", "infonce"], key="train_loss")
+        epochs = c3.number_input("Epochs", min_value=1, value=1, step=1, key="train_epochs")
+        use_metadata = st.checkbox("Fuse metadata", value=True, key="train_meta")
+        name = st.text_input("Name (optional)", key="train_name")
         submitted = st.form_submit_button("Start training", type="primary")
     if submitted:
         try:
-            job_id = store.submit_train({"preset": preset, "loss": loss, "steps": int(steps),
-                                         "world_seed": int(world_seed)})
-        except Exception as e:
-            st.error(f"Could not start training: {e}")
+            job_id = store.submit_train(dataset_dir, preset, loss, use_metadata, int(epochs), name)
+        except (ValueError, FileNotFoundError) as e:
+            st.error(f"Training was not started: {e}")
+            return
+        except Exception as e:  # the broker may be down: say so, the user can start it
+            st.error(f"Could not queue the training job: {e}. Is the broker running (`psm services up`)?")
             return
         st.success(f"Queued train job {job_id}.")
 

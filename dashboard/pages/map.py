@@ -62,10 +62,15 @@ def not_embedded(model: dict[str, Any], region: widgets.RegionChoice, meta: widg
     st.error(f"Not embedded yet: {err}")
     key = f"embed_{model['version']}_{meta}_{region.label}"
     if st.button("Queue embed_region for this condition", key="queue_embed", type="primary"):
+        from dashboard import samples
+
         try:
-            job_id = store.submit_embed_region(model["version"], region.wkt, meta)
-        except Exception as e:  # the broker may be down; the user can start it
-            st.error(f"Could not queue the embedding job: {e}")
+            job_id = store.submit_embed_region(model["version"], region.wkt, meta, samples.world_seed(model))
+        except (ValueError, LookupError, FileNotFoundError) as e:
+            st.error(f"The embedding job was not queued: {e}")
+            return
+        except Exception as e:  # the broker may be down: say so, the user can start it
+            st.error(f"Could not queue the embedding job: {e}. Is the broker running (`psm services up`)?")
             return
         st.session_state[key] = str(job_id)
     job_id = st.session_state.get(key)

@@ -91,7 +91,11 @@ def test_uncertainty_layer_and_stored_query(dash_env):
     assert at.dataframe[0].value.iloc[0]["region"] == "Marsh"
 
 
-def test_not_embedded_offers_the_embed_job(dash_env):
+def test_not_embedded_offers_the_embed_job(dash_env, monkeypatch):
+    import psycopg
+
+    sent = []
+    monkeypatch.setattr("dashboard.store._send_task", lambda name, job_id: sent.append((name, job_id)) or "task-1")
     at = _app()
     at.run()
     at.checkbox(key="meta_hour_out").uncheck().run()
@@ -101,6 +105,13 @@ def test_not_embedded_offers_the_embed_job(dash_env):
     assert at.error and "Not embedded yet" in at.error[0].value
     assert "queue_embed" in _keys(at)
     assert not at.get("image"), "no silent empty map"
+    at.button(key="queue_embed").click().run()
+    assert not at.exception
+    assert sent and sent[0][0] == "psm.embed_region"
+    with psycopg.connect(dash_env.db_url) as c:
+        status, params = c.execute("SELECT status, params FROM psm.jobs WHERE id = %s", (sent[0][1],)).fetchone()
+    assert status == "queued" and params["conditions"][0]["hour"] == 12
+    assert at.get("progress") or any("queued" in i.value for i in at.info), "the job's progress is shown"
 
 
 def test_typed_box_errors_and_map(dash_env):
@@ -147,7 +158,7 @@ def test_metrics_page(dash_env):
     _clean(at)
     assert at.toggle(key="compare").value is True
     assert {"metrics_model_0", "metrics_model_1", "m0_run", "m1_run"} <= _keys(at)
-    table = at.dataframe(key="m0_table").value
+    table = at.dataframe[0].value
     assert {"zoom", "with text", "metadata"} <= set(table.columns.get_level_values(0))
     flat = {" ".join(map(str, c)).strip() for c in table.columns}
     assert {"I2A R@10%", "A2I R@10%", "I2A median rank", "A2I median rank", "I2A oracle R@10%"} <= flat
@@ -159,11 +170,11 @@ def test_jobs_page(dash_env):
     at = _app("pages/jobs.py")
     at.run()
     assert not at.exception
-    history = at.dataframe(key="job_history").value
+    history = at.dataframe[0].value
     assert set(history["kind"]) == {"embed_region", "train"}
     assert any("CUDA out of memory" in e.value for e in at.error), "failed jobs show their error"
     assert at.get("progress"), "running jobs show a progress bar"
-    assert at.code and "started" in at.code[0].value or "chunk" in at.code[0].value
+    assert at.code and ("started" in at.code[0].value or "chunk" in at.code[0].value)
 
 
 def test_data_page(dash_env):
