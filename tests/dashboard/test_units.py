@@ -1,0 +1,145 @@
+"""Map rasterisation, exports and upload checks (no database)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from dashboard import exports, mapview
+from dashboard.uploads import UploadError, parse_bbox, read_audio, read_geojson
+
+
+def _grid_scores(nx: int = 4, ny: int = 3, step: float = 0.5) -> mapview.TileScores:
+    xs, ys = np.meshgrid(np.arange(nx), np.arange(ny))
+    x0 = 10.0 + xs.ravel() * step
+    y0 = 50.0 + ys.ravel() * step
+    n = nx * ny
+    p = np.arange(n, dtype=np.float64) / n
+    return mapview.TileScores(np.arange(n), x0 + step / 2, y0 + step / 2, x0, y0, x0 + step, y0 + step,
+                              p, -np.log(p + 1e-9), np.full(n, 0.5))
+
+
+def test_rasterise_places_each_tile_in_its_cell():
+    s = _grid_scores()
+    r = mapview.rasterise(s, s.probability)
+    assert r.values.shape == (3, 4)
+    assert r.extent == pytest.approx((10.0, 12.0, 50.0, 51.5))
+    # row 0 is the north: tiles with ys == 2 (ids 8..11)
+    np.testing.assert_allclose(r.values[0], s.probability[8:12])
+    np.testing.assert_allclose(r.values[2], s.probability[0:4])
+
+
+def test_rasterise_bins_large_regions_and_keeps_holes():
+    s = _grid_scores(40, 30, 0.1)
+    r = mapview.rasterise(s, s.probability, max_side=10)
+    assert max(r.values.shape) <= 10
+    assert np.isfinite(r.values).all()
+    assert s.probability.min() <= np.nanmin(r.values) and np.nanmax(r.values) <= s.probability.max()
+    np.testing.assert_allclose(np.nanmean(r.values), s.probability.mean(), rtol=0.1)
+    keep = np.arange(len(s)) % 2 == 0
+    sub = mapview.TileScores(*(getattr(s, f)[keep] for f in
+                               ("tile_id", "lon", "lat", "xmin", "ymin", "xmax", "ymax", "probability",
+                                "distance", "var_sum")))
+    r2 = mapview.rasterise(sub, sub.probability)
+    assert np.isnan(r2.values).sum() == len(s) - keep.sum()
+
+
+def test_rasterise_rejects_bad_input():
+    s = _grid_scores()
+    with pytest.raises(ValueError, match="expected 12 values"):
+        mapview.rasterise(s, np.zeros(3))
+    with pytest.raises(ValueError, match="unknown layer"):
+        s.layer("nope")
+
+
+def test_shared_limits_span_every_hour():
+    assert mapview.shared_limits([np.array([0.1, 0.2]), np.array([0.05, np.nan, 0.6])]) == (0.05, 0.6)
+    lo, hi = mapview.shared_limits([np.array([0.3, 0.3])])
+    assert lo < 0.3 < hi
+    assert mapview.shared_limits([np.array([np.nan])]) == (0.0, 1.0)
+
+
+def test_render_png_is_an_image_with_colour_bar():
+    from PIL import Image
+    from shapely.geometry import box
+
+    s = _grid_scores()
+    png = mapview.render_png(mapview.rasterise(s, s.probability), vmin=0, vmax=1, title="t",
+                             outlines=[("A", box(10, 50, 11, 51))], marker=(10.25, 50.25))
+    img = Image.open(io.BytesIO(png))
+    assert img.format == "PNG" and img.width == 900
+
+
+def test_geotiff_round_trip_in_epsg4326():
+    s = _grid_scores()
+    r = mapview.rasterise(s, s.probability)
+    band, profile = exports.read_geotiff(exports.geotiff_bytes(r, tags={"query": "insects"}))
+    assert profile["crs"].to_epsg() == 4326
+    assert tuple(profile["bounds"]) == pytest.approx((10.0, 50.0, 12.0, 51.5))
+    np.testing.assert_allclose(band, r.values.astype(np.float32))
+    assert profile["tags"]["query"] == "insects"
+
+
+def test_geojson_has_every_tile_with_scores():
+    s = _grid_scores()
+    data = json.loads(exports.geojson_text(s, properties={"query": "q"}))
+    assert data["type"] == "FeatureCollection" and len(data["features"]) == len(s)
+    f = data["features"][5]
+    assert f["properties"]["tile_id"] == 5
+    assert f["properties"]["probability"] == pytest.approx(s.probability[5])
+    assert f["geometry"]["coordinates"][0][0] == pytest.approx([s.xmin[5], s.ymin[5]])
+
+
+def _wav(seconds: float, rate: int = 8000) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(int(seconds * rate), dtype=np.float32), rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def test_audio_upload_checks():
+    wave, sr = read_audio("ok.wav", _wav(1.5), max_seconds=600)
+    assert sr == 8000 and wave.shape == (12000,)
+    with pytest.raises(UploadError, match="is empty"):
+        read_audio("empty.wav", b"", 600)
+    with pytest.raises(UploadError, match="not an audio file"):
+        read_audio("notes.txt", b"these are not samples\n" * 50, 600)
+    two_hours = _wav(2 * 3600, rate=1000)  # 14 MB: refused from the header, never decoded
+    with pytest.raises(UploadError, match=r"2:00:00 long; the limit is 10:00"):
+        read_audio("field.wav", two_hours, 600)
+
+
+@pytest.mark.parametrize(("payload", "message"), [
+    (b"", "is empty"),
+    (b"{not json", "not valid JSON"),
+    (b'{"a": 1}', "not GeoJSON"),
+    (b'{"type": "Point", "coordinates": [1, 2]}', "holds a Point, not a polygon"),
+    (b'{"type": "Feature", "properties": {}, "geometry": {"type": "LineString", "coordinates": [[0,0],[1,1]]}}',
+     "LineString, not a polygon"),
+    (b'{"type": "Polygon", "coordinates": [[[0,0],[1,1],[1,0],[0,1],[0,0]]]}', "not valid: Self-intersection"),
+    (b'{"type": "Polygon", "coordinates": [[[0,0],[500,0],[500,1],[0,1],[0,0]]]}', "outside longitude/latitude"),
+    (b'{"type": "FeatureCollection", "features": []}', "holds no geometry"),
+])
+def test_geojson_upload_checks(payload, message):
+    with pytest.raises(UploadError, match=message):
+        read_geojson("region.geojson", payload)
+
+
+def test_geojson_feature_collection_is_unioned():
+    fc = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]]]}},
+        {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [[[2, 0], [3, 0], [3, 1], [2, 1], [2, 0]]]}},
+    ]}
+    geom = read_geojson("two.geojson", json.dumps(fc).encode())
+    assert geom.geom_type == "MultiPolygon" and geom.area == pytest.approx(2.0)
+
+
+def test_bbox_parsing():
+    assert parse_bbox("-91, 40, -90, 41").bounds == (-91, 40, -90, 41)
+    for bad, msg in (("1,2,3", "four numbers"), ("a,b,c,d", "four numbers"), ("5,0,1,1", "empty"),
+                     ("0,0,200,1", "outside")):
+        with pytest.raises(UploadError, match=msg):
+            parse_bbox(bad)
