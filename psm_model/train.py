@@ -115,6 +115,14 @@ class TrainResult:
     seconds: float = 0.0
     stopped_early: bool = False
 
+    def __fspath__(self) -> str:
+        """The best checkpoint's path, so ``Path(result)`` names the checkpoint."""
+        return self.checkpoint_path
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able form (``checkpoint`` is the best checkpoint's path)."""
+        return {"checkpoint": self.checkpoint_path, **asdict(self)}
+
 
 def settings_for(preset: str, **kwargs: Any) -> TrainSettings:
     """The preset's :class:`TrainSettings` with non-None keyword values applied."""
@@ -255,9 +263,10 @@ def train(
         resume: A ``last.safetensors`` (or ``best``) of an earlier run of this function; the
             model, optimiser, schedule, step and history continue from it.
         max_minutes: Stop after this much wall time (then validate and save).
-        progress: Optional ``callback(dict)`` for task state, called after each logged step and each
-            validation with ``stage``, ``step``, ``total_steps``, ``epoch``, ``loss``, ``lr``,
-            ``elapsed_s``, ``eta_s`` and ``best``.
+        progress: Optional ``callback(dict)`` for task state. Every dict has ``stage`` ("audio
+            features", "text features", "train", "validate"), ``done`` and ``total``; training and
+            validation dicts add ``step``, ``total_steps``, ``epoch``, ``loss``, ``lr``, ``elapsed_s``,
+            ``eta_s``, ``best`` and the validation metrics.
         pretrained: Load the preset's pretrained weights when building a fresh model.
         cache_dir: Feature cache folder (default ``<dataset_dir>/cache``).
         settings: Further :class:`TrainSettings` fields (``val_every``, ``warmup_steps``, ...).
@@ -349,7 +358,8 @@ def train(
         log.write(metrics)
         logger.info("step %d (%s): val I2A R@10%% %.3f (best %.3f)", step, kind, metrics["val_i2a_r10"], best["val_i2a_r10"])
         if progress:
-            progress({"stage": "validate", "step": step, "total_steps": total_steps, **metrics, "best": best["val_i2a_r10"]})
+            progress({"stage": "validate", "step": step, "total_steps": total_steps, **metrics, "best": best["val_i2a_r10"],
+                      "done": step, "total": total_steps})
         return metrics, best_version
 
     model.train()
@@ -382,7 +392,7 @@ def train(
                 log.write(rec)
                 running = []
                 if progress:
-                    progress({"stage": "train", **rec, "total_steps": total_steps,
+                    progress({"stage": "train", **rec, "total_steps": total_steps, "done": step, "total": total_steps,
                               "eta_s": (total_steps - step) / max(rate, 1e-9), "best": best["val_i2a_r10"]})
             if step % val_every == 0 and step < total_steps:
                 checkpoint("periodic")
