@@ -22,18 +22,27 @@ class GaussianHead(nn.Module):
         embed_dim: Embedding size d.
         hidden: Hidden width of both heads (None: embed_dim).
         logvar_bias_init: Initial value of every log-variance head bias.
+        deterministic: No log-variance head: log sigma^2 is the constant ``logvar_bias_init`` in
+            every dimension (InfoNCE models). CSD then ranks exactly like cosine similarity.
     """
 
     def __init__(
-        self, in_dim: int, embed_dim: int, hidden: int | None = None, logvar_bias_init: float = -4.0
+        self,
+        in_dim: int,
+        embed_dim: int,
+        hidden: int | None = None,
+        logvar_bias_init: float = -4.0,
+        deterministic: bool = False,
     ) -> None:
         super().__init__()
         hidden = hidden or embed_dim
         self.mean = _mlp(in_dim, hidden, embed_dim)
-        self.logvar = _mlp(in_dim, hidden, embed_dim)
-        for layer in self.logvar:
-            if isinstance(layer, nn.Linear):
-                nn.init.constant_(layer.bias, logvar_bias_init)
+        self.constant_logvar = float(logvar_bias_init)
+        self.logvar = None if deterministic else _mlp(in_dim, hidden, embed_dim)
+        if self.logvar is not None:
+            for layer in self.logvar:
+                if isinstance(layer, nn.Linear):
+                    nn.init.constant_(layer.bias, logvar_bias_init)
 
     def forward(
         self, features: torch.Tensor, raw_mean: bool = False
@@ -50,4 +59,6 @@ class GaussianHead(nn.Module):
         mu = self.mean(features)
         if not raw_mean:
             mu = F.normalize(mu, dim=-1)
+        if self.logvar is None:
+            return mu, torch.full_like(mu, self.constant_logvar)
         return mu, self.logvar(features)

@@ -51,6 +51,8 @@ class PSMModel(nn.Module):
 
     Build it with :func:`psm_model.create_model`. Image features before fusion can be computed once
     per tile (:meth:`image_features`) and fused with any metadata later (:meth:`fuse_image`).
+    With ``loss="infonce"`` (the GeoCLAP-style baseline) the embeddings are deterministic: the
+    log-variance is the constant ``logvar_bias_init``, so ranking by CSD equals ranking by cosine.
 
     Args:
         config: The validated model config.
@@ -70,11 +72,12 @@ class PSMModel(nn.Module):
         config.validate()
         self.config = config
         d, hidden, bias = config.embed_dim, config.head_hidden, config.logvar_bias_init
+        det = config.loss == "infonce"  # InfoNCE embeddings are points: constant log-variance
         self.image_encoder = ImageEncoder(config.image, d)
         self.fusion = MetadataFusion(config.fusion, d)
-        self.image_head = GaussianHead(d, d, hidden, bias)
+        self.image_head = GaussianHead(d, d, hidden, bias, det)
         self.audio_tower = audio_tower if audio_tower is not None else AudioTower(config.audio, d)
-        self.audio_head = GaussianHead(self.audio_tower.out_dim, d, hidden, bias)
+        self.audio_head = GaussianHead(self.audio_tower.out_dim, d, hidden, bias, det)
         if text_tower is None:
             if tokenizer is None:
                 raise ValueError(
@@ -82,7 +85,7 @@ class PSMModel(nn.Module):
                 )
             text_tower = TextTower(config.text, d, tokenizer)
         self.text_tower = text_tower
-        self.text_head = GaussianHead(self.text_tower.out_dim, d, hidden, bias)
+        self.text_head = GaussianHead(self.text_tower.out_dim, d, hidden, bias, det)
         ob = config.objective
         self.criterion = TriModalLoss(
             config.loss,

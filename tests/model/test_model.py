@@ -186,3 +186,12 @@ def test_image_features_computed_once_then_fused_per_condition(tiny, toy):
 def test_forward_rejects_unknown_keys(tiny):
     with pytest.raises(ValueError, match="unknown batch key"):
         tiny({"pixels": None})
+
+
+def test_infonce_model_is_deterministic_points(toy):
+    model = create_model("tiny", seed=0, loss="infonce").eval()
+    assert model.audio_head.logvar is None
+    with torch.no_grad():
+        mu, logvar = model.encode_text(toy.captions[:3])
+    assert torch.all(logvar == model.config.logvar_bias_init)
+    assert torch.allclose(mu.norm(dim=1), torch.ones(3), atol=1e-5)
