@@ -6,7 +6,9 @@ from pathlib import Path
 
 import streamlit as st
 
-PAGES = Path(__file__).resolve().parent / "pages"
+# One file per page. The folder is not named ``pages/``: that name switches Streamlit to its
+# legacy multi-page mode, which bypasses st.navigation.
+PAGES = Path(__file__).resolve().parent / "views"
 
 
 def main() -> None:
@@ -14,11 +16,11 @@ def main() -> None:
     st.set_page_config(page_title="PSM Maps", layout="wide")
     nav = st.navigation(
         [
-            st.Page(str(PAGES / "map.py"), title="Soundscape map", icon="🗺️", url_path="map", default=True),
-            st.Page(str(PAGES / "metrics.py"), title="Retrieval metrics", icon="📊", url_path="metrics"),
-            st.Page(str(PAGES / "jobs.py"), title="Jobs", icon="⚙️", url_path="jobs"),
-            st.Page(str(PAGES / "data.py"), title="Data", icon="🛰️", url_path="data"),
-            st.Page(str(PAGES / "status.py"), title="Status", icon="🟢", url_path="status"),
+            st.Page(str(PAGES / "map.py"), title="Soundscape map", icon=":material/map:", default=True),
+            st.Page(str(PAGES / "metrics.py"), title="Retrieval metrics", icon=":material/leaderboard:", url_path="metrics"),
+            st.Page(str(PAGES / "jobs.py"), title="Jobs", icon=":material/settings:", url_path="jobs"),
+            st.Page(str(PAGES / "data.py"), title="Data", icon=":material/satellite_alt:", url_path="data"),
+            st.Page(str(PAGES / "status.py"), title="Status", icon=":material/monitor_heart:", url_path="status"),
         ]
     )
     nav.run()

@@ -153,7 +153,7 @@ def test_database_down_is_a_clear_error(monkeypatch):
 
 
 def test_metrics_page(dash_env):
-    at = _app("pages/metrics.py")
+    at = _app("views/metrics.py")
     at.run()
     _clean(at)
     assert at.toggle(key="compare").value is True
@@ -167,7 +167,7 @@ def test_metrics_page(dash_env):
 
 
 def test_jobs_page(dash_env):
-    at = _app("pages/jobs.py")
+    at = _app("views/jobs.py")
     at.run()
     assert not at.exception
     history = at.dataframe[0].value
@@ -178,7 +178,7 @@ def test_jobs_page(dash_env):
 
 
 def test_data_page(dash_env):
-    at = _app("pages/data.py")
+    at = _app("views/data.py")
     at.run()
     _clean(at)
     assert {m.label for m in at.metric} >= {"tiles", "embeddings", "model versions"}
@@ -187,7 +187,7 @@ def test_data_page(dash_env):
     assert any("Caption" in m.value for m in at.markdown)
 
 
-@pytest.mark.parametrize("page", ["pages/status.py"])
+@pytest.mark.parametrize("page", ["views/status.py"])
 def test_status_page(dash_env, page):
     at = _app(page)
     at.run()

@@ -1,0 +1,143 @@
+"""A real browser: Streamlit in a subprocess, driven by headless Chromium through Playwright."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium at /usr/bin/chromium"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _reader(url: str) -> str:
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://psm_reader@{rest.split('@', 1)[1]}"
+
+
+@pytest.fixture
+def server(seeded, tmp_path):
+    """``streamlit run dashboard/app.py`` on a free port against the seeded database."""
+    port = _free_port()
+    env = {**os.environ, "PSM_DATABASE_URL": seeded.db_url, "PSM_READER_DATABASE_URL": _reader(seeded.db_url),
+           "MPLBACKEND": "Agg", "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    log = open(tmp_path / "streamlit.log", "w")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"), "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true", "--global.developmentMode", "false"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        proc.terminate()
+        pytest.fail("streamlit did not start: " + (tmp_path / "streamlit.log").read_text()[-2000:])
+    yield base
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+def _errors(page) -> list[str]:  # type: ignore[no-untyped-def]
+    return [e.inner_text() for e in page.locator(
+        '[data-testid="stException"], [data-testid="stAlertContentError"]').all()]
+
+
+def _settle(page, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    """Wait until the script run is over (no running indicator for a moment)."""
+    page.wait_for_timeout(300)
+    deadline = time.monotonic() + timeout
+    quiet = 0
+    while time.monotonic() < deadline and quiet < 3:
+        running = page.locator('[data-testid="stStatusWidget"]').count()
+        quiet = quiet + 1 if running == 0 else 0
+        page.wait_for_timeout(250)
+
+
+def test_map_in_a_real_browser(server, artifacts, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1800})
+        try:
+            page.goto(f"{server}/", wait_until="domcontentloaded")  # the map is the default page
+            text = page.get_by_label("What sound?")
+            expect(text).to_be_visible(timeout=90_000)
+            text.fill("sound of insects")
+            text.press("Enter")
+            _settle(page)
+            page.get_by_role("button", name="Map", exact=True).click()
+            caption = page.get_by_text("Colour bar: Match probability")
+            expect(caption).to_be_visible(timeout=90_000)
+            img = page.locator('[data-testid="stImage"] img').first
+            expect(img).to_be_visible()
+            assert page.evaluate("(i) => i.complete && i.naturalWidth > 400", img.element_handle())
+            assert _errors(page) == []
+
+            # an embedded condition (May, iNaturalist, 20:00), then change the hour to 06:00
+            for label in ("leave out month", "leave out hour", "leave out audio source"):
+                page.get_by_text(label, exact=True).click()
+                _settle(page)
+            expect(page.get_by_text("20:00 · inaturalist").first).to_be_visible(timeout=60_000)
+            thumb = page.get_by_role("slider").first
+            thumb.focus()
+            for _ in range(14):
+                thumb.press("ArrowLeft")
+            _settle(page)
+            expect(page.get_by_text("May · 06:00 · inaturalist").first).to_be_visible(timeout=60_000)
+            expect(page.get_by_text("Colour bar: Match probability")).to_be_visible()
+            assert page.evaluate("(i) => i.complete && i.naturalWidth > 400",
+                                 page.locator('[data-testid="stImage"] img').first.element_handle())
+            assert _errors(page) == [], _errors(page)
+            top = page.locator('[data-testid="stDataFrame"]').first
+            expect(top).to_be_visible()
+            page.screenshot(path=str(artifacts / "dashboard_map.png"), full_page=True)
+
+            # bad uploads: a text file as audio, a point as the region
+            page.get_by_text("Upload audio", exact=True).click()
+            _settle(page)
+            bad = tmp_path / "notes.wav"
+            bad.write_text("not audio at all\n" * 20)
+            page.locator('[data-testid="stFileUploader"] input[type="file"]').first.set_input_files(str(bad))
+            expect(page.get_by_text("is not an audio file we can read")).to_be_visible(timeout=60_000)
+            page.get_by_text("Upload GeoJSON", exact=True).click()
+            _settle(page)
+            point = tmp_path / "point.geojson"
+            point.write_text('{"type": "Point", "coordinates": [-90.5, 40.5]}')
+            page.locator('[data-testid="stFileUploader"] input[type="file"]').last.set_input_files(str(point))
+            expect(page.get_by_text("holds a Point, not a polygon")).to_be_visible(timeout=60_000)
+            assert not page.locator('[data-testid="stException"]').count()
+        except Exception:
+            page.screenshot(path=str(artifacts / "dashboard_map_failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
