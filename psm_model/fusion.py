@@ -24,25 +24,74 @@ from psm_model.metadata import (
 )
 
 
-def _column(value: Any, name: str) -> list[Any] | None:
-    """Return a list for a sequence argument, or None for a scalar (to broadcast)."""
-    if isinstance(value, torch.Tensor):
-        if value.dim() > 1:
-            raise ValueError(f"{name} must be a scalar or 1-D, got shape {tuple(value.shape)}")
-        return value.tolist() if value.dim() == 1 else None
-    if isinstance(value, np.ndarray):
-        if value.ndim > 1:
-            raise ValueError(f"{name} must be a scalar or 1-D, got shape {value.shape}")
-        return value.tolist() if value.ndim == 1 else None
-    if isinstance(value, list | tuple):
-        return list(value)
-    return None
-
-
 def _scalar(value: Any) -> Any:
     if isinstance(value, torch.Tensor | np.ndarray):
         return value.item()
     return value
+
+
+def _is_sequence(value: Any) -> bool:
+    if isinstance(value, torch.Tensor | np.ndarray):
+        return value.ndim > 0
+    return isinstance(value, list | tuple)
+
+
+def _length(value: Any, name: str) -> int | None:
+    """Length of a per-row argument, or None for a scalar (broadcast)."""
+    if isinstance(value, torch.Tensor | np.ndarray) and value.ndim > 1:
+        raise ValueError(f"{name} must be a scalar or 1-D, got shape {tuple(value.shape)}")
+    return len(value) if _is_sequence(value) else None
+
+
+def _numbers(value: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(float64 values, present mask) of a numeric column; None (or NaN in an array) is absent."""
+    if value is None:
+        return np.zeros(n), np.zeros(n, dtype=bool)
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray) and value.ndim > 0 and value.dtype.kind in "fiu":
+        values = value.astype(np.float64)
+        present = ~np.isnan(values)
+        return np.where(present, values, 0.0), present
+    items = [_scalar(v) for v in value] if _is_sequence(value) else [_scalar(value)] * n
+    present = np.array([v is not None for v in items], dtype=bool).reshape(n)
+    values = np.zeros(n)
+    for i, v in enumerate(items):
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int | float | np.integer | np.floating):
+            raise ValueError(f"metadata values must be numbers or None, got {v!r}")
+        values[i] = float(v)
+    return values, present
+
+
+def _check_integers(
+    values: np.ndarray, present: np.ndarray, low: int, high: int, check: Any
+) -> None:
+    """Raise the ``check`` function's ValueError for the first present value not an integer in range."""
+    bad = present & ((values != np.round(values)) | (values < low) | (values > high))
+    if bad.any():
+        v = float(values[np.flatnonzero(bad)[0]])
+        check(int(v) if v.is_integer() else v)
+
+
+def _names(
+    value: Any, n: int, names: tuple[str, ...], lookup: Any, what: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 indices, present mask) of a source column given as names, indices or None."""
+    items = [_scalar(v) for v in value] if _is_sequence(value) else [_scalar(value)] * n
+    memo: dict[Any, int | None] = {}
+    index = np.zeros(n, dtype=np.int64)
+    present = np.zeros(n, dtype=bool)
+    for i, v in enumerate(items):
+        if not isinstance(v, str | int | np.integer | None):
+            _source_index(v, names, lookup, what)  # raises a clear ValueError
+        if v not in memo:
+            memo[v] = _source_index(v, names, lookup, what)
+        if memo[v] is not None:
+            index[i] = memo[v]
+            present[i] = True
+    return index, present
 
 
 def _source_index(value: Any, names: tuple[str, ...], lookup: Any, what: str) -> int | None:
@@ -109,8 +158,10 @@ class MetadataBatch:
     ) -> MetadataBatch:
         """Validate and encode metadata given as scalars or per-row lists.
 
-        Each argument is a scalar (broadcast to the batch), a sequence of length B, or None. A None
-        entry (or a None argument) masks that type for that row. lat and lon go together.
+        Each argument is a scalar (broadcast to the batch), a sequence (list, numpy array, tensor)
+        of length B, or None. A None entry (or a None argument, or NaN in a numeric array) masks
+        that type for that row. lat and lon go together. Validation is vectorised, so map-sized
+        batches (one row per tile) are cheap.
 
         Args:
             lat: Latitude(s) in degrees, [-90, 90].
@@ -136,57 +187,45 @@ class MetadataBatch:
             "audio_source": audio_source,
             "caption_source": caption_source,
         }
-        columns = {k: _column(v, k) for k, v in args.items()}
-        lengths = {k: len(c) for k, c in columns.items() if c is not None}
+        lengths = {k: _length(v, k) for k, v in args.items()}
+        lengths = {k: n for k, n in lengths.items() if n is not None}
         if batch_size is None:
             batch_size = next(iter(lengths.values())) if lengths else 1
         for key, n in lengths.items():
             if n != batch_size:
                 raise ValueError(f"{key} has {n} entries but the batch has {batch_size}: {lengths}")
-        rows = {
-            k: columns[k] if columns[k] is not None else [_scalar(v)] * batch_size
-            for k, v in args.items()
-        }
-        lat_t, lon_t, month_t, hour_t, as_t, cs_t = ([] for _ in range(6))
-        present = []
-        for i in range(batch_size):
-            la, lo = _scalar(rows["lat"][i]), _scalar(rows["lon"][i])
-            if (la is None) != (lo is None):
-                raise ValueError(
-                    f"row {i}: give both lat and lon or neither (got lat={la!r}, lon={lo!r})"
-                )
-            if la is not None:
-                la, lo = check_latlon(float(la), float(lo))
-            m = check_month(_scalar(rows["month"][i]))
-            h = check_hour(_scalar(rows["hour"][i]))
-            a = _source_index(
-                _scalar(rows["audio_source"][i]), AUDIO_SOURCES, audio_source_index, "audio source"
-            )
-            c = _source_index(
-                _scalar(rows["caption_source"][i]),
-                CAPTION_SOURCES,
-                caption_source_index,
-                "caption source",
-            )
-            lat_t.append(la or 0.0)
-            lon_t.append(lo or 0.0)
-            month_t.append(m or 0)
-            hour_t.append(h or 0)
-            as_t.append(a or 0)
-            cs_t.append(c or 0)
-            present.append(
-                [a is not None, c is not None, la is not None, m is not None, h is not None]
-            )
+        n = batch_size
+        lat_v, lat_p = _numbers(lat, n)
+        lon_v, lon_p = _numbers(lon, n)
+        both = lat_p & lon_p
+        if not np.array_equal(lat_p, lon_p):
+            i = int(np.flatnonzero(lat_p != lon_p)[0])
+            raise ValueError(f"row {i}: give both lat and lon or neither")
+        bad = both & ~(
+            np.isfinite(lat_v) & np.isfinite(lon_v) & (np.abs(lat_v) <= 90) & (np.abs(lon_v) <= 180)
+        )
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            check_latlon(float(lat_v[i]), float(lon_v[i]))
+        month_v, month_p = _numbers(month, n)
+        _check_integers(month_v, month_p, 1, 12, check_month)
+        hour_v, hour_p = _numbers(hour, n)
+        _check_integers(hour_v, hour_p, 0, 23, check_hour)
+        as_v, as_p = _names(audio_source, n, AUDIO_SOURCES, audio_source_index, "audio source")
+        cs_v, cs_p = _names(
+            caption_source, n, CAPTION_SOURCES, caption_source_index, "caption source"
+        )
+        present = np.stack([as_p, cs_p, both, month_p, hour_p], axis=1).reshape(
+            n, len(METADATA_TYPES)
+        )
         return cls(
-            lat=torch.tensor(lat_t, dtype=torch.float32),
-            lon=torch.tensor(lon_t, dtype=torch.float32),
-            month=torch.tensor(month_t, dtype=torch.long),
-            hour=torch.tensor(hour_t, dtype=torch.long),
-            audio_source=torch.tensor(as_t, dtype=torch.long),
-            caption_source=torch.tensor(cs_t, dtype=torch.long),
-            present=torch.tensor(present, dtype=torch.bool).reshape(
-                batch_size, len(METADATA_TYPES)
-            ),
+            lat=torch.from_numpy(np.where(both, lat_v, 0.0).astype(np.float32)),
+            lon=torch.from_numpy(np.where(both, lon_v, 0.0).astype(np.float32)),
+            month=torch.from_numpy(np.where(month_p, month_v, 0).astype(np.int64)),
+            hour=torch.from_numpy(np.where(hour_p, hour_v, 0).astype(np.int64)),
+            audio_source=torch.from_numpy(as_v),
+            caption_source=torch.from_numpy(cs_v),
+            present=torch.from_numpy(present),
         )
 
     @classmethod

@@ -115,3 +115,28 @@ def test_metadata_dropout_in_training_only(fresh_tiny, toy):
     # Some rows lost some metadata (dropout 0.5 per type), so some rows differ from eval.
     differs = (train_out - eval_out).abs().amax(1) > 1e-6
     assert 0 < int(differs.sum()) <= 64
+
+
+def test_from_values_vectorised_arrays():
+    import numpy as np
+
+    lat = np.array([10.0, np.nan, -30.5, 89.0])
+    lon = torch.tensor([5.0, float("nan"), 120.0, -179.0])
+    meta = MetadataBatch.from_values(
+        lat=lat, lon=lon, month=np.array([1, 2, 3, 12]), hour=20, audio_source="inaturalist"
+    )
+    assert meta.present[:, 2].tolist() == [True, False, True, True]  # NaN in an array = absent
+    assert meta.lat.tolist()[2] == -30.5 and meta.month.tolist() == [1, 2, 3, 12]
+    assert meta.audio_source.tolist() == [1, 1, 1, 1] and meta.hour.tolist() == [20] * 4
+    with pytest.raises(ValueError, match="month must be an integer in 1..12"):
+        MetadataBatch.from_values(month=np.array([1, 13]))
+    with pytest.raises(ValueError, match="hour must be an integer in 0..23"):
+        MetadataBatch.from_values(hour=[1.5])
+    with pytest.raises(ValueError, match="lat must be in"):
+        MetadataBatch.from_values(lat=np.array([91.0]), lon=np.array([0.0]))
+    with pytest.raises(ValueError, match="audio source must be a name"):
+        MetadataBatch.from_values(audio_source=[["yfcc"]])
+    with pytest.raises(ValueError, match="must be a scalar or 1-D"):
+        MetadataBatch.from_values(month=np.ones((2, 2)))
+    big = MetadataBatch.from_values(lat=np.zeros(50_000), lon=np.zeros(50_000), month=5, hour=6)
+    assert len(big) == 50_000 and bool(big.present[:, 2:].all())
