@@ -141,7 +141,7 @@ def claim_chunk(conn: psycopg.Connection, job_id: uuid.UUID | str, chunk: int) -
     return row[0] if row else None
 
 
-def finish_chunk(conn: psycopg.Connection, job_id: uuid.UUID | str, chunk: int, result: dict[str, Any] | None = None) -> bool:
+def finish_chunk(conn: psycopg.Connection, job_id: uuid.UUID | str, chunk: int, rows_written: int = 0) -> bool:
     """Mark a chunk succeeded, update the job's progress, and finish the job after its last chunk.
 
     Call it in the same transaction as the chunk's writes, so the chunk is counted exactly
@@ -151,6 +151,12 @@ def finish_chunk(conn: psycopg.Connection, job_id: uuid.UUID | str, chunk: int, 
     job = conn.execute("SELECT status FROM psm.jobs WHERE id = %s FOR UPDATE", (str(job_id),)).fetchone()
     if job is None:
         raise LookupError(f"job {job_id} does not exist")
+    # How many rows this job itself inserted (rows another job wrote first are not counted).
+    conn.execute(
+        "UPDATE psm.jobs SET result = jsonb_set(COALESCE(result, '{}'::jsonb), '{rows_written}',"
+        " to_jsonb(COALESCE((result->>'rows_written')::bigint, 0) + %s::bigint)) WHERE id = %s",
+        (int(rows_written), str(job_id)),
+    )
     conn.execute(
         "UPDATE psm.job_chunks SET status = 'succeeded', error = NULL, updated_at = now()"
         " WHERE job_id = %s AND chunk = %s",
@@ -167,8 +173,8 @@ def finish_chunk(conn: psycopg.Connection, job_id: uuid.UUID | str, chunk: int, 
     if left == 0:
         conn.execute(
             "UPDATE psm.jobs SET status = 'succeeded', done = %s, finished_at = now(), updated_at = now(),"
-            " message = %s, result = COALESCE(result, '{}'::jsonb) || %s WHERE id = %s",
-            (done, f"done: {n_chunks} chunk(s), {done} tile(s)", Jsonb(result or {}), str(job_id)),
+            " message = %s WHERE id = %s",
+            (done, f"done: {n_chunks} chunk(s), {done} tile(s)", str(job_id)),
         )
         add_event(conn, job_id, "info", f"job finished: {n_chunks} chunk(s), {done} tile(s)")
         return True

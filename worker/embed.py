@@ -341,6 +341,8 @@ def submit(
     Bad input is stored as a failed job (with the message) and re-raised; nothing is queued
     and no tile or embedding is written.
     """
+    # Fix the chunk size now: every worker must cut the region the same way.
+    request = replace(request, chunk_tiles=int(request.chunk_tiles or limits.chunk_tiles))
     params = request.to_params()
     try:
         plan = plan_job(conn, request, limits)
@@ -595,7 +597,7 @@ def run_chunk(
             conn, mv.version, np.concatenate(all_c), np.concatenate(all_t),
             np.concatenate(all_mu), np.concatenate(all_var), mv.embed_dim,
         )
-    result.job_finished = jobs.finish_chunk(conn, job_id, chunk, result=None)
+    result.job_finished = jobs.finish_chunk(conn, job_id, chunk, rows_written=result.embeddings_written)
     conn.commit()
     report(n, n, f"chunk {chunk}: done")
     return result

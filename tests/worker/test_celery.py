@@ -1,0 +1,216 @@
+"""Real Celery workers (subprocesses) on real Redis and PostgreSQL: the CLI, faults and races."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from worker_helpers import CELERY, PSM, ROOT, celery_app_for, geotiff_region, wait_job, worker_env
+
+from psm_db import jobs
+from psm_db.engine import connect
+from worker import embed
+from worker.embed import ConditionSpec, EmbedRequest, Limits
+from worker.imagery import ImagerySpec
+
+pytestmark = pytest.mark.slow
+
+
+def _table_counts(db_url: str, source: str, version: str) -> dict[str, int]:
+    """Rows stored for one imagery source name (each test uses its own)."""
+    with connect(db_url) as conn:
+        tiles, feats, emb, distinct, bad = conn.execute(
+            "SELECT (SELECT count(*) FROM psm.tiles WHERE imagery_source = %(s)s),"
+            " (SELECT count(*) FROM psm.tile_features f JOIN psm.tiles t ON t.id = f.tile_id"
+            "   WHERE t.imagery_source = %(s)s AND f.model_version = %(v)s),"
+            " count(*), count(DISTINCT (e.condition_id, e.tile_id)),"
+            " count(*) FILTER (WHERE NOT (e.var_sum > 0) OR e.var_sum = 'NaN' OR vector_dims(e.mu) <> e.dim)"
+            " FROM psm.embeddings e JOIN psm.tiles t ON t.id = e.tile_id"
+            " WHERE t.imagery_source = %(s)s AND e.model_version = %(v)s",
+            {"s": source, "v": version},
+        ).fetchone()
+    return {"tiles": tiles, "features": feats, "embeddings": emb, "distinct": distinct, "bad": bad}
+
+
+def _submit(db_url: str, queue: str, request: EmbedRequest, limits: Limits):
+    app = celery_app_for(db_url, queue)
+    with connect(db_url) as conn:
+        return embed.submit(conn, request, limits,
+                            lambda j: str(app.send_task("psm.embed_region", args=[j]).id))
+
+
+def test_celery_cli_embeds_a_geotiff_region(db_url, model_version, geotiff, workers, queue_name):
+    workers.start()
+    source = f"cli-{uuid.uuid4().hex[:6]}"
+    env = worker_env(db_url, queue_name, PSM_CHUNK_TILES="12")
+    cmd = [CELERY, "-A", "worker", "embed_region", "--region", geotiff_region(geotiff, 0.25),
+           "--model", model_version.version[:8], "--imagery", "geotiff", "--imagery-path", str(geotiff),
+           "--size-px", "32", "--source-name", source, "-c", "month=5,hour=20,audio=inaturalist",
+           "-c", "caption=metadata", "--wait", "--timeout", "120"]
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr + workers.logs()
+    job_id = out.stdout.strip().splitlines()[-1]
+    uuid.UUID(job_id)
+    assert "succeeded" in out.stderr
+    with connect(db_url) as conn:
+        row = jobs.get_job(conn, job_id)
+        chunks = jobs.chunk_states(conn, job_id)
+    assert row["status"] == "succeeded" and row["done"] == row["total"] > 12
+    assert len(chunks) > 1 and all(c["status"] == "succeeded" for c in chunks)
+    counts = _table_counts(db_url, source, model_version.version)
+    assert counts == {"tiles": row["total"], "features": row["total"], "embeddings": 2 * row["total"],
+                      "distinct": 2 * row["total"], "bad": 0}
+    # the planner's task state is in the Redis result backend
+    app = celery_app_for(db_url, queue_name)
+    assert app.AsyncResult(row["celery_task_id"]).state == "SUCCESS"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--region", "POLYGON((0 0, 1 1, 1 0, 0 1, 0 0))"], "Self-intersection"),
+        (["--region", "3,3,3,4"], "empty"),
+        (["--month", "13"], "month must be"),
+        (["--hour", "24"], "hour must be"),
+        (["--audio-source", "radio"], "unknown audio source"),
+        (["--model", "deadbeefdeadbeef"], "unknown model version"),
+        (["--imagery", "geotiff", "--imagery-path", "/nonexistent/x.tif"], "does not exist"),
+    ],
+)
+def test_bad_input_fails_fast_in_cli_and_job_row(db_url, model_version, queue_name, args, message):
+    base = {"--region": "0.0,51.0,0.02,51.02", "--model": model_version.version}
+    for flag in ("--region", "--model"):
+        if flag in args:
+            base.pop(flag)
+    cmd = [PSM, "embed-region", *[x for kv in base.items() for x in kv], *args]
+    with connect(db_url) as conn:
+        before = conn.execute("SELECT (SELECT count(*) FROM psm.tiles), (SELECT count(*) FROM psm.embeddings),"
+                              " (SELECT count(*) FROM psm.jobs WHERE status = 'failed')").fetchone()
+    out = subprocess.run(cmd, cwd=ROOT, env=worker_env(db_url, queue_name), capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert message in out.stderr.replace("\n", " ")
+    assert out.stdout.strip() == ""  # no job id: nothing was queued
+    with connect(db_url) as conn:
+        after = conn.execute("SELECT (SELECT count(*) FROM psm.tiles), (SELECT count(*) FROM psm.embeddings),"
+                             " (SELECT count(*) FROM psm.jobs WHERE status = 'failed')").fetchone()
+        err = conn.execute("SELECT error FROM psm.jobs WHERE status = 'failed' ORDER BY created_at DESC"
+                           " LIMIT 1").fetchone()[0]
+    assert after[:2] == before[:2]  # nothing written
+    assert after[2] == before[2] + 1 and message in err
+
+
+def test_killed_worker_is_replaced_and_job_completes_exactly(db_url, model_version, workers, queue_name):
+    source = f"kill-{uuid.uuid4().hex[:6]}"
+    request = EmbedRequest(
+        region="0.0,51.0,0.18,51.09", model_version=model_version.version, zooms=(1,),
+        imagery=ImagerySpec(kind="world", seed=3, size_px=256, gsd=10.0, name=source),
+        conditions=(ConditionSpec(), ConditionSpec(month=6, hour=12)), chunk_tiles=3,
+    )
+    job_id, plan = _submit(db_url, queue_name, request, Limits())
+    assert len(plan.chunks) >= 8
+    first = workers.start()
+    wait_job(db_url, str(job_id), timeout=120, until=lambda r: r["done"] > 0)
+    workers.kill(first)  # SIGKILL the whole worker, mid-job
+    with connect(db_url) as conn:
+        row = jobs.get_job(conn, str(job_id))
+    assert row["status"] == "running" and 0 < row["done"] < row["total"], row
+    workers.start()
+    row = wait_job(db_url, str(job_id), timeout=150)
+    assert row["status"] == "succeeded", (row, workers.logs())
+    n = plan.total
+    assert _table_counts(db_url, source, model_version.version) == {
+        "tiles": n, "features": n, "embeddings": 2 * n, "distinct": 2 * n, "bad": 0}
+    assert row["result"]["rows_written"] == 2 * n
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def own_cluster(settings):
+    """A throwaway PostgreSQL cluster of our own, so restarting it disturbs nobody."""
+    from psm_db import migrate, services
+    from psm_db.settings import Settings
+
+    home = ROOT / ".psm" / "test-clusters" / uuid.uuid4().hex[:8]
+    home.mkdir(parents=True)
+    os.chmod(home, 0o755)
+    os.chmod(home.parent, 0o755)
+    own = Settings(home=home, pg_port=_free_port(), redis_port=settings.redis_port,
+                   database_url=None)
+    try:
+        services.postgres_up(own)
+        migrate.upgrade(own.db_url)
+        yield own
+    finally:
+        try:
+            services.postgres_down(own)
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def test_database_restart_mid_job_retries_and_completes(own_cluster, tiny_checkpoint, workers, queue_name):
+    from psm_db import services
+    from psm_db.registry import register_model
+
+    url = own_cluster.db_url
+    with connect(url) as conn:
+        mv = register_model(conn, tiny_checkpoint)
+    source = f"restart-{uuid.uuid4().hex[:6]}"
+    request = EmbedRequest(
+        region="0.0,51.0,0.18,51.09", model_version=mv.version,
+        imagery=ImagerySpec(kind="world", seed=4, size_px=256, gsd=10.0, name=source),
+        conditions=(ConditionSpec(audio_source="freesound"),), chunk_tiles=2,
+    )
+    job_id, plan = _submit(url, queue_name, request, Limits())
+    workers.start(db_url=url)
+    wait_job(url, str(job_id), timeout=120, until=lambda r: r["done"] > 0)
+    services.postgres_down(own_cluster)  # fast shutdown: running chunks lose their connection
+    time.sleep(2.0)
+    services.postgres_up(own_cluster)
+    row = wait_job(url, str(job_id), timeout=150)
+    assert row["status"] == "succeeded", (row, workers.logs())
+    n = plan.total
+    assert _table_counts(url, source, mv.version) == {
+        "tiles": n, "features": n, "embeddings": n, "distinct": n, "bad": 0}
+    assert row["done"] == n
+    assert "Retry in" in workers.logs()  # the restart was seen, and the chunk retried
+
+
+def test_two_jobs_same_region_write_each_row_once(db_url, model_version, geotiff, workers, queue_name):
+    source = f"race-{uuid.uuid4().hex[:6]}"
+    request = EmbedRequest(
+        region=geotiff_region(geotiff, 0.2), model_version=model_version.version,
+        imagery=ImagerySpec(kind="geotiff", path=str(geotiff), size_px=32, name=source),
+        conditions=(ConditionSpec(month=1),), chunk_tiles=10,
+    )
+    workers.start()
+    workers.start()
+    a, plan = _submit(db_url, queue_name, request, Limits())
+    b, _ = _submit(db_url, queue_name, request, Limits())
+    ra, rb = wait_job(db_url, str(a), timeout=150), wait_job(db_url, str(b), timeout=150)
+    assert ra["status"] == rb["status"] == "succeeded", (ra, rb, workers.logs())
+    n = plan.total
+    assert _table_counts(db_url, source, model_version.version) == {
+        "tiles": n, "features": n, "embeddings": n, "distinct": n, "bad": 0}
+    assert ra["result"]["rows_written"] + rb["result"]["rows_written"] == n  # each row written once
+
+
+def test_worker_module_loads_lazily():
+    """Importing the tasks must not load a model or connect anywhere."""
+    code = ("import sys, worker.celery, worker.tasks; from worker import embed; "
+            "assert not embed._MODELS; print(sorted(t for t in worker.celery.app.tasks if t.startswith('psm.')))")
+    out = subprocess.run([str(Path(CELERY).with_name("python")), "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "PSM_BROKER_URL": "redis://127.0.0.1:1/0"})
+    assert out.returncode == 0, out.stderr
+    assert "psm.embed_chunk" in out.stdout and "psm.embed_region" in out.stdout and "psm.train" in out.stdout
