@@ -1,4 +1,14 @@
-"""PSM: probabilistic soundscape mapping model library (encoders, fusion, losses, checkpoints)."""
+"""PSM: probabilistic soundscape mapping model library (encoders, fusion, losses, checkpoints).
+
+Typical use::
+
+    model = create_model("tiny")                      # presets tiny, demo, paper; overrides win
+    feats = model.image_features(tiles, gsd=10.0, zoom=1)   # once per tile
+    mu_i, logvar_i = model.fuse_image(feats, MetadataBatch.from_values(month=5, hour=20))
+    mu_t, logvar_t = model.encode_text(["sound of insects"])
+    score = -csd(mu_i, logvar_i.exp(), mu_t, logvar_t.exp())
+    version = save_checkpoint(model, "model.safetensors")
+"""
 
 from psm_model.audio_text import AudioInputs
 from psm_model.checkpoint import (

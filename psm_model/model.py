@@ -149,7 +149,7 @@ class PSMModel(nn.Module):
             (mu, logvar), each (B, embed_dim).
         """
         if isinstance(features, torch.Tensor):
-            features = features.to(self.device)
+            features = features.to(device=self.device, dtype=self.fusion.special.dtype)
         return self.image_head(self.fusion(features, meta), raw_mean=raw_mean)
 
     def encode_image(
