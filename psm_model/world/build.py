@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from psm_model.metadata import AUDIO_SOURCES, CAPTION_SOURCES
-from psm_model.world.imagery import IMAGERY, check_imagery
+from psm_model.world.imagery import IMAGERY, check_imagery, coarse_grid, render_zooms
 from psm_model.world.landcover import LANDCOVER_CLASSES
 from psm_model.world.law import law
 from psm_model.world.sounds import CLASS_QUERIES, SOUND_CLASSES
@@ -95,6 +95,17 @@ def _init_worker(seed: int, cfg: BuildConfig, plan: dict[str, np.ndarray]) -> No
     _STATE["plan"] = plan
 
 
+def _coarse_batch(world: World, lat: np.ndarray, lon: np.ndarray, cfg: BuildConfig) -> tuple[int, np.ndarray, np.ndarray]:
+    """Coarse land-cover scores of every tile in a shard, in one vectorised call."""
+    big = world.config.zoom_max * cfg.image_size
+    n = max(cfg.zooms) * cfg.image_size
+    c0 = (big - n) // 2
+    grids = [coarse_grid(float(a), float(b), cfg.effective_gsd, big, c0, c0 + n) for a, b in zip(lat, lon, strict=True)]
+    k0 = grids[0][0]
+    scores, oj = world.field.evaluate(np.stack([g[1] for g in grids]), np.stack([g[2] for g in grids]))
+    return k0, scores, oj
+
+
 def _make_shard(rows: np.ndarray) -> dict:
     """Realise the samples ``rows`` (indices into the plan): probabilities, classes, captions, audio, images."""
     world: World = _STATE["world"]
@@ -108,15 +119,17 @@ def _make_shard(rows: np.ndarray) -> dict:
     images = np.empty((rows.size, len(cfg.zooms), cfg.image_size, cfg.image_size, 3), dtype=np.uint8)
     classes, captions = [], []
     kind = IMAGERY[cfg.imagery]
-    from psm_model.world.imagery import render_zooms
-
+    coarse = _coarse_batch(world, lat, lon, cfg)
     for r, i in enumerate(rows):
         cls, cap, wav = world.realise(
             int(i), float(lat[r]), probs[r], fr[r], int(plan["month"][i]), int(plan["hour"][i]),
             int(plan["source"][i]), int(plan["caption_source"][i]), cfg.sample_rate, cfg.clip_seconds,
         )
         audio[r] = np.round(wav * 32767.0).astype(np.int16)
-        images[r] = render_zooms(world.field, float(lat[r]), float(lon[r]), kind, cfg.image_size, cfg.zooms, cfg.effective_gsd)
+        images[r] = render_zooms(
+            world.field, float(lat[r]), float(lon[r]), kind, cfg.image_size, cfg.zooms, cfg.effective_gsd,
+            world.config.zoom_max, (coarse[0], coarse[1][r], coarse[2][r]),
+        )
         classes.append(cls)
         captions.append(cap)
     return {"rows": rows, "fractions": fr, "probs": probs, "classes": classes, "captions": captions, "audio": audio, "images": images}
@@ -212,7 +225,8 @@ def build_world(
     meta = {
         "format_version": FORMAT_VERSION,
         "world": world.to_dict(),
-        "build": {**asdict(cfg), "gsd": cfg.effective_gsd, "zooms": list(cfg.zooms)},
+        # Settings that shape the data (not the worker count: any count gives the same bytes).
+        "build": {**{k: v for k, v in asdict(cfg).items() if k not in ("workers", "extra")}, "gsd": cfg.effective_gsd, "zooms": list(cfg.zooms)},
         "class_queries": CLASS_QUERIES,
         "counts": counts,
         "shards": {s: sorted(f"{SHARD_DIR}/{j[0]}-{j[1]:05d}.npz" for j in jobs if j[0] == s) for s in SPLITS},

@@ -63,6 +63,7 @@ _SOURCE_TAGS: dict[str, tuple[str, ...]] = {
     "aporee": ("field recording", "soundscape", "ambience"),
     "freesound": ("sound effect", "recording", "sample"),
 }
+_WHEN = {"dawn": "at dawn", "morning": "in the morning", "afternoon": "in the afternoon", "evening": "in the evening", "night": "at night"}
 _MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september", "october", "november", "december")
 
 assert set(_NOUNS) == set(SOUND_CLASSES) == set(_VERBS)
@@ -137,5 +138,5 @@ def make_caption(
     lead = _pick(rng, ("The sound of {n} {p}", "{N} can be heard {p}", "Recording of {n} {p}", "Ambient audio with {n} {p}"))
     s = lead.format(n=nouns, N=nouns[0].upper() + nouns[1:], p=place)
     if rng.random() < 0.6:
-        s += _pick(rng, (" in the ", " during the ", " at ")) + tod
+        s += " " + _WHEN[tod]
     return s + "."

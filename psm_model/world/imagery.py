@@ -305,8 +305,8 @@ def downsample(img: np.ndarray, size: int) -> np.ndarray:
         return img
     if n % size == 0:
         f = n // size
-        acc = img.reshape(size, f, size, f, 3).astype(np.uint16).sum(axis=(1, 3), dtype=np.uint32)
-        return ((acc + (f * f) // 2) // (f * f)).astype(np.uint8)
+        x = img.astype(np.float32).reshape(size, f, size, f, 3).sum(axis=3).sum(axis=1)
+        return (x * np.float32(1.0 / (f * f)) + np.float32(0.5)).astype(np.uint8)
     from PIL import Image
 
     return np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.BOX))

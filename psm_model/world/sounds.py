@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -52,19 +53,28 @@ def _t(n: int, sr: int) -> np.ndarray:
     return np.arange(n) / sr
 
 
-def _band(x: np.ndarray, lo: float | None, hi: float | None, sr: int, order: int = 2) -> np.ndarray:
+@functools.lru_cache(maxsize=4096)
+def _butter(lo: float | None, hi: float | None, sr: int, order: int) -> np.ndarray | None:
     nyq = sr / 2.0
     if lo is not None and hi is not None and hi >= nyq * 0.98:
         hi = None
     if lo is not None and hi is not None:
-        sos = signal.butter(order, [lo / nyq, hi / nyq], btype="band", output="sos")
-    elif lo is not None:
-        sos = signal.butter(order, lo / nyq, btype="high", output="sos")
-    elif hi is not None:
-        sos = signal.butter(order, min(hi / nyq, 0.98), btype="low", output="sos")
-    else:
-        return x
-    return signal.sosfilt(sos, x)
+        return signal.butter(order, [lo / nyq, hi / nyq], btype="band", output="sos")
+    if lo is not None:
+        return signal.butter(order, lo / nyq, btype="high", output="sos")
+    if hi is not None:
+        return signal.butter(order, min(hi / nyq, 0.98), btype="low", output="sos")
+    return None
+
+
+def _q(f: float | None) -> float | None:
+    """Quantise a cutoff to 1/16 octave so filter designs can be cached."""
+    return None if f is None else float(2.0 ** (round(np.log2(f) * 16) / 16))
+
+
+def _band(x: np.ndarray, lo: float | None, hi: float | None, sr: int, order: int = 2) -> np.ndarray:
+    sos = _butter(_q(lo), _q(hi), int(sr), int(order))
+    return x if sos is None else signal.sosfilt(sos, x)
 
 
 def _tone(f: np.ndarray, sr: int, harmonics: tuple[float, ...] = (1.0,)) -> np.ndarray:
@@ -319,17 +329,11 @@ def synthesize(name: str, rng: np.random.Generator, sample_rate: int, n: int) ->
 
 
 def background(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Background noise with a random spectral tilt (white to brown), unit RMS."""
+    """Background noise with a random spectral tilt (white to brown-ish), unit RMS."""
     w = rng.standard_normal(n)
-    b = np.cumsum(w)
-    c = np.concatenate([[0.0], np.cumsum(b)])
-    k = 256
-    lo = np.clip(np.arange(n) - k // 2, 0, n)
-    hi = np.clip(np.arange(n) + k // 2, 0, n)
-    b = b - (c[hi] - c[lo]) / np.maximum(hi - lo, 1)
-    a = rng.uniform(0, 1)
-    x = (1 - a) * w / w.std() + a * b / max(b.std(), 1e-8)
-    return (x / max(x.std(), 1e-8)).astype(np.float32)
+    a = rng.uniform(0.0, 0.995)
+    x = signal.lfilter([1.0 - a], [1.0, -a], w)  # one-pole low-pass: a = 0 is white
+    return (x / max(float(x.std()), 1e-8)).astype(np.float32)
 
 
 def mix_clip(
