@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import pathlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,7 +77,7 @@ def read_torch_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a PyTorch checkpoint's state dict without running arbitrary pickled code.
 
     Accepts ``{"model": state_dict, ...}`` (MAE / SatMAE), ``{"state_dict": ...}`` or a bare
-    state dict. ``argparse.Namespace`` (stored by MAE training scripts) is allowed.
+    state dict. ``argparse.Namespace`` and paths (stored by MAE training scripts) are allowed.
 
     Raises:
         ValueError: If the file is missing, unreadable or holds no tensors.
@@ -85,7 +86,9 @@ def read_torch_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise ValueError(f"checkpoint {path} does not exist")
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with torch.serialization.safe_globals(
+            [argparse.Namespace, pathlib.PosixPath, pathlib.PurePosixPath]
+        ):
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:
         raise ValueError(

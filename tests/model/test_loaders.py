@@ -60,7 +60,13 @@ def test_satmae_loader(tmp_path):
     sd["some_new_head.weight"] = torch.zeros(3)
     path = tmp_path / "satmae-pretrain.pth"
     torch.save(
-        {"model": sd, "optimizer": {}, "epoch": 7, "args": argparse.Namespace(lr=1e-4)}, path
+        {
+            "model": sd,
+            "optimizer": {},
+            "epoch": 7,
+            "args": argparse.Namespace(lr=1e-4, output_dir=tmp_path),
+        },
+        path,
     )
     model = create_model("tiny", seed=0, satmae_path=str(path))
     report = model.load_reports["image"]
