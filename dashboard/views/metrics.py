@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,9 +44,29 @@ def paper_table(metrics: pd.DataFrame, scorer: str = "model") -> pd.DataFrame:
 
 
 def ranks_of(run: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Per-query ranks stored in a run's results (``results["ranks"][direction]``), if any."""
-    ranks = (run.get("results") or {}).get("ranks") or {}
-    return {d: np.asarray(v, dtype=np.float64) for d, v in ranks.items() if isinstance(v, list) and v}
+    """Per-query ranks of a run, keyed like ``psm_model.evaluate.rank_key`` (``model/i2a/z1/text/all``).
+
+    They are read from ``results["ranks"]`` (a dict of lists) or from a ``ranks.npz`` that
+    ``results["ranks_path"]``, ``results["files"]["ranks"]`` or ``config["ranks_path"]`` names.
+    Runs stored by ``psm eval`` keep only the metric rows, so this is often empty.
+    """
+    results, config = run.get("results") or {}, run.get("config") or {}
+    ranks = results.get("ranks")
+    if isinstance(ranks, dict) and ranks:
+        return {k: np.asarray(v, dtype=np.float64) for k, v in ranks.items() if isinstance(v, list) and v}
+    for path in (results.get("ranks_path"), (results.get("files") or {}).get("ranks"), config.get("ranks_path")):
+        if isinstance(path, str) and Path(path).is_file():
+            with np.load(path) as npz:
+                return {k: npz[k].astype(np.float64) for k in npz.files}
+    return {}
+
+
+def pick_ranks(ranks: dict[str, np.ndarray], zoom: int, with_text: bool, metadata: str) -> dict[str, np.ndarray]:
+    """The model's I2A and A2I ranks of one setting (or every direction-only key)."""
+    text = "text" if with_text else "notext"
+    out = {d: ranks[f"model/{d}/z{zoom}/{text}/{metadata}"] for d in DIRECTIONS
+           if f"model/{d}/z{zoom}/{text}/{metadata}" in ranks}
+    return out or {d: ranks[d] for d in DIRECTIONS if d in ranks}
 
 
 def recall_curve(ranks: np.ndarray, n: int, ks: np.ndarray) -> np.ndarray:
@@ -61,22 +82,37 @@ def _png(fig: Figure) -> bytes:
 
 
 def plots(runs: list[tuple[str, dict[str, Any], pd.DataFrame]]) -> None:
-    """Recall against k% and a histogram of ranks for each run that stored per-query ranks."""
-    have = [(label, run, ranks_of(run)) for label, run, _ in runs]
-    if not any(r for _, _, r in have):
-        st.info("These evaluation runs stored no per-query ranks (results['ranks']), so only the "
-                "tables can be shown: recall against k% needs the ranks.")
+    """Recall against k% and a histogram of ranks, for one setting, for each run that stored ranks."""
+    have = [(label, run, ranks_of(run), m) for label, run, m in runs]
+    if not any(r for _, _, r, _ in have):
+        st.info("These evaluation runs stored no per-query ranks (psm eval keeps them in ranks.npz, not in "
+                "the database), so only the tables are shown: recall against k% and the rank histogram "
+                "need the ranks.")
         return
+    first = next(m for _, _, r, m in have if r)
+    c1, c2, c3 = st.columns(3)
+    zoom = c1.selectbox("Plot zoom", sorted(first["zoom"].unique().tolist()), key="plot_zoom")
+    with_text = c2.selectbox("Plot text", [False, True], index=1, key="plot_text",
+                             format_func=lambda t: "with text" if t else "without text")
+    metas = sorted(first["metadata"].unique().tolist())
+    metadata = c3.selectbox("Plot metadata", metas, index=metas.index("all") if "all" in metas else 0,
+                            key="plot_meta")
     ks = np.linspace(0.5, 100, 200)
     fig = Figure(figsize=(6, 3.4), dpi=90)
     ax = fig.add_subplot(1, 1, 1)
     hist = Figure(figsize=(6, 3.4), dpi=90)
     hx = hist.add_subplot(1, 1, 1)
-    for label, run, ranks in have:
-        for d, r in ranks.items():
-            n = int((run.get("results") or {}).get("n") or r.max())
-            ax.plot(ks, recall_curve(r, n, ks), label=f"{label} {DIRECTIONS.get(d, d)}")
-            hx.hist(r, bins=40, alpha=0.5, label=f"{label} {DIRECTIONS.get(d, d)}")
+    drawn = 0
+    for label, _run, ranks, m in have:
+        for d, r in pick_ranks(ranks, zoom, with_text, metadata).items():
+            rows = m[(m["direction"] == d) & (m["scorer"] == "model")]
+            n = int(rows["n"].iloc[0]) if not rows.empty else int(r.max())
+            ax.plot(ks, recall_curve(r, n, ks), label=f"{label} {DIRECTIONS[d]}")
+            hx.hist(r, bins=40, alpha=0.5, label=f"{label} {DIRECTIONS[d]}")
+            drawn += 1
+    if not drawn:
+        st.info("No stored ranks for this setting; pick another zoom, text or metadata setting.")
+        return
     ax.axvline(10, color="grey", ls=":", lw=1)
     ax.set_xlabel("k (% of the gallery)")
     ax.set_ylabel("recall")
@@ -87,7 +123,7 @@ def plots(runs: list[tuple[str, dict[str, Any], pd.DataFrame]]) -> None:
     c1, c2 = st.columns(2)
     c1.image(_png(fig), caption="Recall against k%")
     c2.image(_png(hist), caption="Histogram of ranks")
-    missing = [label for label, _, r in have if not r]
+    missing = [label for label, _, r, _ in have if not r]
     if missing:
         st.caption(f"No per-query ranks stored for: {', '.join(missing)}.")
 

@@ -137,11 +137,12 @@ def _seed_evals(cur, version: str, other: str, rng: np.random.Generator) -> None
 
     for v, quality in ((version, 0.9), (other, 0.4)):
         n = 400
-        ranks = {d: np.maximum(1, rng.geometric(1.0 / (1 + (1 - quality) * n / 4), size=n)).clip(1, n).tolist()
+        ranks = {f"model/{d}/z1/text/all": rng.geometric(1.0 / (1 + (1 - quality) * n / 4), size=n).clip(1, n).tolist()
                  for d in ("i2a", "a2i")}
+        results = {"rows": 96, "ranks": ranks} if v == version else {"rows": 96}  # the baseline stored none
         run_id = cur.execute(
             "INSERT INTO psm.eval_runs (model_version, dataset, split, config, results) VALUES"
-            " (%s, 'world-0', 'test', '{}', %s) RETURNING id", (v, json.dumps({"ranks": ranks}))).fetchone()[0]
+            " (%s, 'world-0', 'test', '{}', %s) RETURNING id", (v, json.dumps(results))).fetchone()[0]
         for scorer in ("model", "oracle"):
             for direction in ("i2a", "a2i"):
                 for zoom in (1, 3, 5):

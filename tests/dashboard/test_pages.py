@@ -163,7 +163,11 @@ def test_metrics_page(dash_env):
     flat = {" ".join(map(str, c)).strip() for c in table.columns}
     assert {"I2A R@10%", "A2I R@10%", "I2A median rank", "A2I median rank", "I2A oracle R@10%"} <= flat
     assert len(table) == 3 * 2 * 4
+    assert {"plot_zoom", "plot_text", "plot_meta"} <= _keys(at)
+    at.selectbox(key="plot_text").set_value(True).run()
+    _clean(at)
     assert len(at.get("image")) == 2, "recall against k% and the rank histogram"
+    assert any("No per-query ranks stored for: baseline-missing" in c.value for c in at.caption)
 
 
 def test_jobs_page(dash_env):
