@@ -464,3 +464,51 @@ def test_reader_can_rank_but_not_write(seed):
     with pytest.raises(Exception, match="must be owner|permission denied"):
         queries.build_ann_index(engine=make_engine(_as(seed.url, "psm_writer")), model_version=MODEL,
                                 condition_id=seed.cond_b, concurrently=False)
+
+
+# --------------------------------------------------------------------------- knobs and CLI
+
+
+def test_ann_settings_are_honoured_and_clamped(seed, conn):
+    queries.build_ann_index(engine=seed.engine, model_version=MODEL, condition_id=seed.cond_a)
+    conn.execute("SET psm.ann_ef_search = 5000")
+    conn.execute("SET psm.ann_candidates = 1")
+    rows = conn.execute("SELECT tile_id FROM psm.rank_tiles(%s, NULL, 5, 6, NULL, NULL, 1, 20, 'ann')",
+                        (seed.query_id,)).fetchall()
+    assert len(rows) == 20
+    conn.execute("RESET psm.ann_ef_search")
+    conn.execute("RESET psm.ann_candidates")
+    assert conn.execute("SHOW hnsw.ef_search").fetchone()[0] == "40"
+
+
+@pytest.fixture
+def cli(seed, monkeypatch):
+    from typer.testing import CliRunner
+
+    from psm_db.query_cli import query_app
+    from psm_db.settings import get_settings
+
+    monkeypatch.setenv("PSM_DATABASE_URL", seed.url)
+    get_settings.cache_clear()
+    runner = CliRunner()
+    yield lambda *args: runner.invoke(query_app, [str(a) for a in args])
+    get_settings.cache_clear()
+
+
+def test_cli_rank_index_and_errors(seed, cli):
+    out = cli("rank", seed.query_id, "--month", 5, "--hour", 6, "-k", 3)
+    assert out.exit_code == 0, out.output
+    assert str(_exact(seed, 1)[0][0]) in out.output
+    out = cli("rank", seed.query_id, "--set", "squares", "--month", 5, "--hour", 6, "--agg", "max")
+    assert out.exit_code == 0 and "sq" in out.output
+    out = cli("rank", seed.query_id, "--month", 9)
+    assert out.exit_code == 1 and "psm embed-region" in out.output
+    out = cli("rank", seed.query_id, "--month", 13)
+    assert out.exit_code == 1 and "month must be in 1..12" in out.output
+    out = cli("index", "--model", MODEL, "--audio-source", "aporee")
+    assert out.exit_code == 0, out.output
+    assert f"{queries.ann_index_name(MODEL, seed.cond_b)}: {GRID * GRID // 2} rows" in out.output
+    out = cli("index", "--model", MODEL, "--month", 2)
+    assert out.exit_code == 1 and "never embedded" in out.output
+    out = cli("list", "--model", MODEL)
+    assert out.exit_code == 0 and "rooster" in out.output
