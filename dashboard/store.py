@@ -153,32 +153,66 @@ def _scores_from_arrays(a: dict[str, np.ndarray]) -> TileScores:
                       a["probability"], a["distance"], a["var_sum"])
 
 
+@cached(max_entries=16, show_spinner=False)
+def region_tiles(db_url: str, region_wkt: str | None, zoom: int) -> dict[str, np.ndarray]:
+    """Where the tiles of a region lie (cached per region and zoom: it does not depend on the query)."""
+    import shapely
+
+    with session() as s:
+        return qd.region_tiles(shapely.from_wkt(region_wkt) if region_wkt else None, zoom, session=s)
+
+
 @cached(max_entries=96, show_spinner=False)
-def map_scores(db_url: str, model_version: str, query: QueryKey, region_wkt: str | None, month: int | None,
+def _condition_scores(db_url: str, model_version: str, query: QueryKey, region_wkt: str | None,
+                      month: int | None, hour: int | None, audio_source: str | None,
+                      caption_source: str | None, zoom: int) -> dict[str, np.ndarray]:
+    import shapely
+
+    with session() as s:
+        return qd.condition_scores(model_version, query.mu, query.var,
+                                   shapely.from_wkt(region_wkt) if region_wkt else None, month=month, hour=hour,
+                                   audio_source=audio_source, caption_source=caption_source, zoom=zoom, session=s)
+
+
+@cached(max_entries=96, show_spinner=False)
+def _stored_map_scores(db_url: str, model_version: str, query_id: int, region_wkt: str | None,
+                       month: int | None, hour: int | None, audio_source: str | None,
+                       caption_source: str | None, zoom: int) -> TileScores:
+    import shapely
+
+    with session() as s:
+        m = _queries().map_scores(session=s, query_id=query_id,
+                                  region=shapely.from_wkt(region_wkt) if region_wkt else None, month=month,
+                                  hour=hour, audio_source=audio_source, caption_source=caption_source,
+                                  zoom=zoom, model_version=model_version)
+    return TileScores(m.tile_id, m.lon, m.lat, m.bounds[:, 0], m.bounds[:, 1], m.bounds[:, 2],
+                      m.bounds[:, 3], m.probability, m.distance, m.var_sum)
+
+
+def map_scores(model_version: str, query: QueryKey, region_wkt: str | None, month: int | None,
                hour: int | None, audio_source: str | None, caption_source: str | None,
                zoom: int) -> TileScores:
-    """Scores of every tile of a region for a query under one condition.
+    """Scores of every tile of a region for a query under one condition (cached).
 
-    A stored query is scored by ``psm_db.queries.map_scores``; an ad-hoc one (text typed or
-    audio uploaded here) by its Gaussian, bound as a parameter, so nothing is written.
+    A stored query is scored by ``psm_db.queries.map_scores``. An ad-hoc one (text typed or audio
+    uploaded here) cannot be stored on the read-only role: it is scored by its Gaussian, bound as
+    a parameter (``psm_db.queries_dashboard.condition_scores``), and joined with the region's
+    tile grid, which is cached apart because it does not change with the query or the hour.
 
     Raises:
         NotEmbeddedError: When the condition is not embedded in the region.
     """
-    import shapely
+    if query.stored_id is not None:
+        return _stored_map_scores(model_version, query.stored_id, region_wkt, month, hour, audio_source,
+                                  caption_source, zoom)
+    scores = _condition_scores(model_version, query, region_wkt, month, hour, audio_source, caption_source, zoom)
+    return _scores_from_arrays(qd.join_scores(region_tiles(region_wkt, zoom), scores))
 
-    region = shapely.from_wkt(region_wkt) if region_wkt else None
-    with session() as s:
-        if query.stored_id is not None:
-            m = _queries().map_scores(session=s, query_id=query.stored_id, region=region, month=month,
-                                      hour=hour, audio_source=audio_source, caption_source=caption_source,
-                                      zoom=zoom, model_version=model_version)
-            return TileScores(m.tile_id, m.lon, m.lat, m.bounds[:, 0], m.bounds[:, 1], m.bounds[:, 2],
-                              m.bounds[:, 3], m.probability, m.distance, m.var_sum)
-        arrays = qd.map_scores_vector(model_version, query.mu, query.var, region, month=month, hour=hour,
-                                      audio_source=audio_source, caption_source=caption_source, zoom=zoom,
-                                      session=s)
-        return _scores_from_arrays(arrays)
+
+def clear_maps() -> None:
+    """Forget cached scores (after an embedding job finished)."""
+    _condition_scores.clear()  # type: ignore[attr-defined]
+    _stored_map_scores.clear()  # type: ignore[attr-defined]
 
 
 @cached(max_entries=96, show_spinner=False)

@@ -14,7 +14,7 @@ from geoalchemy2 import Geometry
 from geoalchemy2.shape import to_shape
 from pgvector.sqlalchemy import Vector
 from shapely.geometry.base import BaseGeometry
-from sqlalchemy import and_, bindparam, func, literal, select
+from sqlalchemy import LargeBinary, and_, bindparam, func, literal, select
 from sqlalchemy.orm import Session
 
 from psm_db.errors import NotEmbeddedError
@@ -32,7 +32,8 @@ from psm_db.models import (
     Tile,
 )
 
-MAP_COLUMNS = ("tile_id", "lon", "lat", "xmin", "ymin", "xmax", "ymax", "distance", "var_sum")
+TILE_COLUMNS = ("tile_id", "lon", "lat", "xmin", "ymin", "xmax", "ymax")
+MAP_COLUMNS = (*TILE_COLUMNS, "distance", "var_sum")
 
 
 def _region_expr(region: BaseGeometry | None):  # type: ignore[no-untyped-def]
@@ -108,7 +109,38 @@ def count_region_tiles(region: BaseGeometry | None, zoom: int, *, session: Sessi
     return int(session.scalar(q) or 0)
 
 
-def map_scores_vector(
+def _array_row(session: Session, sub: Any, columns: tuple[str, ...]) -> tuple[Any, ...]:
+    """One row of binary arrays (``array_send(array_agg(column))``) for the columns of a subquery.
+
+    Decoding them with numpy avoids building 100k Python row objects.
+    """
+    return session.execute(select(*(
+        func.array_send(func.array_agg(sub.c[name]), type_=LargeBinary) for name in columns))).one()
+
+
+def region_tiles(region: BaseGeometry | None, zoom: int, *, session: Session) -> dict[str, np.ndarray]:
+    """Where every tile of a region at ``zoom`` lies: arrays keyed by TILE_COLUMNS, sorted by tile id.
+
+    This does not depend on the query or the condition, so callers cache it per (region, zoom).
+    """
+    q = (select(Tile.id.label("tile_id"), func.ST_X(Tile.centroid).label("lon"),
+                func.ST_Y(Tile.centroid).label("lat"), func.ST_XMin(Tile.geom).label("xmin"),
+                func.ST_YMin(Tile.geom).label("ymin"), func.ST_XMax(Tile.geom).label("xmax"),
+                func.ST_YMax(Tile.geom).label("ymax"))
+         .where(Tile.zoom == zoom).order_by(Tile.id))
+    reg = _region_expr(region)
+    if reg is not None:
+        q = q.where(func.ST_Intersects(reg, Tile.centroid))
+    row = _array_row(session, q.subquery(), TILE_COLUMNS)
+    if row[0] is None:
+        return {name: np.empty(0, dtype=np.int64 if name == "tile_id" else np.float64) for name in TILE_COLUMNS}
+    out = {name: _binary_array(row[i], "f8") for i, name in enumerate(TILE_COLUMNS)}
+    out["tile_id"] = _binary_array(row[0], "i8")
+    order = np.argsort(out["tile_id"], kind="stable")  # array_agg keeps no order by itself
+    return {k: v[order] for k, v in out.items()}
+
+
+def condition_scores(
     model_version: str,
     mu: np.ndarray,
     var: np.ndarray,
@@ -121,13 +153,16 @@ def map_scores_vector(
     zoom: int,
     session: Session,
 ) -> dict[str, np.ndarray]:
-    """CSD and sum sigma^2 of every tile of a region to a query Gaussian given as arrays.
+    """CSD, sum sigma^2 and match probability of every embedded tile of a region to a query Gaussian.
+
+    The query is bound as parameters (nothing is stored), so this runs on the read-only role.
 
     Returns:
-        Dict of arrays keyed by :data:`MAP_COLUMNS` plus ``probability`` (sigmoid(-a d + b)).
+        Arrays ``tile_id``, ``distance``, ``var_sum``, ``probability`` (unordered).
 
     Raises:
         NotEmbeddedError: When the model has no embeddings for this condition in the region.
+        ValueError: When the query's dimension is not the model's.
     """
     mu = np.asarray(mu, dtype=np.float32).ravel()
     var = np.asarray(var, dtype=np.float64).ravel()
@@ -143,25 +178,67 @@ def map_scores_vector(
     qmu = bindparam("qmu", mu, type_=Vector(model.embed_dim))
     d = (func.vector_l2_squared_distance(Embedding.mu, qmu) + Embedding.var_sum
          + literal(float(var.sum()))).label("distance")
-    q = (
-        select(Tile.id, func.ST_X(Tile.centroid), func.ST_Y(Tile.centroid), func.ST_XMin(Tile.geom),
-               func.ST_YMin(Tile.geom), func.ST_XMax(Tile.geom), func.ST_YMax(Tile.geom), d,
-               Embedding.var_sum)
-        .join(Tile, Tile.id == Embedding.tile_id)
-        .where(Embedding.model_version == model_version, Embedding.condition_id == cid, Tile.zoom == zoom)
-    )
+    q = (select(Embedding.tile_id.label("tile_id"), d, Embedding.var_sum.label("var_sum"))
+         .join(Tile, Tile.id == Embedding.tile_id)
+         .where(Embedding.model_version == model_version, Embedding.condition_id == cid, Tile.zoom == zoom))
     reg = _region_expr(region)
     if reg is not None:
         q = q.where(func.ST_Intersects(reg, Tile.centroid))
-    rows = session.execute(q).all()
-    if not rows:
+    row = _array_row(session, q.subquery(), ("tile_id", "distance", "var_sum"))
+    if row[0] is None:
         raise NotEmbeddedError(f"model {model_version} has no embeddings for {label} in this region")
-    arr = np.array(rows, dtype=np.float64)
-    out = {name: arr[:, i] for i, name in enumerate(MAP_COLUMNS)}
-    out["tile_id"] = out["tile_id"].astype(np.int64)
+    out = {"tile_id": _binary_array(row[0], "i8"), "distance": _binary_array(row[1], "f8"),
+           "var_sum": _binary_array(row[2], "f8")}
     z = np.clip(model.match_a * out["distance"] - model.match_b, -700, 700)
     out["probability"] = 1.0 / (1.0 + np.exp(z))
     return out
+
+
+def join_scores(tiles: dict[str, np.ndarray], scores: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Scores aligned with tile positions (from :func:`region_tiles`): only embedded tiles are kept."""
+    pos = np.searchsorted(tiles["tile_id"], scores["tile_id"])
+    pos = np.clip(pos, 0, max(len(tiles["tile_id"]) - 1, 0))
+    ok = tiles["tile_id"][pos] == scores["tile_id"] if len(tiles["tile_id"]) else np.zeros(0, bool)
+    pos = pos[ok]
+    out = {k: v[pos] for k, v in tiles.items()}
+    out.update({k: scores[k][ok] for k in ("distance", "var_sum", "probability")})
+    return out
+
+
+def map_scores_vector(
+    model_version: str,
+    mu: np.ndarray,
+    var: np.ndarray,
+    region: BaseGeometry | None,
+    *,
+    month: int | None,
+    hour: int | None,
+    audio_source: str | None,
+    caption_source: str | None,
+    zoom: int,
+    session: Session,
+) -> dict[str, np.ndarray]:
+    """:func:`region_tiles` joined with :func:`condition_scores`: every scored tile with its bounds.
+
+    Returns:
+        Dict of arrays keyed by :data:`MAP_COLUMNS` plus ``probability`` (sigmoid(-a d + b)).
+
+    Raises:
+        NotEmbeddedError: When the model has no embeddings for this condition in the region.
+    """
+    scores = condition_scores(model_version, mu, var, region, month=month, hour=hour, audio_source=audio_source,
+                              caption_source=caption_source, zoom=zoom, session=session)
+    return join_scores(region_tiles(region, zoom, session=session), scores)
+
+
+def _binary_array(payload: bytes, kind: str) -> np.ndarray:
+    """Decode PostgreSQL's binary 1-D array (``array_send``) of float8 or int8 without NULLs."""
+    payload = bytes(payload)
+    if int.from_bytes(payload[0:4], "big") == 0:
+        return np.empty(0, dtype=np.float64 if kind == "f8" else np.int64)
+    n = int.from_bytes(payload[12:16], "big")
+    body = np.frombuffer(payload, dtype=np.dtype([("len", ">i4"), ("v", ">" + kind)]), count=n, offset=20)
+    return body["v"].astype(np.float64 if kind == "f8" else np.int64)
 
 
 def rank_regions_vector(
@@ -297,7 +374,7 @@ def _condition_label(month: int | None, hour: int | None, audio_source: str | No
 
 
 __all__ = [
-    "MAP_COLUMNS", "count_region_tiles", "embedded_conditions", "eval_metrics", "find_condition_id",
+    "MAP_COLUMNS", "TILE_COLUMNS", "condition_scores", "count_region_tiles", "join_scores", "region_tiles", "embedded_conditions", "eval_metrics", "find_condition_id",
     "job_events", "list_eval_runs", "list_jobs", "list_model_versions", "list_region_sets",
     "list_stored_queries", "map_scores_vector", "rank_regions_vector", "region_geometries",
     "stored_query_gaussian", "table_counts", "tile_detail", "tile_zooms",

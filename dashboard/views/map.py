@@ -92,8 +92,8 @@ def job_progress(job_id: str) -> None:
         st.error(f"The job failed: {j['error']}")
     elif j["status"] == "succeeded":
         st.success("Embedded. Press **Map** again.")
-        store.conditions.clear()
-        store.map_scores.clear()
+        store.conditions.clear()  # type: ignore[attr-defined]
+        store.clear_maps()
 
 
 def tile_panel(model: dict[str, Any], scores: TileScores, idx: int) -> None:
@@ -154,6 +154,10 @@ def page() -> None:
     layer = c1.radio("Layer", list(LAYER_LABELS), format_func=LAYER_LABELS.get, horizontal=True, key="layer")
     scale = c2.radio("Colour scale", SCALES, horizontal=True, key="scale",
                      index=0 if temporal else 1)
+    limit = get_settings().max_region_tiles
+    n_tiles = store.region_tile_count(region.wkt, meta.zoom) if region is not None else 0
+    if region is not None and 0 < n_tiles <= limit:
+        store.region_tiles(region.wkt, meta.zoom)  # the region's grid loads while the query is typed
     if st.button("Map", type="primary", key="map_button"):
         st.session_state["map_on"] = True
     if not st.session_state.get("map_on"):
@@ -162,11 +166,13 @@ def page() -> None:
     if query is None or region is None:
         st.warning("The map needs a query and a region (see the messages above).")
         return
-    n_tiles = store.region_tile_count(region.wkt, meta.zoom)
-    limit = get_settings().max_region_tiles
     if n_tiles > limit:
         st.error(f"The region holds {n_tiles:,} tiles at zoom {meta.zoom}, more than the limit of {limit:,} "
                  "(PSM_MAX_REGION_TILES). Choose a smaller region.")
+        return
+    if n_tiles == 0:
+        not_embedded(model, region, meta, NotEmbeddedError(
+            f"the region has no tiles at zoom {meta.zoom} yet; embedding it creates them"))
         return
     started = time.perf_counter()
     try:
