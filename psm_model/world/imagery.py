@@ -163,98 +163,90 @@ def _look_matrix(kind: ImageryKind) -> np.ndarray:
     return (1.0 - kind.haze) * (kind.saturation * np.eye(3) + (1.0 - kind.saturation) * grey)
 
 
-def _palettes(kind: ImageryKind) -> dict[str, np.ndarray]:
-    """Palette colours with the kind's linear look applied (float32)."""
-    m = _look_matrix(kind)
-    return {
-        "base": (_BASE @ m.T).astype(np.float32),
-        "crops": (_CROPS @ m.T).astype(np.float32),
-        "roofs": (_ROOFS @ m.T).astype(np.float32),
-        "m": m.astype(np.float32),
-    }
+# One palette for all textures: the 12 class colours, then crops, roofs and a few details.
+_CROP0 = len(_BASE)
+_ROOF0 = _CROP0 + len(_CROPS)
+_ROAD, _LAWN, _MARGIN, _POOL, _SNOWPATCH = range(_ROOF0 + len(_ROOFS), _ROOF0 + len(_ROOFS) + 5)
+_PALETTE = np.concatenate(
+    [_BASE, _CROPS, _ROOFS, np.array([(72, 72, 78), (96, 130, 72), (70, 90, 50), (50, 80, 100), (225, 230, 236)], dtype=np.float64)]
+)
+_PALETTE_CACHE: dict[str, np.ndarray] = {}
 
 
-_PALETTE_CACHE: dict[str, dict[str, np.ndarray]] = {}
-
-
-def _pal(kind: ImageryKind) -> dict[str, np.ndarray]:
+def _palette(kind: ImageryKind) -> np.ndarray:
+    """The palette with the kind's linear look applied, float32 [n_colours, 3]."""
     if kind.name not in _PALETTE_CACHE:
-        _PALETTE_CACHE[kind.name] = _palettes(kind)
+        _PALETTE_CACHE[kind.name] = (_PALETTE @ _look_matrix(kind).T).astype(np.float32)
     return _PALETTE_CACHE[kind.name]
 
 
-def _texture(k: int, xs: np.ndarray, ys: np.ndarray, gsd: float, seed: int, pal: dict[str, np.ndarray]) -> np.ndarray:
-    """Colour [H, W, 3] float32 of land-cover class k over the whole crop (xs [W], ys [H] metres)."""
-    m = pal["m"]
+Texture = tuple[np.ndarray | int, np.ndarray | float]
 
-    def _f32(rgb: tuple[float, float, float]) -> np.ndarray:
-        return m @ np.array(rgb, dtype=np.float32)
 
-    base = pal["base"][k]
+def _texture(k: int, xs: np.ndarray, ys: np.ndarray, gsd: float, seed: int) -> Texture:
+    """Texture of land-cover class k over the crop: (palette index, brightness), each [H, W] or scalar.
+
+    ``xs`` [W] and ``ys`` [H] are world coordinates in metres, so textures line up between tiles.
+    """
     s = seed * 7 + 1000 + 97 * k
-    h, w = ys.shape[0], xs.shape[0]
     if k in (0, 2):  # ocean, lakes: waves and depth shading
         lam = max(30.0 if k == 0 else 12.0, 3.0 * gsd)
         warp = _vnoise(xs, ys, 8 * lam, s)
         wave = np.sin(_phase(xs, ys, 0.8, 0.6, lam) + 3.0 * warp)
-        return base * (1.0 + 0.10 * wave + 0.12 * warp)[..., None]
+        return k, 1.0 + 0.10 * wave + 0.12 * warp
     if k == 1:  # beach
-        n = _vnoise(xs, ys, max(15.0, 2 * gsd), s)
-        return base * (0.92 + 0.1 * n)[..., None]
+        return k, 0.92 + 0.1 * _vnoise(xs, ys, max(15.0, 2 * gsd), s)
     if k in (3, 4):  # urban core and suburbs: road grid, blocks, buildings
         block, road, cell, dens = (110.0, 14.0, 22.0, 0.9) if k == 3 else (80.0, 9.0, 18.0, 0.45)
         is_road = (np.mod(ys, block) < road)[:, None] | (np.mod(xs, block) < road)[None, :]
         hh = _sep_hash(np.floor(ys / cell).astype(np.int64)[:, None], np.floor(xs / cell).astype(np.int64)[None, :], s)
         inner = (np.mod(ys, cell) > 3.0)[:, None] & (np.mod(xs, cell) > 3.0)[None, :]
-        built = inner & (hh < dens)
-        roof = pal["roofs"][(hh * len(_ROOFS)).astype(np.int64) % len(_ROOFS)]
-        ground = np.broadcast_to(base if k == 3 else _f32((96.0, 130.0, 72.0)), (h, w, 3))
-        col = np.where(built[..., None], roof, ground)
-        return np.where(is_road[..., None], _f32((72.0, 72.0, 78.0)), col)
+        roof = _ROOF0 + (hh * len(_ROOFS)).astype(np.int64) % len(_ROOFS)
+        idx = np.where(inner & (hh < dens), roof, k if k == 3 else _LAWN)
+        return np.where(is_road, _ROAD, idx), 1.0
     if k == 5:  # cropland: parcels with stripes and margins
         hh = _sep_hash(np.floor(ys / 260.0).astype(np.int64)[:, None], np.floor(xs / 340.0).astype(np.int64)[None, :], s)
-        col = pal["crops"][(hh * len(_CROPS)).astype(np.int64) % len(_CROPS)]
+        idx = _CROP0 + (hh * len(_CROPS)).astype(np.int64) % len(_CROPS)
         lam = max(12.0, 2.5 * gsd)
-        sx = np.sin(_phase(xs, ys, 1.0, 0.0, lam))
-        sy = np.sin(_phase(xs, ys, 0.0, 1.0, lam))
-        stripe = np.where(hh < 0.5, sx, sy)
-        col = col * (1.0 + 0.09 * stripe)[..., None]
+        stripe = np.where(hh < 0.5, np.sin(_phase(xs, ys, 1.0, 0.0, lam)), np.sin(_phase(xs, ys, 0.0, 1.0, lam)))
         margin = (np.mod(ys, 260.0) < 4.0)[:, None] | (np.mod(xs, 340.0) < 4.0)[None, :]
-        return np.where(margin[..., None], _f32((70.0, 90.0, 50.0)), col)
+        return np.where(margin, _MARGIN, idx), np.where(margin, 1.0, 1.0 + 0.09 * stripe)
     if k == 6:  # forest: canopy crowns and stands
-        crown = _vnoise(xs, ys, 7.0, s)
-        stand = _vnoise(xs, ys, 90.0, s + 50)
-        return base * (0.8 + 0.3 * crown + 0.15 * stand)[..., None]
+        return k, 0.8 + 0.3 * _vnoise(xs, ys, 7.0, s) + 0.15 * _vnoise(xs, ys, 90.0, s + 50)
     if k == 7:  # grassland: patchy
-        n = _vnoise(xs, ys, 40.0, s) + 0.5 * _vnoise(xs, ys, 250.0, s + 50)
-        return base * (0.95 + 0.12 * n)[..., None] + _f32((14.0, 6.0, -4.0)) * n[..., None]
+        return k, 0.95 + 0.13 * (_vnoise(xs, ys, 40.0, s) + 0.5 * _vnoise(xs, ys, 250.0, s + 50))
     if k == 8:  # desert: dunes and ripples
         warp = _vnoise(xs, ys, 600.0, s)
         dune = np.sin(_phase(xs, ys, 0.9, 0.45, 180.0) + 2.5 * warp)
         ripple = np.sin(_phase(xs, ys, 0.9, 0.45, max(4.0, 2.5 * gsd)))
-        return base * (1.0 + 0.10 * dune + 0.03 * ripple)[..., None]
+        return k, 1.0 + 0.10 * dune + 0.03 * ripple
     if k == 9:  # wetland: pools among reeds
         n = _vnoise(xs, ys, 35.0, s)
-        return np.where((n > 0.25)[..., None], _f32((50.0, 80.0, 100.0)), base * (0.9 + 0.2 * n)[..., None])
+        pool = n > 0.25
+        return np.where(pool, _POOL, k), np.where(pool, 1.0, 0.9 + 0.2 * n)
     if k == 10:  # tundra: lichen, rock and snow patches
         n = _vnoise(xs, ys, 30.0, s)
-        return np.where((n > 0.55)[..., None], _f32((225.0, 230.0, 236.0)), base * (0.9 + 0.15 * n)[..., None])
-    n = _vnoise(xs, ys, 70.0, s)  # snow: wind-blown shading
-    return base * (0.96 + 0.04 * n)[..., None]
+        snow = n > 0.55
+        return np.where(snow, _SNOWPATCH, k), np.where(snow, 1.0, 0.9 + 0.15 * n)
+    return k, 0.96 + 0.04 * _vnoise(xs, ys, 70.0, s)  # snow: wind-blown shading
 
 
 def _paint(cls: np.ndarray, xs: np.ndarray, ys: np.ndarray, gsd: float, seed: int, kind: ImageryKind) -> np.ndarray:
-    """Colour each pixel by its class's texture, in world coordinates (xs [W], ys [H], metres)."""
-    pal = _pal(kind)
+    """Colour each pixel by its class's texture: float32 [H, W, 3] in the kind's look (before haze)."""
     present = np.nonzero(np.bincount(cls.ravel(), minlength=len(_BASE)))[0]
+    shape = cls.shape
     if present.size == 1:
-        img = _texture(int(present[0]), xs, ys, gsd, seed, pal)
-        return np.array(np.broadcast_to(img, cls.shape + (3,)), dtype=np.float32)
-    img = np.empty(cls.shape + (3,), dtype=np.float32)
-    for k in present:
-        m = cls == k
-        img[m] = np.broadcast_to(_texture(int(k), xs, ys, gsd, seed, pal), img.shape)[m]
-    return img
+        idx, shade = _texture(int(present[0]), xs, ys, gsd, seed)
+    else:
+        idx, shade = np.zeros(shape, dtype=np.int64), np.ones(shape, dtype=np.float32)
+        for k in present:
+            m = cls == k
+            ik, sk = _texture(int(k), xs, ys, gsd, seed)
+            idx = np.where(m, ik, idx)
+            shade = np.where(m, sk, shade)
+    idx = np.broadcast_to(np.asarray(idx), shape)
+    shade = np.broadcast_to(np.asarray(shade, dtype=np.float32), shape)
+    return _palette(kind)[idx] * shade[..., None]
 
 
 def _tile_seed(seed: int, lat: float, lon: float, gsd: float, size: int, zoom_max: int) -> np.random.Generator:
@@ -305,8 +297,9 @@ def downsample(img: np.ndarray, size: int) -> np.ndarray:
         return img
     if n % size == 0:
         f = n // size
-        x = img.astype(np.float32).reshape(size, f, size, f, 3).sum(axis=3).sum(axis=1)
-        return (x * np.float32(1.0 / (f * f)) + np.float32(0.5)).astype(np.uint8)
+        rows = img.reshape(size, f, n * 3).sum(axis=1, dtype=np.uint16)
+        acc = rows.reshape(size, size, f, 3).sum(axis=2, dtype=np.uint32)
+        return ((acc + (f * f) // 2) // (f * f)).astype(np.uint8)
     from PIL import Image
 
     return np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.BOX))

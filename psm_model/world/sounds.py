@@ -231,16 +231,22 @@ def siren(rng: np.random.Generator, sr: int, n: int) -> np.ndarray:
     return _tone(lo + (hi - lo) * lfo, sr, (1.0, 0.3, 0.15))
 
 
+def _slow(values: np.ndarray, n: int) -> np.ndarray:
+    """Upsample a control signal computed every 64 samples to n samples (sample-and-hold)."""
+    return np.repeat(values, 64)[:n]
+
+
 def crowd(rng: np.random.Generator, sr: int, n: int) -> np.ndarray:
-    """Speech babble: many voices, formant-filtered noise and voiced tones modulated at syllable rates."""
+    """Speech babble: several glottal-like (sawtooth) voices, gated at syllable rates, band-limited."""
     out = np.zeros(n)
-    t = _t(n, sr)
+    tc = np.arange((n + 63) // 64) * 64 / sr  # control-rate time
     for _ in range(rng.integers(3, 6)):
         f0 = rng.uniform(100, 250)
-        voice = _tone(f0 * (1 + 0.1 * np.sin(2 * np.pi * rng.uniform(0.5, 3) * t)), sr, (1.0, 0.6, 0.4))
-        syll = np.clip(np.sin(2 * np.pi * rng.uniform(3, 6) * t + rng.uniform(0, 6)), 0, None)
-        out += voice * syll * rng.uniform(0.3, 1.0)
-    return _band(out + 0.5 * rng.standard_normal(n) * out.std(), 250, 3500, sr)
+        f = _slow(f0 * (1 + 0.1 * np.sin(2 * np.pi * rng.uniform(0.5, 3) * tc)), n)
+        saw = 2.0 * np.mod(np.cumsum(f) / sr, 1.0) - 1.0
+        syll = _slow(np.clip(np.sin(2 * np.pi * rng.uniform(3, 6) * tc + rng.uniform(0, 6)), 0, None), n)
+        out += saw * syll * rng.uniform(0.3, 1.0)
+    return _band(out + 0.3 * rng.standard_normal(n) * out.std(), 250, 3500, sr)
 
 
 def church_bells(rng: np.random.Generator, sr: int, n: int) -> np.ndarray:
@@ -249,16 +255,16 @@ def church_bells(rng: np.random.Generator, sr: int, n: int) -> np.ndarray:
     f0 = rng.uniform(250, 600)
     partials = ((0.5, 0.6), (1.0, 1.0), (1.19, 0.7), (1.5, 0.5), (2.0, 0.6), (2.52, 0.3), (3.01, 0.2))
     period = rng.uniform(1.0, 2.0)
-    length = int(2.5 * sr)
-    dt = np.arange(length) / sr
+    dt = np.arange(int(min(2.0, n / sr) * sr)) / sr
+    strikes: dict[float, np.ndarray] = {}
     pos = rng.uniform(0, 0.5)
     while pos < n / sr:
-        f = f0 * rng.choice([1.0, 1.0, 1.12, 0.89])
-        strike = np.zeros(length)
-        for r, g in partials:
-            if f * r < sr / 2:
-                strike += g * np.exp(-dt * (1.2 + r)) * np.sin(2 * np.pi * f * r * dt)
-        _add(out, int(pos * sr), strike)
+        f = f0 * float(rng.choice([1.0, 1.0, 1.12, 0.89]))
+        if f not in strikes:
+            strikes[f] = sum(
+                g * np.exp(-dt * (1.2 + r)) * np.sin(2 * np.pi * f * r * dt) for r, g in partials if f * r < sr / 2
+            )
+        _add(out, int(pos * sr), strikes[f])
         pos += period
     return out
 
