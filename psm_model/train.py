@@ -61,6 +61,9 @@ class TrainSettings:
         log_every: Log training metrics every this many steps.
         zooms: Zoom levels sampled per image.
         crop_scale: RandomResizedCrop area range.
+        calibrate_b: For PCME++ from a fresh start, set the shift b from the first batch so the
+            initial match probability of a typical non-matching pair is the batch prior 1 / B
+            (see :func:`calibrate_match_shift`).
     """
 
     epochs: int = 1
@@ -78,6 +81,7 @@ class TrainSettings:
     log_every: int = 10
     zooms: tuple[int, ...] = (1, 3, 5)
     crop_scale: tuple[float, float] = (0.2, 1.0)
+    calibrate_b: bool = True
 
 
 PRESET_SETTINGS: dict[str, dict[str, Any]] = {
@@ -181,6 +185,55 @@ def training_loss(
     audio = model.encode_audio_inputs(data.audio(index).to(model.device))
     text = encode_captions(model, data, index)
     return model.loss(image=image, audio=audio, text=text)
+
+
+@torch.no_grad()
+def calibrate_match_shift(
+    model: PSMModel,
+    data: SplitData,
+    index: np.ndarray,
+    settings: TrainSettings,
+    use_metadata: bool,
+    generator: torch.Generator,
+) -> float | None:
+    """Set PCME++'s shift b so that a typical non-matching pair starts at match probability 1 / B.
+
+    With the facts page's initialisation (a = b = 5, log sigma^2 = -4) a fresh model's logits
+    ``-a * CSD + b`` start near -28, so only the B true pairs get a gradient (pulled together) and
+    the B^2 - B others get none: towers trained from scratch then collapse every embedding to one
+    point before the negatives push back. Starting b at ``a * median(CSD of non-matching pairs) -
+    log(B - 1)`` balances the two from the first step. Pretrained towers (the paper's setting) do
+    not need this, and it does nothing for InfoNCE.
+
+    Returns:
+        The new b, or None when the loss is not PCME++.
+    """
+    crit = model.criterion
+    if crit.kind != "pcmepp":
+        return None
+    was = model.training
+    model.train()
+    slots = np.array([data.zoom_slot(z) for z in settings.zooms if z in data.zooms])
+    pick = slots[torch.randint(0, slots.size, (len(index),), generator=generator).numpy()]
+    zoom = torch.tensor([data.zooms[s] for s in pick], dtype=torch.float32)
+    tiles = augment_tiles(data.tiles(index, pick), model.config.image.image_size, generator, settings.crop_scale)
+    meta = data.metadata(index, METADATA_TYPES if use_metadata else ())
+    g = {
+        "image": model.encode_image(tiles, data.gsd, zoom, meta),
+        "audio": model.encode_audio_inputs(data.audio(index).to(model.device)),
+        "text": encode_captions(model, data, index),
+    }
+    model.train(was)
+    from psm_model.distance import csd
+
+    off = []
+    for p, q in (("image", "audio"), ("image", "text"), ("audio", "text")):
+        d = csd(g[p][0], g[p][1].exp(), g[q][0], g[q][1].exp())
+        off.append(d[~torch.eye(d.shape[0], dtype=torch.bool)])
+    a = float(crit.pcme.a)
+    b = a * float(torch.cat(off).median()) - math.log(max(len(index) - 1, 1))
+    crit.pcme.b.fill_(b)
+    return b
 
 
 def validate(model: PSMModel, data: SplitData, use_metadata: bool) -> dict[str, float]:
@@ -331,6 +384,12 @@ def train(
     }
     if state is None:
         log.write({"kind": "start", **run_info, "total_steps": total_steps, "warmup_steps": warmup})
+    if state is None and s.calibrate_b:
+        first = np.sort(np.random.default_rng([seed, 0]).permutation(len(train_data))[: s.batch_size])
+        b = calibrate_match_shift(model, train_data, first, s, use_metadata, torch.Generator().manual_seed(seed))
+        if b is not None:
+            log.write({"kind": "calibrate", "b": b, "a": model.match_params()[0]})
+            logger.info("PCME++ shift b calibrated to %.3f", b)
     val_every = s.val_every or steps_per_epoch
     deadline = t_start + 60.0 * max_minutes if max_minutes else None
     stopped_early = False

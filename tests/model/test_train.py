@@ -13,14 +13,51 @@ from psm_model.features import load_split
 from psm_model.train import cosine_warmup, settings_for, train, training_loss
 
 
+def write_toy_world(out, n: int = 72, size: int = 32, sr: int = 16_000, seed: int = 3) -> None:
+    """A small dataset in the ``psm world build`` layout, written directly (fast): each clip is a tone
+    whose pitch follows its sound class and each tile is tinted by the same class."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from psm_model.metadata import AUDIO_SOURCES, CAPTION_SOURCES
+    from psm_model.world.landcover import N_LANDCOVER
+    from psm_model.world.sounds import SOUND_CLASSES
+
+    rng = np.random.default_rng(seed)
+    (out / "shards").mkdir(parents=True)
+    cls = rng.integers(0, len(SOUND_CLASSES), n)
+    split = np.array(["train"] * (n // 2) + ["val"] * (n // 4) + ["test"] * (n - n // 2 - n // 4))
+    t = np.arange(sr) / sr
+    audio = np.stack([0.4 * np.sin(2 * np.pi * (200 + 150 * c) * t) + 0.05 * rng.standard_normal(sr) for c in cls])
+    images = rng.integers(0, 80, (n, 3, size, size, 3)).astype(np.uint8)
+    images[..., 0] += (cls * 10).astype(np.uint8)[:, None, None, None]
+    shard = []
+    for s in ("train", "val", "test"):
+        idx = np.nonzero(split == s)[0]
+        name = f"shards/{s}-00000.npz"
+        np.savez(out / name, index=idx, images=images[idx], audio=(audio[idx] * 32767).astype(np.int16))
+        shard += [(i, name, r) for r, i in enumerate(idx)]
+    shard.sort()
+    table = pa.table({
+        "key": [f"t-{i}" for i in range(n)], "index": np.arange(n), "lat": rng.uniform(-50, 50, n),
+        "lon": rng.uniform(-150, 150, n), "month": rng.integers(1, 13, n), "hour": rng.integers(0, 24, n),
+        "audio_source": [AUDIO_SOURCES[i] for i in rng.integers(0, 4, n)],
+        "caption_source": [CAPTION_SOURCES[i] for i in rng.integers(0, 3, n)],
+        "caption": [f"the sound of {SOUND_CLASSES[c]}" for c in cls],
+        "classes": [[SOUND_CLASSES[c]] for c in cls], "split": list(split),
+        "shard": [x[1] for x in shard], "row": np.array([x[2] for x in shard], dtype=np.int32),
+        "fractions": [list(f) for f in rng.dirichlet(np.ones(N_LANDCOVER), n)],
+    })
+    pq.write_table(table, out / "index.parquet")
+    meta = {"world": {"seed": seed}, "index": "index.parquet", "counts": {s: int((split == s).sum()) for s in ("train", "val", "test")},
+            "build": {"zooms": [1, 3, 5], "sample_rate": sr, "gsd": 10.0, "image_size": size, "imagery": "sentinel"}}
+    (out / "world.json").write_text(json.dumps(meta))
+
+
 @pytest.fixture(scope="module")
 def tiny_world(tmp_path_factory):
-    from psm_model.world.build import BuildConfig, build_world
-
     out = tmp_path_factory.mktemp("tiny_world")
-    cfg = BuildConfig(seed=3, samples=72, image_size=32, clip_seconds=1.0, cell_km=1.0,
-                      split_fractions=(0.6, 0.2, 0.2), shard_size=40, workers=1)
-    build_world(out, cfg)
+    write_toy_world(out)
     return out
 
 
@@ -34,13 +71,13 @@ def _fixed_batch_loss(model, data, settings):
 def test_tiny_training_lowers_the_loss_and_writes_loadable_checkpoints(tiny_world, tmp_path):
     from psm_model import create_model
 
-    s = settings_for("tiny", epochs=12, batch_size=16, lr=2e-3)
+    s = settings_for("tiny", epochs=8, batch_size=16, lr=2e-3)
     before_model = create_model("tiny", seed=0, pretrained=False)
     data = load_split(tiny_world, "train", before_model, cache_dir=tmp_path / "cache")
     before = _fixed_batch_loss(before_model, data, s)
     seen = []
-    result = train(tiny_world, tmp_path / "run", preset="tiny", epochs=12, batch_size=16, lr=2e-3, seed=0,
-                   pretrained=False, cache_dir=tmp_path / "cache", progress=seen.append, settings={"val_every": 20})
+    result = train(tiny_world, tmp_path / "run", preset="tiny", epochs=8, batch_size=16, lr=2e-3, seed=0,
+                   pretrained=False, cache_dir=tmp_path / "cache", progress=seen.append, settings={"val_every": 10})
     model, info = load_checkpoint(result.last_checkpoint_path)
     after = _fixed_batch_loss(model, data, s)
     assert after < before - 0.05, (before, after)
@@ -52,7 +89,7 @@ def test_tiny_training_lowers_the_loss_and_writes_loadable_checkpoints(tiny_worl
     kinds = [r["kind"] for r in log]
     assert kinds[0] == "start" and kinds[-1] == "end" and "train" in kinds and kinds.count("val") == len(result.history)
     assert any(d.get("stage") == "train" for d in seen) and any(d.get("stage") == "validate" for d in seen)
-    assert result.steps == 12 * (len(data) // 16)
+    assert result.steps == 8 * (len(data) // 16)
 
 
 def test_resume_continues_from_the_saved_step(tiny_world, tmp_path):
@@ -76,3 +113,28 @@ def test_schedule_and_settings():
         settings_for("tiny", bogus=1)
     with pytest.raises(ValueError, match="batch_size"):
         settings_for("tiny", batch_size=1)
+
+
+def test_cli_train_then_eval_writes_results(tiny_world, tmp_path):
+    from typer.testing import CliRunner
+
+    from psm_model.cli import app
+
+    runner = CliRunner()
+    run = tmp_path / "run"
+    r = runner.invoke(app, ["train", "--dataset", str(tiny_world), "--out", str(run), "--preset", "tiny",
+                            "--epochs", "1", "--batch-size", "16", "--cache-dir", str(tmp_path / "c"), "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    assert "best checkpoint" in r.output and (run / "best.safetensors").is_file()
+    ev = tmp_path / "eval"
+    r = runner.invoke(app, ["eval", "--checkpoint", str(run / "best.safetensors"), "--dataset", str(tiny_world),
+                            "--out", str(ev), "--metadata", "all,none", "--zooms", "1,5", "--cache-dir", str(tmp_path / "c")])
+    assert r.exit_code == 0, r.output
+    rows = json.loads((ev / "results.json").read_text())["rows"]
+    assert {(x["scorer"], x["zoom"], x["with_text"], x["metadata"]) for x in rows} >= {
+        ("model", 5, True, "none"), ("oracle", 1, False, "all")
+    }
+    assert (ev / "ranks.npz").is_file() and "| 5 | yes | none |" in (ev / "results.md").read_text()
+    r = runner.invoke(app, ["eval", "--checkpoint", str(run / "best.safetensors"), "--dataset", str(tiny_world),
+                            "--out", str(ev), "--metadata", "weather"])
+    assert r.exit_code == 2 and "unknown metadata condition" in r.output
