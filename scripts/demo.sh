@@ -66,15 +66,27 @@ fi
 step "5/7 embed the USA (zoom $USA_ZOOM) and a city (zoom $CITY_ZOOM) through Celery"
 CONDS=(-c "month=5,hour=6,audio_source=aporee" -c "month=5,hour=18,audio_source=aporee"
        -c "month=5,hour=20,audio_source=inaturalist" -c "month=5,hour=10,audio_source=yfcc")
-"$BIN/celery" -A worker embed_region --model "$VERSION" --region "$USA" --zoom "$USA_ZOOM" \
-  --imagery world --gsd "$GSD" --size-px "$IMG" --source-name "world-$NAME" "${CONDS[@]}" --wait
-"$BIN/celery" -A worker embed_region --model "$VERSION" --region "$CITY" --zoom "$CITY_ZOOM" \
-  --imagery world --gsd "$GSD" --size-px "$IMG" --source-name "world-$NAME" "${CONDS[@]}" --wait
+MARK="$RUN/embedded-$VERSION"
+if [ -f "$MARK" ]; then
+  echo "reusing the embeddings of model $VERSION"
+else
+  "$BIN/celery" -A worker embed_region --model "$VERSION" --region "$USA" --zoom "$USA_ZOOM" \
+    --imagery world --gsd "$GSD" --size-px "$IMG" --source-name "world-$NAME" "${CONDS[@]}" --wait
+  "$BIN/celery" -A worker embed_region --model "$VERSION" --region "$CITY" --zoom "$CITY_ZOOM" \
+    --imagery world --gsd "$GSD" --size-px "$IMG" --source-name "world-$NAME" "${CONDS[@]}" --wait
+  touch "$MARK"
+fi
 
 step "6/7 example queries"
-for text in "sound of a rooster" "sound of insects" "car horns in traffic"; do
-  "$PSM" query embed --model "$VERSION" --text "$text" --name "$text" | tail -n 1
-done
+if [ -f "$RUN/queries-$VERSION" ]; then
+  echo "reusing stored queries $(tr '\n' ' ' < "$RUN/queries-$VERSION")"
+else
+  for text in "sound of a rooster" "sound of insects" "car horns in traffic"; do
+    "$PSM" query embed --model "$VERSION" --text "$text" --name "$text" | tail -n 1
+  done > "$RUN/queries-$VERSION.tmp"
+  mv "$RUN/queries-$VERSION.tmp" "$RUN/queries-$VERSION"
+  echo "stored queries $(tr '\n' ' ' < "$RUN/queries-$VERSION")"
+fi
 
 step "7/7 dashboard on http://localhost:$PORT"
 if [ -f "$RUN/dashboard.pid" ] && kill -0 "$(cat "$RUN/dashboard.pid")" 2>/dev/null; then
