@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -464,6 +465,31 @@ def compute_features(model: Any, images: np.ndarray, spec: GridSpec, batch_size:
     return np.concatenate(out)
 
 
+def read_and_compute_features(
+    source: ImagerySource, tiles: TileSet, model: Any, batch_size: int,
+    lap: Callable[[str], None] = lambda step: None,
+) -> np.ndarray:
+    """Image features of ``tiles``, reading batch i+1 in a thread while the model runs on batch i.
+
+    Raster reads (GDAL) and PyTorch both release the GIL, so reading is hidden behind compute.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    size = int(model.config.image.image_size)
+    pieces = [(s, min(len(tiles), s + batch_size)) for s in range(0, len(tiles), batch_size)]
+    out: list[np.ndarray] = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="psm-read") as pool:
+        pending = pool.submit(source.read, tiles.slice(*pieces[0]), size) if pieces else None
+        for i in range(len(pieces)):
+            assert pending is not None
+            images = pending.result()
+            lap("read")
+            pending = pool.submit(source.read, tiles.slice(*pieces[i + 1]), size) if i + 1 < len(pieces) else None
+            out.append(compute_features(model, images, tiles.spec, batch_size))
+            lap("features")
+    return np.concatenate(out) if out else np.empty((0, 0), dtype=np.float32)
+
+
 def compute_gaussians(
     model: Any, features: np.ndarray, lat: np.ndarray, lon: np.ndarray, cond: ConditionSpec, batch_size: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -501,6 +527,8 @@ class ChunkResult:
     embeddings_written: int = 0
     skipped: bool = False
     job_finished: bool = False
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Wall time per step: plan, tiles, read, features, fusion, write."""
 
 
 def _existing_features(conn: psycopg.Connection, version: str, tile_ids: np.ndarray) -> dict[int, np.ndarray]:
@@ -538,6 +566,14 @@ def run_chunk(
     lack that embedding; write all embeddings and mark the chunk done in one transaction.
     """
     report = progress or (lambda done, total, msg: None)
+    clock = [time.perf_counter()]
+    seconds: dict[str, float] = {}
+
+    def lap(step: str) -> None:
+        now = time.perf_counter()
+        seconds[step] = seconds.get(step, 0.0) + now - clock[0]
+        clock[0] = now
+
     previous = jobs.claim_chunk(conn, job_id, chunk)
     if previous is None:
         raise LookupError(f"job {job_id} has no chunk {chunk}")
@@ -548,12 +584,14 @@ def run_chunk(
     tiles = plan.tiles(chunk)
     n = len(tiles)
     report(0, n, f"chunk {chunk}: {n} tiles")
+    lap("plan")
     tile_ids = upsert_tiles(conn, tiles)
     cond_ids = ensure_conditions(conn, plan.conditions)
     conn.commit()
+    lap("tiles")
 
     mv = plan.model
-    result = ChunkResult(chunk, n)
+    result = ChunkResult(chunk, n, seconds=seconds)
     existing = _existing_embeddings(conn, mv.version, cond_ids, tile_ids)
     todo = {cid: np.array([(cid, int(t)) not in existing for t in tile_ids]) for cid in cond_ids}
     need = np.zeros(n, dtype=bool)
@@ -572,12 +610,14 @@ def run_chunk(
             model = get_model(mv, device)
             sub = tiles.slice(0, n)
             idx = np.flatnonzero(missing)
-            images = plan.source.read(TileSet(spec, sub.rows[idx], sub.cols[idx]), model.config.image.image_size)
+            lap("model")
             report(0, n, f"chunk {chunk}: computing features of {len(idx)} tiles")
-            feats = compute_features(model, images, spec, limits.batch_size)
+            feats = read_and_compute_features(plan.source, TileSet(spec, sub.rows[idx], sub.cols[idx]), model,
+                                              limits.batch_size, lap)
             features[idx] = bulk.check_features(feats, mv.feature_dim, len(idx))
             bulk.write_features(conn, mv.version, tile_ids[idx], features[idx], mv.feature_dim)
             conn.commit()
+            lap("write")
             result.features_computed = len(idx)
     lat, lon = tiles.centroids()
     all_c, all_t, all_mu, all_var = [], [], [], []
@@ -592,6 +632,7 @@ def run_chunk(
         all_mu.append(mu)
         all_var.append(var)
         report(n * (k + 1) // len(cond_ids), n, f"chunk {chunk}: condition {k + 1}/{len(cond_ids)}")
+    lap("fusion")
     if all_c:
         result.embeddings_written = bulk.write_embeddings(
             conn, mv.version, np.concatenate(all_c), np.concatenate(all_t),
@@ -599,6 +640,9 @@ def run_chunk(
         )
     result.job_finished = jobs.finish_chunk(conn, job_id, chunk, rows_written=result.embeddings_written)
     conn.commit()
+    lap("write")
+    log.info("job %s chunk %s: %d tiles, %s", job_id, chunk, n,
+             ", ".join(f"{k} {v:.2f}s" for k, v in seconds.items()))
     report(n, n, f"chunk {chunk}: done")
     return result
 

@@ -120,6 +120,7 @@ def embed_chunk(self: Any, job_id: str, chunk: int) -> dict[str, Any]:
         "job_id": job_id, "chunk": chunk, "tiles": result.tiles, "skipped": result.skipped,
         "features_computed": result.features_computed, "features_reused": result.features_reused,
         "embeddings_written": result.embeddings_written, "job_finished": result.job_finished,
+        "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
         "pid": os.getpid(),
     }
 
