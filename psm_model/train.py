@@ -89,7 +89,7 @@ PRESET_SETTINGS: dict[str, dict[str, Any]] = {
     "paper": {"epochs": 10, "batch_size": 128, "lr": 5e-5, "warmup_steps": 5000},
     # Towers trained from scratch (MiniLM text frozen): a higher peak rate and a short warm-up,
     # sized for about ten minutes on two CPU cores.
-    "demo": {"epochs": 6, "batch_size": 128, "lr": 1e-3, "warmup_fraction": 0.05, "val_every": 100},
+    "demo": {"epochs": 3, "batch_size": 64, "lr": 1e-3, "warmup_fraction": 0.05, "val_every": 100, "val_size": 1000},
     "tiny": {"epochs": 1, "batch_size": 16, "lr": 1e-3, "warmup_fraction": 0.1, "log_every": 1},
 }
 """Per-preset defaults of :class:`TrainSettings` (arguments to :func:`train` win)."""
@@ -107,7 +107,7 @@ class TrainResult:
         last_checkpoint_path: The latest checkpoint (resume from it).
         steps: Optimiser steps taken in total.
         seconds: Wall time of this call.
-        stopped_early: True when ``max_minutes`` ended the run.
+        stopped_early: True when ``max_minutes`` ended the run before all epochs.
     """
 
     checkpoint_path: str
@@ -315,7 +315,8 @@ def train(
         seed: Seed of the weights, batch order, zooms, crops and metadata dropout.
         resume: A ``last.safetensors`` (or ``best``) of an earlier run of this function; the
             model, optimiser, schedule, step and history continue from it.
-        max_minutes: Stop after this much wall time (then validate and save).
+        max_minutes: Wall-time budget. The cosine schedule is then fitted to the steps that fit in it
+            (re-estimated from the measured step rate), and the run stops at the budget.
         progress: Optional ``callback(dict)`` for task state. Every dict has ``stage`` ("audio
             features", "text features", "train", "validate"), ``done`` and ``total``; training and
             validation dicts add ``step``, ``total_steps``, ``epoch``, ``loss``, ``lr``, ``elapsed_s``,
@@ -358,11 +359,18 @@ def train(
     if steps_per_epoch < 1:
         raise ValueError(f"the training split has {len(train_data)} samples, fewer than one batch of {s.batch_size}")
     total_steps = s.epochs * steps_per_epoch
-    warmup = s.warmup_steps if s.warmup_steps is not None else int(round(s.warmup_fraction * total_steps))
-    warmup = min(warmup, max(total_steps - 1, 0))
+    # The schedule's horizon: all epochs, or, under max_minutes, the steps that fit in the time left
+    # (re-estimated from the measured step rate), so the cosine always decays by the end of the run.
+    horizon = [total_steps]
+
+    def warmup_for(n: int) -> int:
+        w = s.warmup_steps if s.warmup_steps is not None else int(round(s.warmup_fraction * n))
+        return min(w, max(n - 1, 0))
+
+    warmup = warmup_for(total_steps)
     optimizer = torch.optim.AdamW(param_groups(model, s.weight_decay), lr=s.lr, betas=s.betas, eps=s.eps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda k: cosine_warmup(k, total_steps, warmup, s.min_lr_ratio)
+        optimizer, lambda k: cosine_warmup(k, horizon[0], warmup_for(horizon[0]), s.min_lr_ratio)
     )
     step, history, best = 0, [], {"val_i2a_r10": -1.0}
     best_version = ""
@@ -392,7 +400,7 @@ def train(
             logger.info("PCME++ shift b calibrated to %.3f", b)
     val_every = s.val_every or steps_per_epoch
     deadline = t_start + 60.0 * max_minutes if max_minutes else None
-    stopped_early = False
+    val_cost = 30.0
     t_loop = time.perf_counter()
     step0 = step
 
@@ -417,13 +425,13 @@ def train(
         log.write(metrics)
         logger.info("step %d (%s): val I2A R@10%% %.3f (best %.3f)", step, kind, metrics["val_i2a_r10"], best["val_i2a_r10"])
         if progress:
-            progress({"stage": "validate", "step": step, "total_steps": total_steps, **metrics, "best": best["val_i2a_r10"],
-                      "done": step, "total": total_steps})
+            progress({"stage": "validate", "step": step, "total_steps": horizon[0], **metrics, "best": best["val_i2a_r10"],
+                      "done": step, "total": horizon[0]})
         return metrics, best_version
 
     model.train()
     running: list[float] = []
-    while step < total_steps:
+    while step < horizon[0]:
         epoch = step // steps_per_epoch
         order = np.random.default_rng([seed, epoch]).permutation(len(train_data))
         for b in range(step % steps_per_epoch, steps_per_epoch):
@@ -442,7 +450,7 @@ def train(
             running.append(value)
             elapsed = time.perf_counter() - t_loop
             rate = (step - step0) / max(elapsed, 1e-9)
-            if step % s.log_every == 0 or step == total_steps:
+            if step % s.log_every == 0 or step == horizon[0]:
                 rec = {"kind": "train", "step": step, "epoch": step / steps_per_epoch, "loss": float(np.mean(running)),
                        "lr": scheduler.get_last_lr()[0], "steps_per_s": rate, "elapsed_s": time.perf_counter() - t_start}
                 for k in ("image_audio", "image_text", "audio_text"):
@@ -451,18 +459,24 @@ def train(
                 log.write(rec)
                 running = []
                 if progress:
-                    progress({"stage": "train", **rec, "total_steps": total_steps, "done": step, "total": total_steps,
-                              "eta_s": (total_steps - step) / max(rate, 1e-9), "best": best["val_i2a_r10"]})
-            if step % val_every == 0 and step < total_steps:
+                    progress({"stage": "train", **rec, "total_steps": horizon[0], "done": step, "total": horizon[0],
+                              "eta_s": (horizon[0] - step) / max(rate, 1e-9), "best": best["val_i2a_r10"]})
+            if step % val_every == 0 and step < horizon[0]:
+                t_val = time.perf_counter()
                 checkpoint("periodic")
                 model.train()
+                val_cost = time.perf_counter() - t_val
+            if deadline is not None and (step - step0 == 10 or (step - step0) % 25 == 0):
+                left = deadline - time.perf_counter() - val_cost
+                fit = step + int(max(0.0, left) * (step - step0) / max(time.perf_counter() - t_loop, 1e-9))
+                horizon[0] = max(step + 1, min(total_steps, fit))
             if deadline is not None and time.perf_counter() > deadline:
-                stopped_early = step < total_steps
+                horizon[0] = min(horizon[0], step)
+            if step >= horizon[0]:
                 break
-            if step >= total_steps:
-                break
-        if stopped_early:
+        if step >= horizon[0]:
             break
+    stopped_early = step < total_steps
     checkpoint("final")
     if not best_version:
         best_version = save_checkpoint(model, out / BEST, metrics=best, extra=run_info)

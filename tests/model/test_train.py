@@ -103,12 +103,22 @@ def test_resume_continues_from_the_saved_step(tiny_world, tmp_path):
     assert info["config"]["loss"] == "infonce" and info["extra"]["use_metadata"] is False
 
 
+def test_max_minutes_fits_the_schedule_and_stops(tiny_world, tmp_path):
+    res = train(tiny_world, tmp_path / "t", preset="tiny", epochs=200, batch_size=16, pretrained=False,
+                cache_dir=tmp_path / "c", max_minutes=0.15)
+    assert res.stopped_early and 0 < res.steps < 200 * 2
+    assert res.seconds < 0.15 * 60 + 30  # stops at the budget (plus the final validation and save)
+    log = [json.loads(x) for x in (tmp_path / "t" / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in log if r["kind"] == "train"]
+    assert lrs[-1] < 0.5 * max(lrs)  # the cosine was fitted to the time budget, not to 200 epochs
+
+
 def test_schedule_and_settings():
     assert cosine_warmup(0, 100, 10) == pytest.approx(0.1)
     assert cosine_warmup(9, 100, 10) == pytest.approx(1.0)
     assert cosine_warmup(55, 100, 10) == pytest.approx(0.5)
     assert cosine_warmup(100, 100, 10) == pytest.approx(0.0)
-    assert settings_for("demo").batch_size == 128 and settings_for("paper").lr == 5e-5
+    assert settings_for("demo").batch_size == 64 and settings_for("paper").lr == 5e-5
     with pytest.raises(ValueError, match="unknown training setting"):
         settings_for("tiny", bogus=1)
     with pytest.raises(ValueError, match="batch_size"):
