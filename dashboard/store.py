@@ -168,10 +168,12 @@ def _condition_scores(db_url: str, model_version: str, query: QueryKey, region_w
                       caption_source: str | None, zoom: int) -> dict[str, np.ndarray]:
     import shapely
 
+    tiles = region_tiles(region_wkt, zoom)
     with session() as s:
         return qd.condition_scores(model_version, query.mu, query.var,
                                    shapely.from_wkt(region_wkt) if region_wkt else None, month=month, hour=hour,
-                                   audio_source=audio_source, caption_source=caption_source, zoom=zoom, session=s)
+                                   audio_source=audio_source, caption_source=caption_source, zoom=zoom,
+                                   tile_ids=tiles["tile_id"], session=s)
 
 
 @cached(max_entries=96, show_spinner=False)

@@ -34,6 +34,8 @@ from psm_db.models import (
 
 TILE_COLUMNS = ("tile_id", "lon", "lat", "xmin", "ymin", "xmax", "ymax")
 MAP_COLUMNS = (*TILE_COLUMNS, "distance", "var_sum")
+RANGE_SLACK = 4
+"""condition_scores reads a tile-id range when it spans at most this many times the region's tiles."""
 
 
 def _region_expr(region: BaseGeometry | None):  # type: ignore[no-untyped-def]
@@ -151,11 +153,16 @@ def condition_scores(
     audio_source: str | None,
     caption_source: str | None,
     zoom: int,
+    tile_ids: np.ndarray | None = None,
     session: Session,
 ) -> dict[str, np.ndarray]:
     """CSD, sum sigma^2 and match probability of every embedded tile of a region to a query Gaussian.
 
     The query is bound as parameters (nothing is stored), so this runs on the read-only role.
+    When the caller already knows the region's tile ids (``region_tiles``) and they are compact
+    (the usual case: a region's tiles are inserted together), the embeddings are read by a
+    primary-key range scan and filtered with numpy instead of joining the tiles and testing
+    every centroid against the region.
 
     Returns:
         Arrays ``tile_id``, ``distance``, ``var_sum``, ``probability`` (unordered).
@@ -179,16 +186,26 @@ def condition_scores(
     d = (func.vector_l2_squared_distance(Embedding.mu, qmu) + Embedding.var_sum
          + literal(float(var.sum()))).label("distance")
     q = (select(Embedding.tile_id.label("tile_id"), d, Embedding.var_sum.label("var_sum"))
-         .join(Tile, Tile.id == Embedding.tile_id)
-         .where(Embedding.model_version == model_version, Embedding.condition_id == cid, Tile.zoom == zoom))
-    reg = _region_expr(region)
-    if reg is not None:
-        q = q.where(func.ST_Intersects(reg, Tile.centroid))
+         .where(Embedding.model_version == model_version, Embedding.condition_id == cid))
+    ids = None if tile_ids is None else np.asarray(tile_ids, dtype=np.int64)
+    by_range = ids is not None and len(ids) > 0 and int(ids[-1] - ids[0]) + 1 <= RANGE_SLACK * len(ids)
+    if by_range:
+        assert ids is not None
+        q = q.where(Embedding.tile_id.between(int(ids[0]), int(ids[-1])))
+    else:
+        q = q.join(Tile, Tile.id == Embedding.tile_id).where(Tile.zoom == zoom)
+        reg = _region_expr(region)
+        if reg is not None:
+            q = q.where(func.ST_Intersects(reg, Tile.centroid))
     row = _array_row(session, q.subquery(), ("tile_id", "distance", "var_sum"))
-    if row[0] is None:
-        raise NotEmbeddedError(f"model {model_version} has no embeddings for {label} in this region")
     out = {"tile_id": _binary_array(row[0], "i8"), "distance": _binary_array(row[1], "f8"),
-           "var_sum": _binary_array(row[2], "f8")}
+           "var_sum": _binary_array(row[2], "f8")} if row[0] is not None else {}
+    if out and by_range:
+        assert ids is not None
+        keep = np.isin(out["tile_id"], ids, assume_unique=True)
+        out = {k: v[keep] for k, v in out.items()}
+    if not out or len(out["tile_id"]) == 0:
+        raise NotEmbeddedError(f"model {model_version} has no embeddings for {label} in this region")
     z = np.clip(model.match_a * out["distance"] - model.match_b, -700, 700)
     out["probability"] = 1.0 / (1.0 + np.exp(z))
     return out
@@ -226,9 +243,10 @@ def map_scores_vector(
     Raises:
         NotEmbeddedError: When the model has no embeddings for this condition in the region.
     """
+    tiles = region_tiles(region, zoom, session=session)
     scores = condition_scores(model_version, mu, var, region, month=month, hour=hour, audio_source=audio_source,
-                              caption_source=caption_source, zoom=zoom, session=session)
-    return join_scores(region_tiles(region, zoom, session=session), scores)
+                              caption_source=caption_source, zoom=zoom, tile_ids=tiles["tile_id"], session=session)
+    return join_scores(tiles, scores)
 
 
 def _binary_array(payload: bytes, kind: str) -> np.ndarray:

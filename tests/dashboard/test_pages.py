@@ -127,6 +127,24 @@ def test_typed_box_errors_and_map(dash_env):
     assert len(at.get("image")) == 1
     tiles = at.dataframe(key="top_tiles").value
     assert (tiles["lon"].between(-90.5, -89.5)).all()
+    at.text_input(key="region_bbox").input("10, 10, 11, 11").run()  # no tiles there
+    assert not at.exception
+    assert "no tiles at zoom 1" in at.error[0].value and not at.get("image"), "no silent empty map"
+    assert "queue_embed" in _keys(at)
+
+
+def test_draw_and_upload_region_modes_render(dash_env):
+    at = _app()
+    at.run()
+    at.radio(key="region_mode").set_value("Draw a box").run()
+    _clean(at)
+    assert any("Drag a box" in i.value for i in at.info)
+    at.radio(key="region_mode").set_value("Upload GeoJSON").run()
+    _clean(at)
+    assert any("Upload a GeoJSON Polygon" in i.value for i in at.info)
+    at.radio(key="query_mode").set_value("Upload audio").run()
+    _clean(at)
+    assert any("Upload a WAV" in i.value for i in at.info)
 
 
 def test_missing_checkpoint_is_a_clear_error(dash_env):
