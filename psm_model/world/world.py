@@ -204,6 +204,43 @@ class World:
         kind = _imagery.check_imagery(imagery)
         return _imagery.render_zooms(self.field, lat, lon, kind, size, tuple(zooms), gsd, self.config.zoom_max)
 
+    def render_tiles(
+        self,
+        lats: np.ndarray,
+        lons: np.ndarray,
+        gsd: float = 10.0,
+        size: int = 48,
+        zoom: int = 1,
+        imagery: str = "sentinel",
+        batch: int = 256,
+    ) -> np.ndarray:
+        """Many tiles at once, uint8 ``[N, size, size, 3]``; the same pixels as :meth:`render_tile`.
+
+        The land-cover field is evaluated for a whole batch of tiles in one vectorised call,
+        which makes region jobs (thousands of tiles) several times faster than a loop.
+        """
+        kind = _imagery.check_imagery(imagery)
+        lats = np.asarray(lats, dtype=np.float64).ravel()
+        lons = np.asarray(lons, dtype=np.float64).ravel()
+        if lats.shape != lons.shape:
+            raise ValueError(f"lats and lons must have the same length, got {lats.shape[0]} and {lons.shape[0]}")
+        out = np.empty((lats.shape[0], size, size, 3), dtype=np.uint8)
+        zmax = self.config.zoom_max
+        big = zmax * size
+        c0 = (big - zoom * size) // 2
+        for a in range(0, lats.shape[0], batch):
+            la, lo = lats[a : a + batch], lons[a : a + batch]
+            for x, y in zip(la, lo, strict=True):
+                check_latlon(float(x), float(y))
+            grids = [_imagery.coarse_grid(float(x), float(y), gsd, big, c0, c0 + zoom * size) for x, y in zip(la, lo, strict=True)]
+            scores, oj = self.field.evaluate(np.stack([g[1] for g in grids]), np.stack([g[2] for g in grids]))
+            for r in range(la.shape[0]):
+                out[a + r] = _imagery.render_zooms(
+                    self.field, float(la[r]), float(lo[r]), kind, size, (int(zoom),), gsd, zmax,
+                    (grids[r][0], scores[r], oj[r]),
+                )[0]
+        return out
+
     # ----------------------------------------------------------------- samples
     def draw_plan(self, n: int) -> dict[str, np.ndarray]:
         """Places and metadata of n samples (cheap, vectorised); same seed, same plan."""

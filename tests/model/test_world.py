@@ -265,6 +265,13 @@ def test_zooms_are_crops_of_one_tile(world):
     assert np.array_equal(stack[1], z3)
 
 
+def test_render_tiles_matches_render_tile(world):
+    lats, lons = np.array([40.75, 42.0, -33.9]), np.array([-73.98, -93.5, 151.2])
+    batch = world.render_tiles(lats, lons, gsd=10.0, size=16, zoom=5, batch=2)
+    for i in range(3):
+        assert np.array_equal(batch[i], world.render_tile(lats[i], lons[i], gsd=10.0, size=16, zoom=5))
+
+
 def test_imagery_kinds_differ(world):
     s = world.render_tile(40.75, -73.98, gsd=10.0, size=32, imagery="sentinel")
     h = world.render_tile(40.75, -73.98, gsd=0.6, size=32, imagery="highres")
