@@ -86,6 +86,12 @@ def encode_embedding_rows(
     condition_ids: np.ndarray, tile_ids: np.ndarray, mu: np.ndarray, var: np.ndarray, var_sum: np.ndarray
 ) -> bytes:
     """Encode rows (condition_id int4, tile_id int8, mu vector, var vector, var_sum float8) as COPY BINARY."""
+    return COPY_HEADER + _embedding_tuples(condition_ids, tile_ids, mu, var, var_sum) + COPY_TRAILER
+
+
+def _embedding_tuples(
+    condition_ids: np.ndarray, tile_ids: np.ndarray, mu: np.ndarray, var: np.ndarray, var_sum: np.ndarray
+) -> bytes:
     n, dim = mu.shape
     dtype = np.dtype(
         [("nfields", ">i2"), ("c_len", ">i4"), ("c", ">i4"), ("t_len", ">i4"), ("t", ">i8")]
@@ -106,7 +112,7 @@ def encode_embedding_rows(
         rows[name] = values
     rows["s_len"] = 8
     rows["s"] = var_sum
-    return COPY_HEADER + rows.tobytes() + COPY_TRAILER
+    return rows.tobytes()
 
 
 def encode_feature_rows(tile_ids: np.ndarray, features: np.ndarray) -> bytes:
@@ -200,11 +206,16 @@ def write_embeddings(
         ["mu", "var"],
         8 * dim + 96,
     )
-    copy_bytes(
-        conn,
-        "COPY psm_stage_embeddings (condition_id, tile_id, mu, var, var_sum) FROM STDIN (FORMAT BINARY)",
-        encode_embedding_rows(condition_ids, tile_ids, mu32, var32, var_sum),
-    )
+    # Encode block by block while the server parses the previous block (client and server overlap).
+    block = max(1, (4 << 20) // (8 * dim + 64))
+    with conn.cursor() as cur, cur.copy(
+        "COPY psm_stage_embeddings (condition_id, tile_id, mu, var, var_sum) FROM STDIN (FORMAT BINARY)"
+    ) as copy:
+        copy.write(COPY_HEADER)
+        for s in range(0, len(tile_ids), block):
+            e = s + block
+            copy.write(_embedding_tuples(condition_ids[s:e], tile_ids[s:e], mu32[s:e], var32[s:e], var_sum[s:e]))
+        copy.write(COPY_TRAILER)
     cur = conn.execute(
         "INSERT INTO psm.embeddings (model_version, condition_id, tile_id, dim, mu, var, var_sum) "
         "SELECT %s, condition_id, tile_id, %s, mu, var, var_sum FROM psm_stage_embeddings "

@@ -300,7 +300,8 @@ def train_cmd(
     preset: str = typer.Option("tiny", help="model preset: tiny, demo, paper"),
     loss: str = typer.Option("pcmepp", help="pcmepp or infonce"),
     use_metadata: bool = typer.Option(True, help="fuse metadata (month, hour, sources, lat/lon)"),
-    epochs: int = typer.Option(1, min=1),
+    epochs: int = typer.Option(None, min=1, help="passes over the data (default: the preset's)"),
+    max_minutes: float = typer.Option(None, help="wall-time budget of the run"),
     name: str = typer.Option(None, help="a readable name for the version"),
     wait: bool = typer.Option(False, help="show progress until the job finishes"),
 ) -> None:
@@ -309,7 +310,9 @@ def train_cmd(
     from worker.celery import app as celery_app
     from worker.training import TrainRequest, submit_training
 
-    request = TrainRequest(str(dataset_dir.resolve()), preset, loss, use_metadata, epochs, name=name)
+    options = {"max_minutes": max_minutes} if max_minutes else {}
+    request = TrainRequest(str(dataset_dir.resolve()), preset, loss, use_metadata, epochs, options=options,
+                           name=name)
     db_url = get_settings().db_url
     try:
         with _connect(db_url) as conn:

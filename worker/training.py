@@ -29,7 +29,8 @@ class TrainRequest:
     preset: str = "tiny"
     loss: str = "pcmepp"
     use_metadata: bool = True
-    epochs: int = 1
+    epochs: int | None = None
+    """Passes over the training split (None: the preset's default)."""
     config: dict[str, Any] = field(default_factory=dict)
     """Model config overrides (``create_model(preset, **config)``)."""
     options: dict[str, Any] = field(default_factory=dict)
@@ -52,7 +53,7 @@ class TrainRequest:
             raise ValueError(f"unknown preset {self.preset!r}; expected one of {', '.join(PRESETS)}")
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; expected one of {', '.join(LOSSES)}")
-        if int(self.epochs) != self.epochs or self.epochs < 1:
+        if self.epochs is not None and (int(self.epochs) != self.epochs or self.epochs < 1):
             raise ValueError(f"epochs must be an integer >= 1, got {self.epochs!r}")
         return self
 
@@ -73,30 +74,34 @@ def _train_fn() -> Callable[..., Any]:
 
 def call_train(
     train: Callable[..., Any], request: TrainRequest, out_dir: Path, progress: Callable[..., None]
-) -> Path:
+) -> tuple[Path, dict[str, Any]]:
     """Call ``train(dataset_dir, out_dir, preset, loss, use_metadata, epochs, ..., progress=...)``.
 
-    Keyword arguments the function does not take (older or newer library) are left out.
+    Model config overrides go in as keyword arguments. Keyword arguments the function does
+    not take are left out. Returns the checkpoint path and its validation metrics.
     """
     kwargs: dict[str, Any] = {
         "dataset_dir": request.dataset_dir, "out_dir": out_dir, "preset": request.preset,
         "loss": request.loss, "use_metadata": request.use_metadata, "epochs": request.epochs,
-        "progress": progress, **request.options,
+        "progress": progress, **request.options, **request.config,
     }
-    if request.config:
-        kwargs["config"] = request.config
-        kwargs.setdefault("overrides", request.config)
     params = inspect.signature(train).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         kwargs = {k: v for k, v in kwargs.items() if k in params}
     out = train(**kwargs)
-    path = Path(out["checkpoint"] if isinstance(out, dict) else out)
+    metrics: dict[str, Any] = {}
+    if isinstance(out, str | Path):
+        path = Path(out)
+    elif isinstance(out, dict):
+        path, metrics = Path(out["checkpoint_path"]), dict(out.get("best_metrics") or {})
+    else:  # psm_model.train.TrainResult
+        path, metrics = Path(out.checkpoint_path), dict(getattr(out, "best_metrics", {}) or {})
     if path.is_dir():
         found = sorted(path.glob("*.safetensors"))
         if not found:
             raise FileNotFoundError(f"training wrote no checkpoint in {path}")
         path = found[-1]
-    return path
+    return path, metrics
 
 
 def run_training_job(
@@ -112,22 +117,35 @@ def run_training_job(
     if job is None:
         raise LookupError(f"job {job_id} does not exist")
     request = TrainRequest(**job["params"]).validated()
-    jobs.set_progress(conn, job_id, 0, request.epochs, "training")
+    jobs.set_progress(conn, job_id, 0, 0, "training")
     out_dir = settings.checkpoints_dir / str(job_id)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def on_progress(*args: Any, **kwargs: Any) -> None:
-        done = kwargs.get("done", kwargs.get("step", args[0] if args else 0))
-        total = kwargs.get("total", args[1] if len(args) > 1 else 0)
-        extra = kwargs.get("metrics", args[2] if len(args) > 2 else None)
-        progress(int(done or 0), int(total or 0), f"training: {extra}" if extra else "training")
+        info = args[0] if args and isinstance(args[0], dict) else kwargs
+        if not isinstance(info, dict):
+            return
+        stage = info.get("stage", "train")
+        loss = info.get("loss")
+        message = f"{stage}" + (f", loss {float(loss):.4f}" if isinstance(loss, int | float) else "")
+        progress(int(info.get("done") or 0), int(info.get("total") or 0), message)
 
-    checkpoint = call_train(train or _train_fn(), request, out_dir, on_progress)
-    mv = register_model(conn, checkpoint, name=request.name)
+    checkpoint, metrics = call_train(train or _train_fn(), request, out_dir, on_progress)
+    mv = register_model(conn, checkpoint, name=request.name, metrics=_json_metrics(metrics))
     result = {"version": mv.version, "checkpoint": str(checkpoint), "metrics": mv.metrics}
     conn.execute("UPDATE psm.jobs SET model_version = %s WHERE id = %s", (mv.version, job_id))
     jobs.succeed_job(conn, job_id, result, f"trained model {mv.version}")
     return result
+
+
+def _json_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in metrics.items():
+        if isinstance(v, bool | int | float | str) or v is None:
+            out[k] = v
+        elif hasattr(v, "item"):
+            out[k] = v.item()
+    return out
 
 
 def submit_training(conn: psycopg.Connection, request: TrainRequest, send: Callable[[str], str]) -> uuid.UUID:
