@@ -208,8 +208,8 @@ def test_two_jobs_same_region_write_each_row_once(db_url, model_version, geotiff
 
 def test_worker_module_loads_lazily():
     """Importing the tasks must not load a model or connect anywhere."""
-    code = ("import sys, worker.celery, worker.tasks; from worker import embed; "
-            "assert not embed._MODELS; print(sorted(t for t in worker.celery.app.tasks if t.startswith('psm.')))")
+    code = ("import sys, worker.celery, worker.tasks; from worker import model_runner; "
+            "assert not model_runner._MODELS; print(sorted(t for t in worker.celery.app.tasks if t.startswith('psm.')))")
     out = subprocess.run([str(Path(CELERY).with_name("python")), "-c", code], cwd=ROOT, capture_output=True,
                          text=True, timeout=120, env={**os.environ, "PSM_BROKER_URL": "redis://127.0.0.1:1/0"})
     assert out.returncode == 0, out.stderr

@@ -8,7 +8,7 @@ import shapely
 from worker_helpers import geotiff_region, write_geotiff
 
 from psm_db.tiles import GridSpec, grid_tiles
-from worker import embed
+from worker import embed, model_runner
 from worker.embed import ConditionSpec, EmbedRequest, Limits
 from worker.imagery import ImagerySpec, open_source
 
@@ -137,7 +137,7 @@ def test_chunks_are_idempotent_and_new_conditions_reuse_features(conn, model_ver
     def no_images(*a, **k):
         raise AssertionError("image features were recomputed")
 
-    monkeypatch.setattr(embed, "compute_features", no_images)
+    monkeypatch.setattr(model_runner, "compute_features", no_images)
     second = EmbedRequest(region=region, model_version=model_version.version[:10], zooms=(1,), imagery=imagery,
                           conditions=(ConditionSpec(month=5), ConditionSpec(hour=6, audio_source="aporee")))
     job2, plan2 = embed.submit(conn, second, LIMITS, lambda j: "no-celery")
