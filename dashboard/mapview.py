@@ -8,6 +8,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 MAX_SIDE = 1600
@@ -182,15 +185,24 @@ def render_png(
     mid_lat = 0.5 * (bottom + top)
     aspect = 1.0 / max(math.cos(math.radians(mid_lat)), 0.05)
     span_x, span_y = right - left, (top - bottom) * aspect
+    ratio = span_y / max(span_x, 1e-12)
     fig_w = width_px / dpi
-    fig_h = min(max(fig_w * span_y / max(span_x, 1e-12) * 0.85 + 0.9, 3.0), 9.0)
+    fig_h = fig_w * ratio * 0.8 + 1.0
+    if fig_h > 9.0:  # tall regions: narrow the figure instead of leaving empty margins
+        fig_h = 9.0
+        fig_w = max(5.0, (fig_h - 1.0) / (ratio * 0.8))
+    fig_h = max(fig_h, 3.0)
     fig = Figure(figsize=(fig_w, fig_h), dpi=dpi)
+    fig.subplots_adjust(left=0.1, right=0.86, bottom=0.1, top=0.92)  # fixed: no second layout pass
     ax = fig.add_subplot(1, 1, 1)
     ax.set_facecolor("#e8e8e8")
-    img = ax.imshow(
-        np.ma.masked_invalid(raster.values), extent=raster.extent, origin="upper", cmap=cmap,
-        vmin=vmin, vmax=vmax, interpolation="nearest", aspect=aspect,
-    )
+    # Colour the cells once (uint8 RGBA, transparent where no tile) so matplotlib only scales pixels.
+    norm = Normalize(vmin=vmin, vmax=vmax, clip=True)
+    colours = colormaps[cmap]
+    rgba = colours(norm(np.nan_to_num(raster.values, nan=vmin)), bytes=True)
+    rgba[~np.isfinite(raster.values), 3] = 0
+    ax.imshow(rgba, extent=raster.extent, origin="upper", interpolation="nearest", aspect=aspect)
+    img = ScalarMappable(norm=norm, cmap=colours)
     for name, geom in outlines:
         for ring in _polygon_rings(geom):
             ax.plot(ring[:, 0], ring[:, 1], color="white", lw=1.6)
@@ -213,7 +225,6 @@ def render_png(
         ax.set_title(title, fontsize=10)
     bar = fig.colorbar(img, ax=ax, fraction=0.04, pad=0.02)
     bar.set_label(label)
-    fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, pil_kwargs={"compress_level": 1})
     return buf.getvalue()
