@@ -71,7 +71,10 @@ def test_render_png_is_an_image_with_colour_bar():
     png = mapview.render_png(mapview.rasterise(s, s.probability), vmin=0, vmax=1, title="t",
                              outlines=[("A", box(10, 50, 11, 51))], marker=(10.25, 50.25))
     img = Image.open(io.BytesIO(png))
-    assert img.format == "PNG" and img.width == 900
+    assert img.format == "PNG" and 500 <= img.width <= 900 and img.height >= 300
+    right = np.asarray(img.convert("RGB"))[:, int(img.width * 0.8):].reshape(-1, 3).astype(int)
+    yellow = np.abs(right - np.array([253, 231, 37])).sum(axis=1) < 30  # viridis at vmax: the colour bar
+    assert yellow.sum() > 20
 
 
 def test_geotiff_round_trip_in_epsg4326():
