@@ -266,6 +266,8 @@ def register_model_cmd(
 def job_cmd(
     job_id: str = typer.Argument(..., help="a job id printed by embed-region or train"),
     wait: bool = typer.Option(False, help="show progress until the job finishes"),
+    resume: bool = typer.Option(False, help="re-send an unfinished embed_region job's missing chunks "
+                                "(after a broker lost its queue); safe to repeat"),
 ) -> None:
     """Show a job's status, progress, error and events."""
     from psm_db import jobs
@@ -277,6 +279,11 @@ def job_cmd(
         console.print(f"[red]error:[/] {job_id!r} is not a job id (a UUID)")
         raise typer.Exit(2) from e
     db_url = get_settings().db_url
+    if resume:
+        from worker.celery import app as celery_app
+
+        task = celery_app.send_task("psm.embed_region", args=[job_id])
+        console.print(f"re-sent job {job_id} (task {task.id}); finished chunks are skipped")
     if wait:
         wait_for_job(db_url, job_id)
     with _connect(db_url) as conn:

@@ -152,3 +152,12 @@ def test_chunks_are_idempotent_and_new_conditions_reuse_features(conn, model_ver
         assert _count(conn, "SELECT count(*) FROM psm.embeddings e JOIN psm.tiles t ON t.id = e.tile_id"
                       " WHERE t.imagery_source = 'reuse-test' AND e.condition_id = %s", cid) == n
     conn.rollback()
+
+
+def test_stored_region_by_set_and_name(conn):
+    conn.execute("INSERT INTO psm.region_sets (name) VALUES ('worker-test') ON CONFLICT DO NOTHING")
+    conn.execute("INSERT INTO psm.regions (set_name, name, geom) VALUES ('worker-test', 'square',"
+                 " ST_Multi(ST_MakeEnvelope(1, 2, 3, 4, 4326))) ON CONFLICT DO NOTHING")
+    geom = embed.parse_region("worker-test/square", conn)
+    assert geom.bounds == (1, 2, 3, 4)
+    conn.rollback()
