@@ -112,19 +112,24 @@ def _row_range(spec: GridSpec, south: float, north: float) -> np.ndarray:
     return np.arange(r0, max(r0, r1) + 1, dtype=np.int64)
 
 
-def count_tiles(region: BaseGeometry, spec: GridSpec, limit: int | None = None) -> int:
-    """Count grid cells intersecting ``region`` (cheap upper bound first, exact when small).
-
-    Raises:
-        ValueError: when ``limit`` is given and the count exceeds it (the error says by how much).
-    """
+def bbox_tile_count(region: BaseGeometry, spec: GridSpec) -> int:
+    """Grid cells in the region's bounding box: an upper bound, computed without geometry."""
     w, s, e, n = region.bounds
     rows = _row_range(spec, s, n)
     ncols = spec.n_cols(rows)
     dlon = 360.0 / ncols
     c0 = np.floor((w + 180.0) / dlon)
     c1 = np.floor((e + 180.0) / dlon - 1e-12)
-    upper = int(np.maximum(0, c1 - c0 + 1).sum())
+    return int(np.maximum(0, c1 - c0 + 1).sum())
+
+
+def count_tiles(region: BaseGeometry, spec: GridSpec, limit: int | None = None) -> int:
+    """Count grid cells intersecting ``region`` (cheap upper bound first, exact when small).
+
+    Raises:
+        ValueError: when ``limit`` is given and the count exceeds it (the error says by how much).
+    """
+    upper = bbox_tile_count(region, spec)
     if limit is not None and upper > 4 * limit:
         raise ValueError(
             f"the region covers about {upper:,} tiles at zoom {spec.zoom} (its bounding box), more "

@@ -23,7 +23,7 @@ from shapely.validation import explain_validity
 
 from psm_db import bulk, jobs
 from psm_db.registry import ModelVersion, get_model_version
-from psm_db.tiles import GridSpec, TileSet, count_tiles, grid_tiles, upsert_tiles
+from psm_db.tiles import GridSpec, TileSet, bbox_tile_count, grid_tiles, upsert_tiles
 from psm_model.metadata import AUDIO_SOURCES, CAPTION_SOURCES, check_hour, check_month
 from worker.imagery import ImagerySource, ImagerySpec, open_source
 from worker.model_runner import compute_gaussians, get_model, read_and_compute_features
@@ -168,7 +168,39 @@ class Plan:
     def tiles(self, chunk: int) -> TileSet:
         """The tiles of chunk ``chunk``."""
         spec_i, start, stop = self.chunks[chunk]
-        return grid_tiles(self.region, self.specs[spec_i]).slice(start, stop)
+        return cached_grid(self.region, self.specs[spec_i]).slice(start, stop)
+
+
+# --------------------------------------------------------------------------- per-process caches
+
+_GRIDS: dict[tuple[bytes, GridSpec], TileSet] = {}
+_SOURCES: dict[str, ImagerySource] = {}
+_CACHE_SIZE = 8
+
+
+def cached_grid(region: BaseGeometry, spec: GridSpec) -> TileSet:
+    """``grid_tiles(region, spec)``, kept per process: every chunk of a job needs the same grid."""
+    key = (shapely.to_wkb(region), spec)
+    tiles = _GRIDS.get(key)
+    if tiles is None:
+        if len(_GRIDS) >= _CACHE_SIZE:
+            _GRIDS.pop(next(iter(_GRIDS)))
+        tiles = _GRIDS[key] = grid_tiles(region, spec)
+    return tiles
+
+
+def cached_source(spec: ImagerySpec) -> ImagerySource:
+    """An opened imagery source, kept per process (a folder source reads every file's header)."""
+    key = json.dumps(spec.to_dict(), sort_keys=True)
+    source = _SOURCES.get(key)
+    if source is not None and spec.path and not Path(spec.path).expanduser().exists():
+        _SOURCES.pop(key, None)
+        source = None  # gone since it was opened: open_source raises the clear error
+    if source is None:
+        if len(_SOURCES) >= _CACHE_SIZE:
+            _SOURCES.pop(next(iter(_SOURCES)))
+        source = _SOURCES[key] = open_source(spec)
+    return source
 
 
 # --------------------------------------------------------------------------- regions
@@ -312,13 +344,25 @@ def plan_job(conn: psycopg.Connection, request: EmbedRequest, limits: Limits) ->
             f"the checkpoint of model {model.version} is missing at {model.checkpoint_path}; "
             "workers need it on their disk (or re-register it)"
         )
-    source = open_source(request.imagery)
+    source = cached_source(request.imagery)
     source.check(region, zooms)
     specs = [GridSpec(source.name, source.gsd, source.size_px, int(z)) for z in zooms]
     chunks: list[tuple[int, int, int]] = []
     total = 0
     for i, spec in enumerate(specs):
-        n = count_tiles(region, spec, limit=limits.max_region_tiles)
+        upper = bbox_tile_count(region, spec)  # cheap bound first: never build a huge grid
+        if upper > 4 * limits.max_region_tiles:
+            raise ValueError(
+                f"the region covers about {upper:,} tiles at zoom {spec.zoom} (its bounding box), more "
+                f"than the limit of {limits.max_region_tiles:,}; use a smaller region, a higher zoom, "
+                "or raise PSM_MAX_REGION_TILES"
+            )
+        n = len(cached_grid(region, spec))
+        if n > limits.max_region_tiles:
+            raise ValueError(
+                f"the region covers {n:,} tiles at zoom {spec.zoom}, more than the limit of "
+                f"{limits.max_region_tiles:,}; use a smaller region, a higher zoom, or raise PSM_MAX_REGION_TILES"
+            )
         total += n
         if total > limits.max_region_tiles:
             raise ValueError(

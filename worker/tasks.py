@@ -116,6 +116,10 @@ def embed_chunk(self: Any, job_id: str, chunk: int) -> dict[str, Any]:
     except PERMANENT_ERRORS as e:
         _record(settings, jobs.fail_chunk, job_id, chunk, str(e), final=True)
         raise
+    except Exception as e:
+        # Anything unforeseen fails the job with its message rather than leaving it running.
+        _record(settings, jobs.fail_chunk, job_id, chunk, f"{type(e).__name__}: {e}", final=True)
+        raise
     return {
         "job_id": job_id, "chunk": chunk, "tiles": result.tiles, "skipped": result.skipped,
         "features_computed": result.features_computed, "features_reused": result.features_reused,
