@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -193,8 +194,9 @@ def render_png(
         fig_w = max(5.0, (fig_h - 1.0) / (ratio * 0.8))
     fig_h = max(fig_h, 3.0)
     fig = Figure(figsize=(fig_w, fig_h), dpi=dpi)
-    fig.subplots_adjust(left=0.1, right=0.86, bottom=0.1, top=0.92)  # fixed: no second layout pass
-    ax = fig.add_subplot(1, 1, 1)
+    # Fixed boxes (no tight_layout, which draws the figure a second time): the map, then the bar.
+    ax = fig.add_axes((0.1, 0.1, 0.72, 0.8))
+    cax = fig.add_axes((0.86, 0.15, 0.025, 0.7))
     ax.set_facecolor("#e8e8e8")
     # Colour the cells once (uint8 RGBA, transparent where no tile) so matplotlib only scales pixels.
     norm = Normalize(vmin=vmin, vmax=vmax, clip=True)
@@ -222,8 +224,8 @@ def render_png(
     ax.set_xlabel("longitude (°E)")
     ax.set_ylabel("latitude (°N)")
     if title:
-        ax.set_title(title, fontsize=10)
-    bar = fig.colorbar(img, ax=ax, fraction=0.04, pad=0.02)
+        fig.suptitle(textwrap.fill(title, 110), fontsize=8, y=0.985)
+    bar = fig.colorbar(img, cax=cax)
     bar.set_label(label)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, pil_kwargs={"compress_level": 1})

@@ -39,6 +39,9 @@ def paper_table(metrics: pd.DataFrame, scorer: str = "model") -> pd.DataFrame:
         for d in o.columns:
             wide[(d, "oracle R@10%")] = o[d]
         wide = wide.sort_index(axis=1, level=0, sort_remaining=False)
+    order = [(d, k) for d in ("I2A", "A2I") for k in ("R@10%", "median rank", "oracle R@10%")
+             if (d, k) in wide.columns]
+    wide = wide[order + [c for c in wide.columns if c not in order]]
     wide.index = wide.index.set_names(["zoom", "with text", "metadata"])
     return wide.reset_index()
 

@@ -136,6 +136,13 @@ def test_map_in_a_real_browser(server, artifacts, tmp_path):
             page.locator('[data-testid="stFileUploader"] input[type="file"]').last.set_input_files(str(point))
             expect(page.get_by_text("holds a Point, not a polygon")).to_be_visible(timeout=60_000)
             assert not page.locator('[data-testid="stException"]').count()
+
+            # the metrics page renders its tables and plots in the browser too
+            page.goto(f"{server}/metrics", wait_until="domcontentloaded")
+            expect(page.get_by_text("Recall against k%")).to_be_visible(timeout=60_000)
+            _settle(page)
+            assert _errors(page) == [], _errors(page)
+            page.screenshot(path=str(artifacts / "dashboard_metrics.png"), full_page=True)
         except Exception:
             page.screenshot(path=str(artifacts / "dashboard_map_failure.png"), full_page=True)
             raise
