@@ -315,7 +315,8 @@ def train(
         seed: Seed of the weights, batch order, zooms, crops and metadata dropout.
         resume: A ``last.safetensors`` (or ``best``) of an earlier run of this function; the
             model, optimiser, schedule, step and history continue from it.
-        max_minutes: Wall-time budget. The cosine schedule is then fitted to the steps that fit in it
+        max_minutes: Wall-time budget of the training loop (loading the data and caching features
+            come before it). The cosine schedule is then fitted to the steps that fit in it
             (re-estimated from the measured step rate), and the run stops at the budget.
         progress: Optional ``callback(dict)`` for task state. Every dict has ``stage`` ("audio
             features", "text features", "train", "validate"), ``done`` and ``total``; training and
@@ -399,9 +400,9 @@ def train(
             log.write({"kind": "calibrate", "b": b, "a": model.match_params()[0]})
             logger.info("PCME++ shift b calibrated to %.3f", b)
     val_every = s.val_every or steps_per_epoch
-    deadline = t_start + 60.0 * max_minutes if max_minutes else None
     val_cost = 30.0
     t_loop = time.perf_counter()
+    deadline = t_loop + 60.0 * max_minutes if max_minutes else None  # loading / caching not counted
     step0 = step
 
     def checkpoint(kind: str) -> tuple[dict[str, Any], str]:

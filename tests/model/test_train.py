@@ -107,7 +107,7 @@ def test_max_minutes_fits_the_schedule_and_stops(tiny_world, tmp_path):
     res = train(tiny_world, tmp_path / "t", preset="tiny", epochs=200, batch_size=16, pretrained=False,
                 cache_dir=tmp_path / "c", max_minutes=0.15)
     assert res.stopped_early and 0 < res.steps < 200 * 2
-    assert res.seconds < 0.15 * 60 + 30  # stops at the budget (plus the final validation and save)
+    assert res.seconds < 120  # the 9 s loop budget plus loading, the final validation and saving
     log = [json.loads(x) for x in (tmp_path / "t" / "metrics.jsonl").read_text().splitlines()]
     lrs = [r["lr"] for r in log if r["kind"] == "train"]
     assert lrs[-1] < 0.5 * max(lrs)  # the cosine was fitted to the time budget, not to 200 epochs
