@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from itertools import product
 
 import numpy as np
 
@@ -24,33 +25,33 @@ def _set_key(classes: Sequence[str | int]) -> tuple[int, ...]:
     return tuple(sorted(out))
 
 
-def _meta_probs(fr: np.ndarray, lat: np.ndarray, months: Sequence, hours: Sequence, sources: Sequence) -> list[tuple[float, np.ndarray, np.ndarray]]:
-    """Class-probability blocks (weight, rows, probs) that mix to the exact law, None metadata marginalised.
+def _expanded_probs(
+    fr: np.ndarray, lat: np.ndarray, months: Sequence, hours: Sequence, sources: Sequence
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Class probabilities of every place, with unknown metadata expanded over the sampler's priors.
 
-    Rows with fully known metadata form one block. Each row with unknown metadata expands
-    into one block per value of the unknown fields, weighted by the sampler's priors.
+    Returns ``(rows [M], weights [M], probs [M, n_sounds])``: place ``rows[m]`` has weight
+    ``weights[m]`` on the law ``probs[m]``. A place with fully known metadata has one entry of
+    weight 1; one with unknown month, hour or source has one entry per possible value.
     """
     n = fr.shape[0]
     m = [check_month(None if v is None or v != v else int(v)) for v in months]
     h = [check_hour(None if v is None or v != v else int(v)) for v in hours]
     s = [audio_source_index(v) if isinstance(v, str) or v is None else int(v) for v in sources]
-    known = np.array([m[i] is not None and h[i] is not None and s[i] is not None for i in range(n)], dtype=bool)
-    blocks: list[tuple[float, np.ndarray, np.ndarray]] = []
-    if known.any():
-        idx = np.nonzero(known)[0]
-        p = law(fr[idx], lat[idx], np.array([m[i] for i in idx]), np.array([h[i] for i in idx]), np.array([s[i] for i in idx]))
-        blocks.append((1.0, idx, p))
-    for i in np.nonzero(~known)[0]:
+    rows, weights, mm, hh, ss = [], [], [], [], []
+    for i in range(n):
         ms = [(m[i], 1.0)] if m[i] is not None else [(k + 1, MONTH_PRIOR[k]) for k in range(12)]
         hs = [(h[i], 1.0)] if h[i] is not None else [(k, HOUR_PRIOR[k]) for k in range(24)]
-        ss = [(s[i], 1.0)] if s[i] is not None else [(k, SOURCE_PRIOR[k]) for k in range(len(AUDIO_SOURCES))]
-        combos = [(mm, hh, sc, wm * wh * ws) for mm, wm in ms for hh, wh in hs for sc, ws in ss]
-        k = len(combos)
-        p = law(np.repeat(fr[i : i + 1], k, 0), np.full(k, lat[i]), np.array([c[0] for c in combos]),
-                np.array([c[1] for c in combos]), np.array([c[2] for c in combos]))
-        for c, row in zip(combos, p, strict=True):
-            blocks.append((float(c[3]), np.array([i]), row[None]))
-    return blocks
+        srcs = [(s[i], 1.0)] if s[i] is not None else [(k, SOURCE_PRIOR[k]) for k in range(len(AUDIO_SOURCES))]
+        for (a, wa), (b, wb), (c, wc) in product(ms, hs, srcs):
+            rows.append(i)
+            weights.append(wa * wb * wc)
+            mm.append(a)
+            hh.append(b)
+            ss.append(c)
+    r = np.array(rows, dtype=np.int64)
+    p = law(fr[r], lat[r], np.array(mm), np.array(hh), np.array(ss))
+    return r, np.array(weights), p
 
 
 def set_prob_matrix(
@@ -83,9 +84,11 @@ def set_prob_matrix(
     uniq = sorted(set(keys))
     col = {k: c for c, k in enumerate(uniq)}
     out = np.zeros((fr.shape[0], len(uniq)))
-    for w, rows, p in _meta_probs(fr, lat, months, hours, sources):
-        for k, c in col.items():
-            out[rows, c] += w * set_probability(p, k)
+    rows, weights, p = _expanded_probs(fr, lat, months, hours, sources)
+    simple = rows.shape[0] == fr.shape[0]  # every place fully known: one entry each, in order
+    for k, c in col.items():
+        v = set_probability(p, k)
+        out[:, c] = v if simple else np.bincount(rows, weights * v, minlength=fr.shape[0])
     return out[:, [col[k] for k in keys]]
 
 

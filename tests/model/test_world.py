@@ -246,6 +246,20 @@ def test_oracle_beats_random(tiny_world):
     assert i2a_small.shape == (5, 5)
 
 
+def test_oracle_matches_set_prob_with_unknown_metadata(world):
+    lats, lons = np.array([40.75, 42.0, -3.0]), np.array([-73.98, -93.5, -60.0])
+    fr = world.landcover_fractions_grid(lats, lons)
+    recs = [
+        {"lat": 40.75, "month": 5, "hour": None, "audio_source": "yfcc", "classes": ("traffic",)},
+        {"lat": 42.0, "month": None, "hour": 6, "audio_source": None, "classes": ("rooster", "birdsong")},
+        {"lat": -3.0, "month": 1, "hour": 20, "audio_source": "inaturalist", "classes": ("insects", "frogs", "birdsong")},
+    ]
+    _, a2i = oracle_scores(recs, fr)
+    for i, r in enumerate(recs):
+        want = world.set_prob(r["classes"], lats[i], lons[i], r["month"], r["hour"], r["audio_source"])
+        assert np.isclose(a2i[i, i], want)
+
+
 def test_true_match_ranks_ties():
     s = np.array([[1.0, 1.0, 0.0], [0.0, 2.0, 3.0], [5.0, 0.0, 1.0]])
     assert np.allclose(true_match_ranks(s), [1.5, 2.0, 2.0])
