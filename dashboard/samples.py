@@ -113,3 +113,35 @@ def spectrogram_png(wave: np.ndarray, sample_rate: int) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
+
+
+@st.cache_data(ttl=300, show_spinner=False)
+def dataset_index(root: str) -> tuple[dict[str, Any], Any]:
+    """(world.json, the sample index DataFrame) of a dataset folder written by ``psm world build``.
+
+    Raises:
+        ValueError: When the folder is not a world dataset.
+    """
+    from psm_model.data import read_world_index, read_world_meta
+
+    return read_world_meta(root), read_world_index(root)
+
+
+def dataset_sample(root: str, split: str, position: int) -> dict[str, Any]:
+    """One stored sample of a split: tiles at the stored zooms, the clip, caption and metadata."""
+    from pathlib import Path
+
+    meta, index = dataset_index(root)
+    rows = index[index["split"] == split].reset_index(drop=True)
+    row = rows.iloc[int(position)]
+    with np.load(Path(root) / row["shard"]) as z:
+        images = z["images"][int(row["row"])]
+        wave = z["audio"][int(row["row"])].astype(np.float32) / np.float32(32767.0)
+    rate = int(meta["build"]["sample_rate"])
+    return {
+        "index": int(row["index"]), "lat": float(row["lat"]), "lon": float(row["lon"]),
+        "month": int(row["month"]), "hour": int(row["hour"]), "audio_source": row["audio_source"],
+        "caption_source": row["caption_source"], "classes": list(row["classes"]), "caption": row["caption"],
+        "images": images, "zooms": tuple(int(z) for z in meta["build"]["zooms"]), "wave": wave,
+        "sample_rate": rate, "wav": wav_bytes(wave, rate),
+    }

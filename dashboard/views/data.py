@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import samples, store, widgets
+from psm_db.settings import get_settings
 
 
 def numbers() -> None:
@@ -57,10 +58,66 @@ def browse(seed: int, n: int) -> None:
     }]), hide_index=True, key="sample_meta")
 
 
+def dataset_numbers(root: str) -> None:
+    """A built dataset in numbers: samples per split, audio source, month, hour and sound class."""
+    meta, index = samples.dataset_index(root)
+    build = meta.get("build", {})
+    st.subheader(f"Dataset {root}")
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("samples", f"{len(index):,}")
+    c2.metric("world seed", build.get("seed", meta.get("seed", "?")))
+    c3.metric("zooms", ", ".join(map(str, build.get("zooms", []))))
+    c4.metric("clip", f"{build.get('clip_seconds', '?')} s at {build.get('sample_rate', '?')} Hz")
+    a, b, c, d = st.columns(4)
+    a.caption("split")
+    a.bar_chart(index["split"].value_counts())
+    b.caption("audio source")
+    b.bar_chart(index["audio_source"].value_counts())
+    c.caption("hour")
+    c.bar_chart(index["hour"].value_counts().sort_index())
+    d.caption("sound class")
+    d.bar_chart(index["classes"].explode().value_counts())
+
+
+def dataset_browse(root: str) -> None:
+    """One stored sample: tiles at the stored zooms, the clip (player, spectrogram), caption, metadata."""
+    _, index = samples.dataset_index(root)
+    st.subheader("Browse samples")
+    c1, c2 = st.columns(2)
+    split = c1.selectbox("Split", sorted(index["split"].unique().tolist()), key="ds_split")
+    n = int((index["split"] == split).sum())
+    pos = int(c2.number_input(f"Sample (0..{n - 1})", min_value=0, max_value=max(n - 1, 0), value=0,
+                              key="ds_pos"))
+    s = samples.dataset_sample(root, split, pos)
+    cols = st.columns(len(s["zooms"]))
+    for col, img, z in zip(cols, s["images"], s["zooms"], strict=True):
+        col.image(img, caption=f"zoom {z}", width=200)
+    st.markdown(f"**Caption** ({s['caption_source']}): *{s['caption']}*")
+    st.audio(s["wav"], format="audio/wav")
+    st.image(samples.spectrogram_png(s["wave"], s["sample_rate"]), caption="spectrogram")
+    st.dataframe(pd.DataFrame([{
+        "sample": s["index"], "lat": s["lat"], "lon": s["lon"], "month": widgets.MONTHS[s["month"] - 1],
+        "hour": s["hour"], "audio source": s["audio_source"], "caption source": s["caption_source"],
+        "sound classes": ", ".join(s["classes"]),
+    }]), hide_index=True, key="ds_meta")
+
+
 def page() -> None:
     """The page body."""
     st.title("Data")
     numbers()
+    source = st.radio("Samples from", ["the world generator", "a dataset folder (psm world build)"],
+                      horizontal=True, key="data_source")
+    if source != "the world generator":
+        root = st.text_input("Dataset folder", value=str(get_settings().data_dir / "world"), key="ds_root")
+        try:
+            samples.dataset_index(root)
+        except (ValueError, OSError) as e:
+            st.error(f"Cannot read the dataset: {e}")
+            return
+        dataset_numbers(root)
+        dataset_browse(root)
+        return
     models = store.models()
     default_seed = samples.world_seed(models[0]) if models else 0
     c1, c2 = st.columns(2)

@@ -77,6 +77,10 @@ def test_map_hour_shared_scale_and_tile_panel(dash_env):
     _clean(at)
     assert len(at.get("image")) == 4, "the map and the tile at zoom 1, 3 and 5"
     assert any(f"Tile {first}" in m.value for m in at.markdown)
+    at.toggle(key="nearest_clips").set_value(True).run()
+    _clean(at)
+    assert len(at.get("audio")) == 3, "the three nearest training clips, each with a player"
+    assert sum("km away" in m.value for m in at.markdown) == 3
 
 
 def test_uncertainty_layer_and_stored_query(dash_env):
@@ -206,6 +210,23 @@ def test_data_page(dash_env):
     assert {m.label for m in at.metric} >= {"tiles", "embeddings", "model versions"}
     assert len(at.get("image")) == 4, "the tile at zoom 1, 3, 5 and the spectrogram"
     assert at.get("audio")
+    assert any("Caption" in m.value for m in at.markdown)
+
+
+def test_data_page_reads_a_built_dataset(dash_env, tmp_path):
+    from psm_model.world.build import BuildConfig, build_world
+
+    root = tmp_path / "world"
+    build_world(root, BuildConfig(seed=0, samples=20, image_size=32, clip_seconds=1.0, shard_size=10, workers=1))
+    at = _app("views/data.py")
+    at.run()
+    at.radio(key="data_source").set_value("a dataset folder (psm world build)").run()
+    at.text_input(key="ds_root").input(str(tmp_path / "nope")).run()
+    assert not at.exception and "not a world dataset" in at.error[0].value
+    at.text_input(key="ds_root").input(str(root)).run()
+    _clean(at)
+    assert any(m.label == "samples" and m.value == "20" for m in at.metric)
+    assert len(at.get("image")) == 4 and at.get("audio")
     assert any("Caption" in m.value for m in at.markdown)
 
 
