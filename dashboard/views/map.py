@@ -92,7 +92,8 @@ def job_progress(job_id: str) -> None:
         st.error(f"The job failed: {j['error']}")
     elif j["status"] == "succeeded":
         st.success("Embedded. Press **Map** again.")
-        store.conditions.clear()  # type: ignore[attr-defined]
+        for cached in (store.conditions, store.region_tile_count, store.region_tiles, store.zooms):
+            cached.clear()  # type: ignore[attr-defined]
         store.clear_maps()
 
 
@@ -151,6 +152,8 @@ def page() -> None:
         region = widgets.region_picker()
     temporal = st.toggle("Temporal map: hour slider and play, one colour scale across hours", key="temporal")
     meta = widgets.metadata_picker("meta", conds)
+    if temporal and meta.hour is None:
+        st.info("The temporal map steps through hours: untick **leave out hour** to use it.")
     c1, c2 = st.columns(2)
     layer = c1.radio("Layer", list(LAYER_LABELS), format_func=LAYER_LABELS.get, horizontal=True, key="layer")
     scale = c2.radio("Colour scale", SCALES, horizontal=True, key="scale",

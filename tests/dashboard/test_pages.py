@@ -68,6 +68,9 @@ def test_map_hour_shared_scale_and_tile_panel(dash_env):
     assert at.dataframe[0].value.iloc[0]["region"] == "Marsh"
     top20 = at.dataframe(key="top_tiles").value.iloc[0]["probability"]
     assert "play" in _keys(at)
+    at.button(key="play").click().run()
+    _clean(at)
+    assert len(at.get("image")) == 1, "the animation ends on one map"
     at.slider(key="meta_hour").set_value(6).run()
     _clean(at)
     top6 = at.dataframe(key="top_tiles").value.iloc[0]["probability"]
