@@ -27,6 +27,33 @@ def world_seed(model: dict[str, Any] | None) -> int:
     return 0
 
 
+@st.cache_data(ttl=300, show_spinner=False)
+def model_dataset_dir(checkpoint_path: str) -> str | None:
+    """The dataset folder a checkpoint was trained on (its ``extra["dataset"]``), if it still exists."""
+    from pathlib import Path
+
+    from psm_model import read_checkpoint_info
+
+    try:
+        extra = read_checkpoint_info(checkpoint_path).get("extra") or {}
+    except ValueError:
+        return None
+    root = extra.get("dataset")
+    return str(root) if isinstance(root, str) and (Path(root) / "world.json").is_file() else None
+
+
+def nearest_dataset_samples(root: str, lat: float, lon: float, k: int = 3, split: str = "train") -> list[tuple[int, float]]:
+    """(position in the split, great-circle km) of the k stored samples of a split nearest to a place."""
+    _, index = dataset_index(root)
+    rows = index[index["split"] == split].reset_index(drop=True)
+    la1, lo1 = np.radians(lat), np.radians(lon)
+    la2, lo2 = np.radians(rows["lat"].to_numpy()), np.radians(rows["lon"].to_numpy())
+    a = np.sin((la2 - la1) / 2) ** 2 + np.cos(la1) * np.cos(la2) * np.sin((lo2 - lo1) / 2) ** 2
+    km = 2 * 6371.0088 * np.arcsin(np.sqrt(np.clip(a, 0, 1)))
+    idx = np.argsort(km)[:k]
+    return [(int(i), float(km[i])) for i in idx]
+
+
 @st.cache_resource(show_spinner="Building the synthetic world…")
 def world(seed: int) -> Any:
     """The seeded World (land cover, imagery, soundscape law)."""

@@ -106,10 +106,13 @@ def page() -> None:
     """The page body."""
     st.title("Data")
     numbers()
+    models = store.models()
+    trained_on = samples.model_dataset_dir(models[0]["checkpoint_path"]) if models else None
     source = st.radio("Samples from", ["the world generator", "a dataset folder (psm world build)"],
-                      horizontal=True, key="data_source")
+                      horizontal=True, key="data_source", index=1 if trained_on else 0)
     if source != "the world generator":
-        root = st.text_input("Dataset folder", value=str(get_settings().data_dir / "world"), key="ds_root")
+        root = st.text_input("Dataset folder", value=trained_on or str(get_settings().data_dir / "world"),
+                             key="ds_root")
         try:
             samples.dataset_index(root)
         except (ValueError, OSError) as e:
@@ -118,7 +121,6 @@ def page() -> None:
         dataset_numbers(root)
         dataset_browse(root)
         return
-    models = store.models()
     default_seed = samples.world_seed(models[0]) if models else 0
     c1, c2 = st.columns(2)
     seed = int(c1.number_input("World seed", min_value=0, value=default_seed, step=1, key="world_seed"))

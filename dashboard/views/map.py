@@ -118,9 +118,16 @@ def tile_panel(model: dict[str, Any], scores: TileScores, idx: int) -> None:
     for col, img, z in zip(cols, imgs, (1, 3, 5), strict=True):
         col.image(img, caption=f"zoom {z}", width=160)
     if st.toggle("Show the nearest training clips", key="nearest_clips"):
-        for index, km in samples.nearest_samples(seed, lat, lon, k=3):
-            s = samples.realise_sample(seed, index)
-            st.markdown(f"Clip #{index}, {km:.1f} km away ({s['audio_source']}, "
+        root = samples.model_dataset_dir(model["checkpoint_path"])
+        if root is not None:  # the clips the model was trained on, read from its dataset folder
+            found = [(samples.dataset_sample(root, "train", i), km) for i, km in
+                     samples.nearest_dataset_samples(root, lat, lon, k=3)]
+            st.caption(f"From the training split of {root}.")
+        else:  # the dataset is not on this machine: draw the same world's samples instead
+            found = [(samples.realise_sample(seed, i), km) for i, km in samples.nearest_samples(seed, lat, lon, k=3)]
+            st.caption(f"The model's dataset folder is not on this machine; clips drawn from world {seed}.")
+        for s, km in found:
+            st.markdown(f"Clip #{s['index']}, {km:.1f} km away ({s['audio_source']}, "
                         f"{widgets.MONTHS[s['month'] - 1]} {s['hour']:02d}:00): *{s['caption']}*")
             st.audio(s["wav"], format="audio/wav")
 

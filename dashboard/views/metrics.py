@@ -12,6 +12,7 @@ import streamlit as st
 from matplotlib.figure import Figure
 
 from dashboard import store, widgets
+from psm_db.settings import get_settings
 
 DIRECTIONS = {"i2a": "I2A", "a2i": "A2I"}
 
@@ -57,11 +58,33 @@ def ranks_of(run: dict[str, Any]) -> dict[str, np.ndarray]:
     ranks = results.get("ranks")
     if isinstance(ranks, dict) and ranks:
         return {k: np.asarray(v, dtype=np.float64) for k, v in ranks.items() if isinstance(v, list) and v}
-    for path in (results.get("ranks_path"), (results.get("files") or {}).get("ranks"), config.get("ranks_path")):
+    for path in (results.get("ranks_path"), (results.get("files") or {}).get("ranks"), config.get("ranks_path"),
+                 run.get("ranks_file")):
         if isinstance(path, str) and Path(path).is_file():
-            with np.load(path) as npz:
-                return {k: npz[k].astype(np.float64) for k in npz.files}
+            return load_ranks(path)
     return {}
+
+
+def load_ranks(path: str) -> dict[str, np.ndarray]:
+    """Every array of a ``ranks.npz`` written by ``psm eval``."""
+    with np.load(path) as npz:
+        return {k: npz[k].astype(np.float64) for k in npz.files}
+
+
+def find_ranks_file(model_version: str, eval_dir: Path) -> str | None:
+    """The newest ``ranks.npz`` under ``eval_dir/*/`` whose ``results.json`` names this model version."""
+    import json
+
+    found = []
+    for res in eval_dir.glob("*/results.json"):
+        try:
+            version = json.loads(res.read_text()).get("version")
+        except (OSError, ValueError):
+            continue
+        ranks = res.parent / "ranks.npz"
+        if version == model_version and ranks.is_file():
+            found.append((ranks.stat().st_mtime, str(ranks)))
+    return max(found)[1] if found else None
 
 
 def pick_ranks(ranks: dict[str, np.ndarray], zoom: int, with_text: bool, metadata: str) -> dict[str, np.ndarray]:
@@ -137,10 +160,19 @@ def run_block(model: dict[str, Any], key: str) -> tuple[str, dict[str, Any], pd.
     if not runs:
         st.info(f"Model {model['name']} has no evaluation runs yet (`psm evaluate`).")
         return None
-    by_id = {r["id"]: r for r in runs}
+    by_id = {r["id"]: dict(r) for r in runs}
     rid = st.selectbox("Evaluation run", list(by_id), key=f"{key}_run",
                        format_func=lambda i: f"#{i} {by_id[i]['dataset']}/{by_id[i]['split']} "
                                              f"({by_id[i]['created_at']:%Y-%m-%d %H:%M})")
+    if not ranks_of(by_id[rid]):  # psm eval keeps per-query ranks on disk: find them, or take a path
+        found = find_ranks_file(model["version"], get_settings().home / "eval")
+        path = st.text_input("Per-query ranks (ranks.npz of psm eval, for the plots)", value=found or "",
+                             key=f"{key}_ranks")
+        if path.strip():
+            if Path(path).is_file():
+                by_id[rid]["ranks_file"] = path.strip()
+            else:
+                st.error(f"No file {path}: give the ranks.npz that `psm eval --out DIR` wrote.")
     metrics = store.eval_metrics(rid)
     if metrics.empty:
         st.warning(f"Run #{rid} has no metric rows.")

@@ -177,7 +177,9 @@ def test_database_down_is_a_clear_error(monkeypatch):
         get_settings.cache_clear()
 
 
-def test_metrics_page(dash_env):
+def test_metrics_page(dash_env, tmp_path):
+    import numpy as np
+
     at = _app("views/metrics.py")
     at.run()
     _clean(at)
@@ -193,6 +195,15 @@ def test_metrics_page(dash_env):
     _clean(at)
     assert len(at.get("image")) == 2, "recall against k% and the rank histogram"
     assert any("No per-query ranks stored for: baseline-missing" in c.value for c in at.caption)
+    # the baseline's run kept its ranks on disk (psm eval --out): point the page at them
+    at.text_input(key="m1_ranks").input(str(tmp_path / "missing.npz")).run()
+    assert not at.exception and "No file" in at.error[0].value
+    ranks = tmp_path / "ranks.npz"
+    np.savez(ranks, **{"model/i2a/z1/text/all": np.arange(1, 401), "model/a2i/z1/text/all": np.arange(1, 401)})
+    at.text_input(key="m1_ranks").input(str(ranks)).run()
+    _clean(at)
+    assert len(at.get("image")) == 2
+    assert not any("No per-query ranks stored" in c.value for c in at.caption)
 
 
 def test_jobs_page(dash_env):
