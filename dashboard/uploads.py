@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 
 import numpy as np
 import shapely
@@ -39,8 +40,9 @@ def read_audio(name: str, data: bytes, max_seconds: float) -> tuple[np.ndarray, 
     try:
         info = sf.info(io.BytesIO(data))
     except Exception as e:  # libsndfile raises several types for unknown formats
+        reason = re.sub(r"^Error opening <[^>]*>: ", "", str(e).strip())[:120]
         raise UploadError(
-            f"The file {name!r} is not an audio file we can read ({str(e).strip()[:120]}). "
+            f"The file {name!r} is not an audio file we can read ({reason}). "
             "Upload a WAV, FLAC, OGG or MP3 clip."
         ) from e
     seconds = info.frames / info.samplerate if info.samplerate else 0.0

@@ -249,3 +249,52 @@ def test_status_page(dash_env, page):
     at = _app(page)
     at.run()
     assert not at.exception
+
+
+def _wav(seconds: float, rate: int = 16_000) -> bytes:
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    t = np.arange(int(seconds * rate)) / rate
+    buf = io.BytesIO()
+    sf.write(buf, (0.3 * np.sin(2 * np.pi * 3000 * t)).astype(np.float32), rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def test_audio_uploads_in_the_page(dash_env):
+    at = _app()
+    at.run()
+    at.radio(key="query_mode").set_value("Upload audio").run()
+    for name, data, message in (("notes.wav", b"plain text, not audio\n" * 40, "not an audio file we can read"),
+                                ("empty.wav", b"", "is empty"),
+                                ("field.wav", _wav(2 * 3600, rate=1000), "2:00:00 long; the limit is 10:00")):
+        at.file_uploader(key="query_audio").set_value((name, data, "audio/wav")).run()
+        assert not at.exception, name
+        assert message in at.error[0].value, (name, at.error[0].value)
+        assert not at.get("audio"), "a refused file gets no player"
+    at.file_uploader(key="query_audio").set_value(("crickets.wav", _wav(2.0), "audio/wav")).run()
+    _clean(at)
+    assert at.get("audio"), "the uploaded clip has a player"
+    at.button(key="map_button").click().run()
+    _clean(at)
+    assert len(at.get("image")) == 1 and at.dataframe[0].value.shape[0] == 3
+
+
+def test_geojson_uploads_in_the_page(dash_env):
+    at = _app()
+    at.run()
+    at.radio(key="region_mode").set_value("Upload GeoJSON").run()
+    for data, message in ((b"{oops", "not valid JSON"),
+                          (b'{"type": "Point", "coordinates": [-90.5, 40.5]}', "holds a Point, not a polygon"),
+                          (b'{"type": "Polygon", "coordinates": [[[0,0],[1,1],[1,0],[0,1],[0,0]]]}', "Self-intersection")):
+        at.file_uploader(key="region_upload").set_value(("region.geojson", data, "application/geo+json")).run()
+        assert not at.exception
+        assert message in at.error[0].value
+    marsh = b'{"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [[[-91, 40], [-90, 40], [-90, 41], [-91, 41], [-91, 40]]]}}'
+    at.file_uploader(key="region_upload").set_value(("marsh.geojson", marsh, "application/geo+json")).run()
+    _map(at)
+    _clean(at)
+    assert len(at.get("image")) == 1
+    assert (at.dataframe(key="top_tiles").value["lon"] < -90).all()
