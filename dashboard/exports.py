@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from affine import Affine
 from rasterio.io import MemoryFile
-from rasterio.transform import from_origin
 
 from dashboard.mapview import Raster, TileScores
 
@@ -16,7 +16,7 @@ def geotiff_bytes(raster: Raster, *, description: str = "match probability", tag
     h, w = raster.values.shape
     profile = {
         "driver": "GTiff", "height": h, "width": w, "count": 1, "dtype": "float32",
-        "crs": "EPSG:4326", "transform": from_origin(raster.left, raster.top, raster.dx, raster.dy),
+        "crs": "EPSG:4326", "transform": Affine(raster.dx, 0.0, raster.left, 0.0, -raster.dy, raster.top),
         "nodata": np.nan, "compress": "deflate",
     }
     with MemoryFile() as mem:
