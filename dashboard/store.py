@@ -101,8 +101,11 @@ def region_sets(db_url: str) -> list[dict[str, Any]]:
 @cached(ttl=300, show_spinner=False)
 def regions(db_url: str, set_name: str) -> list[tuple[int, str, Any]]:
     """(id, name, shapely geometry) of the regions of a set."""
+    from geoalchemy2.shape import to_shape
+
     with session() as s:
-        return qd.region_geometries(set_name, session=s)
+        return [(int(r.id), str(r.name), to_shape(r.geom))
+                for r in _queries().list_regions(session=s, region_set=set_name)]
 
 
 @cached(ttl=30, show_spinner=False)
@@ -325,10 +328,14 @@ def eval_metrics(db_url: str, run_id: int) -> Any:
         return _queries().eval_metrics_frame(session=s, run_id=run_id)
 
 
+JOB_FIELDS = ("id", "kind", "status", "model_version", "total", "done", "message", "error", "params",
+              "created_at", "started_at", "finished_at")
+
+
 def jobs(limit: int = 100) -> list[dict[str, Any]]:
-    """Recent jobs (not cached: the Jobs page polls it)."""
+    """Recent jobs, newest first (not cached: the Jobs page polls it)."""
     with session() as s:
-        return qd.list_jobs(limit, session=s)
+        return [{f: getattr(j, f) for f in JOB_FIELDS} for j in _queries().jobs(session=s, limit=limit)]
 
 
 def job_events(job_id: Any) -> list[dict[str, Any]]:

@@ -251,8 +251,11 @@ def page() -> None:
         event = st.dataframe(df, hide_index=True, on_select="rerun", selection_mode="single-row", key="top_tiles")
         picked = (getattr(event, "selection", None) or {}).get("rows") or []
         options = [None, *df["tile_id"].tolist()]
-        if picked:
+        if picked and picked != st.session_state.get("_last_pick"):  # a new row click wins once
             st.session_state["tile_choice"] = int(df["tile_id"].iloc[picked[0]])
+        st.session_state["_last_pick"] = picked
+        if st.session_state.get("tile_choice") not in options:  # another query: the old tile is gone
+            st.session_state["tile_choice"] = None
         st.selectbox("Tile", options, key="tile_choice",
                      format_func=lambda t: "choose a tile (or click a row)" if t is None else f"tile {t}")
     pick = st.session_state.get("tile_choice")
