@@ -1,4 +1,4 @@
-"""Read-only queries the dashboard needs that ``psm_db.queries`` does not (yet) provide.
+"""Read-only queries the dashboard needs that ``psm_db.queries`` does not provide.
 
 Every function takes a keyword-only ``session`` (a SQLAlchemy session on the reader role) and
 returns plain Python / numpy values. Query vectors are bound as parameters, so nothing has to
@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 from geoalchemy2 import Geometry
-from geoalchemy2.shape import to_shape
 from pgvector.sqlalchemy import Vector
 from shapely.geometry.base import BaseGeometry
 from sqlalchemy import LargeBinary, and_, bindparam, func, literal, select
@@ -21,13 +20,11 @@ from psm_db.errors import NotEmbeddedError
 from psm_db.models import (
     Condition,
     Embedding,
-    EvalMetric,
     EvalRun,
     Job,
     JobEvent,
     ModelVersion,
     Region,
-    RegionSet,
     StoredQuery,
     Tile,
 )
@@ -42,47 +39,6 @@ def _region_expr(region: BaseGeometry | None):  # type: ignore[no-untyped-def]
     if region is None:
         return None
     return func.ST_GeomFromText(bindparam("region_wkt", region.wkt), 4326, type_=Geometry(srid=4326))
-
-
-def list_model_versions(*, session: Session) -> list[dict[str, Any]]:
-    """Every registered model version, newest first."""
-    rows = session.scalars(select(ModelVersion).order_by(ModelVersion.created_at.desc())).all()
-    return [
-        {c: getattr(m, c) for c in ("version", "name", "preset", "loss", "embed_dim", "feature_dim",
-                                    "match_a", "match_b", "checkpoint_path", "config", "metrics",
-                                    "created_at")}
-        for m in rows
-    ]
-
-
-def list_region_sets(*, session: Session) -> list[dict[str, Any]]:
-    """Region sets with their number of regions."""
-    q = (
-        select(RegionSet.name, RegionSet.description, func.count(Region.id).label("regions"))
-        .outerjoin(Region, Region.set_name == RegionSet.name)
-        .group_by(RegionSet.name, RegionSet.description)
-        .order_by(RegionSet.name)
-    )
-    return [dict(r._mapping) for r in session.execute(q)]
-
-
-def region_geometries(set_name: str, *, session: Session) -> list[tuple[int, str, BaseGeometry]]:
-    """(id, name, shapely geometry) of every region of a set, by name."""
-    q = select(Region.id, Region.name, Region.geom).where(Region.set_name == set_name).order_by(Region.name)
-    return [(int(i), str(n), to_shape(g)) for i, n, g in session.execute(q)]
-
-
-def embedded_conditions(model_version: str, *, session: Session) -> list[dict[str, Any]]:
-    """The conditions this model has embeddings for, with their tile counts."""
-    q = (
-        select(Condition.id, Condition.month, Condition.hour, Condition.audio_source,
-               Condition.caption_source, func.count().label("tiles"))
-        .join(Embedding, Embedding.condition_id == Condition.id)
-        .where(Embedding.model_version == model_version)
-        .group_by(Condition.id)
-        .order_by(Condition.month, Condition.hour, Condition.audio_source, Condition.caption_source)
-    )
-    return [dict(r._mapping) for r in session.execute(q)]
 
 
 def tile_zooms(*, session: Session) -> list[int]:
@@ -308,17 +264,6 @@ def rank_regions_vector(
     return rows
 
 
-def list_stored_queries(model_version: str, *, session: Session) -> list[dict[str, Any]]:
-    """Stored queries of a model (without their vectors)."""
-    q = (
-        select(StoredQuery.id, StoredQuery.name, StoredQuery.kind, StoredQuery.text, StoredQuery.audio_name,
-               StoredQuery.created_at)
-        .where(StoredQuery.model_version == model_version)
-        .order_by(StoredQuery.created_at.desc())
-    )
-    return [dict(r._mapping) for r in session.execute(q)]
-
-
 def stored_query_gaussian(query_id: int, *, session: Session) -> tuple[np.ndarray, np.ndarray]:
     """(mu, sigma^2) of a stored query."""
     row = session.get(StoredQuery, query_id)
@@ -335,34 +280,6 @@ def tile_detail(tile_id: int, *, session: Session) -> dict[str, Any]:
     if row is None:
         raise LookupError(f"no tile with id {tile_id}")
     return dict(row._mapping)
-
-
-def list_eval_runs(model_versions: list[str] | None = None, *, session: Session) -> list[dict[str, Any]]:
-    """Evaluation runs (newest first), optionally of some model versions only."""
-    q = select(EvalRun.id, EvalRun.model_version, EvalRun.dataset, EvalRun.split, EvalRun.config,
-               EvalRun.results, EvalRun.created_at).order_by(EvalRun.created_at.desc())
-    if model_versions:
-        q = q.where(EvalRun.model_version.in_(model_versions))
-    return [dict(r._mapping) for r in session.execute(q)]
-
-
-def eval_metrics(run_ids: list[int], *, session: Session) -> list[dict[str, Any]]:
-    """Metric rows of evaluation runs."""
-    if not run_ids:
-        return []
-    q = (select(EvalMetric.run_id, EvalRun.model_version, EvalMetric.scorer, EvalMetric.direction,
-                EvalMetric.zoom, EvalMetric.with_text, EvalMetric.metadata_.label("metadata"),
-                EvalMetric.r_at_10, EvalMetric.median_rank, EvalMetric.n)
-         .join(EvalRun, EvalRun.id == EvalMetric.run_id)
-         .where(EvalMetric.run_id.in_(run_ids)))
-    return [dict(r._mapping) for r in session.execute(q)]
-
-
-def list_jobs(limit: int = 200, *, session: Session) -> list[dict[str, Any]]:
-    """The most recent jobs, newest first."""
-    q = select(Job.id, Job.kind, Job.status, Job.model_version, Job.total, Job.done, Job.message, Job.error,
-               Job.params, Job.created_at, Job.started_at, Job.finished_at).order_by(Job.created_at.desc()).limit(limit)
-    return [dict(r._mapping) for r in session.execute(q)]
 
 
 def job_events(job_id: Any, limit: int = 500, *, session: Session) -> list[dict[str, Any]]:
@@ -392,8 +309,7 @@ def _condition_label(month: int | None, hour: int | None, audio_source: str | No
 
 
 __all__ = [
-    "MAP_COLUMNS", "TILE_COLUMNS", "condition_scores", "count_region_tiles", "join_scores", "region_tiles", "embedded_conditions", "eval_metrics", "find_condition_id",
-    "job_events", "list_eval_runs", "list_jobs", "list_model_versions", "list_region_sets",
-    "list_stored_queries", "map_scores_vector", "rank_regions_vector", "region_geometries",
+    "MAP_COLUMNS", "RANGE_SLACK", "TILE_COLUMNS", "condition_scores", "count_region_tiles", "find_condition_id",
+    "job_events", "join_scores", "map_scores_vector", "rank_regions_vector", "region_tiles",
     "stored_query_gaussian", "table_counts", "tile_detail", "tile_zooms",
 ]
