@@ -53,7 +53,13 @@ ALIASES: dict[str, str] = {
 }
 """Other column names accepted for the canonical ones (case-insensitive)."""
 
-_SOURCE_ALIASES = {"inat": "inaturalist", "yfccvideo": "yfcc", "yfcc100m": "yfcc", "radio_aporee": "aporee", "metadata_text": "metadata"}
+_SOURCE_ALIASES = {
+    "inat": "inaturalist",
+    "yfccvideo": "yfcc",
+    "yfcc100m": "yfcc",
+    "radio_aporee": "aporee",
+    "metadata_text": "metadata",
+}
 
 
 @dataclass
@@ -82,7 +88,9 @@ class SkipReport:
     def summary(self) -> str:
         """E.g. ``"manifest: 98 of 100 rows usable; skipped 2 (missing_audio 1, corrupt_image 1)"``."""
         if not self.skipped:
-            return f"manifest: {self.total - self.n_skipped} of {self.total} rows usable; none skipped"
+            return (
+                f"manifest: {self.total - self.n_skipped} of {self.total} rows usable; none skipped"
+            )
         parts = ", ".join(f"{k} {v}" for k, v in sorted(self.skipped.items()))
         return f"manifest: {self.total - self.n_skipped} of {self.total} rows usable; skipped {self.n_skipped} ({parts})"
 
@@ -103,7 +111,9 @@ def read_manifest(path: str | os.PathLike) -> Any:
         if suffix in (".parquet", ".pq"):
             df = pd.read_parquet(path)
         elif suffix in (".csv", ".tsv", ".txt"):
-            df = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
+            df = pd.read_csv(
+                path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False
+            )
         else:
             raise ValueError(f"manifest {path} must be .csv, .tsv or .parquet, got {suffix!r}")
     except (OSError, pd.errors.ParserError) as e:
@@ -115,14 +125,20 @@ def read_manifest(path: str | os.PathLike) -> Any:
     df = df.rename(columns=rename)
     for need in ("lat", "lon", "audio_path"):
         if need not in df.columns:
-            raise ValueError(f"manifest {path} has no {need!r} column (columns: {', '.join(map(str, df.columns))}); see docs/data.md")
+            raise ValueError(
+                f"manifest {path} has no {need!r} column (columns: {', '.join(map(str, df.columns))}); see docs/data.md"
+            )
     if "key" not in df.columns:
         df["key"] = [f"row{i}" for i in range(len(df))]
     return df.reset_index(drop=True)
 
 
 def _blank(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and v.strip() == "")
+    return (
+        v is None
+        or (isinstance(v, float) and math.isnan(v))
+        or (isinstance(v, str) and v.strip() == "")
+    )
 
 
 def _source(v: Any, names: tuple[str, ...], what: str) -> str | None:
@@ -231,7 +247,9 @@ class ManifestDataset(IterableDataset):
         self.clip_seconds = clip_seconds
         if split is not None:
             if "split" not in df.columns:
-                raise ValueError(f"split={split!r} asked for, but the manifest has no 'split' column")
+                raise ValueError(
+                    f"split={split!r} asked for, but the manifest has no 'split' column"
+                )
             df = df[df["split"].astype(str) == split]
         self.report = SkipReport(total=len(df))
         self.rows = self._validate(df, check_files)
@@ -249,7 +267,12 @@ class ManifestDataset(IterableDataset):
             key = str(rec.get("key"))
             try:
                 lat, lon = float(rec["lat"]), float(rec["lon"])
-                if not (math.isfinite(lat) and math.isfinite(lon) and -90 <= lat <= 90 and -180 <= lon <= 180):
+                if not (
+                    math.isfinite(lat)
+                    and math.isfinite(lon)
+                    and -90 <= lat <= 90
+                    and -180 <= lon <= 180
+                ):
                     raise ValueError(f"lat/lon out of range: {rec['lat']}, {rec['lon']}")
             except (TypeError, ValueError) as e:
                 self.report.skip(key, "bad_latlon", str(e))
@@ -257,7 +280,9 @@ class ManifestDataset(IterableDataset):
             try:
                 month, hour = _time_fields(rec)
                 audio_source = _source(rec.get("audio_source"), AUDIO_SOURCES, "audio source")
-                caption_source = _source(rec.get("caption_source"), CAPTION_SOURCES, "caption source")
+                caption_source = _source(
+                    rec.get("caption_source"), CAPTION_SOURCES, "caption source"
+                )
             except (TypeError, ValueError) as e:
                 self.report.skip(key, "bad_metadata", str(e))
                 continue
@@ -271,8 +296,18 @@ class ManifestDataset(IterableDataset):
                 continue
             caption = "" if _blank(rec.get("caption")) else str(rec.get("caption"))
             rows.append(
-                {"key": key, "lat": lat, "lon": lon, "month": month, "hour": hour, "audio_source": audio_source,
-                 "caption_source": caption_source, "caption": caption, "audio": audio, "image": image}
+                {
+                    "key": key,
+                    "lat": lat,
+                    "lon": lon,
+                    "month": month,
+                    "hour": hour,
+                    "audio_source": audio_source,
+                    "caption_source": caption_source,
+                    "caption": caption,
+                    "audio": audio,
+                    "image": image,
+                }
             )
         return rows
 
@@ -299,7 +334,9 @@ class ManifestDataset(IterableDataset):
         try:
             with Image.open(r["image"]) as im:
                 img = np.asarray(im.convert("RGB"))
-            tiles = np.stack([crop_zoom(img, z, self.zoom_max, self.image_size) for z in self.zooms])
+            tiles = np.stack(
+                [crop_zoom(img, z, self.zoom_max, self.image_size) for z in self.zooms]
+            )
         except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
             raise ValueError(f"corrupt_image: could not read image {r['image']}: {e}") from e
         return {

@@ -18,7 +18,9 @@ def read_world_meta(root: str | os.PathLike) -> dict:
     """The ``world.json`` of a world dataset; raises ValueError when the folder is not one."""
     path = Path(root) / "world.json"
     if not path.is_file():
-        raise ValueError(f"{root} is not a world dataset (no world.json); build one with `psm world build --out {root}`")
+        raise ValueError(
+            f"{root} is not a world dataset (no world.json); build one with `psm world build --out {root}`"
+        )
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:

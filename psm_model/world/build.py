@@ -58,16 +58,24 @@ class BuildConfig:
             raise ValueError(f"--samples must be >= 1, got {self.samples}")
         if self.image_size < 4:
             raise ValueError(f"--image-size must be >= 4 pixels, got {self.image_size}")
-        if not self.zooms or any(z < 1 or z > 5 for z in self.zooms) or len(set(self.zooms)) != len(self.zooms):
+        if (
+            not self.zooms
+            or any(z < 1 or z > 5 for z in self.zooms)
+            or len(set(self.zooms)) != len(self.zooms)
+        ):
             raise ValueError(f"zooms must be distinct integers in 1..5, got {self.zooms}")
         if self.sample_rate < 4000 or self.clip_seconds <= 0:
-            raise ValueError(f"need --sample-rate >= 4000 and --clip-seconds > 0, got {self.sample_rate}, {self.clip_seconds}")
+            raise ValueError(
+                f"need --sample-rate >= 4000 and --clip-seconds > 0, got {self.sample_rate}, {self.clip_seconds}"
+            )
         if self.cell_km is not None:
             self.cell_deg = None
         if self.cell_deg is None and self.cell_km is None:
             raise ValueError("give --cell-deg or --cell-km for the spatial split")
         if self.shard_size < 1 or self.workers < 1:
-            raise ValueError(f"--shard-size and --workers must be >= 1, got {self.shard_size}, {self.workers}")
+            raise ValueError(
+                f"--shard-size and --workers must be >= 1, got {self.shard_size}, {self.workers}"
+            )
 
     @property
     def effective_gsd(self) -> float:
@@ -95,14 +103,21 @@ def _init_worker(seed: int, cfg: BuildConfig, plan: dict[str, np.ndarray]) -> No
     _STATE["plan"] = plan
 
 
-def _coarse_batch(world: World, lat: np.ndarray, lon: np.ndarray, cfg: BuildConfig) -> tuple[int, np.ndarray, np.ndarray]:
+def _coarse_batch(
+    world: World, lat: np.ndarray, lon: np.ndarray, cfg: BuildConfig
+) -> tuple[int, np.ndarray, np.ndarray]:
     """Coarse land-cover scores of every tile in a shard, in one vectorised call."""
     big = world.config.zoom_max * cfg.image_size
     n = max(cfg.zooms) * cfg.image_size
     c0 = (big - n) // 2
-    grids = [coarse_grid(float(a), float(b), cfg.effective_gsd, big, c0, c0 + n) for a, b in zip(lat, lon, strict=True)]
+    grids = [
+        coarse_grid(float(a), float(b), cfg.effective_gsd, big, c0, c0 + n)
+        for a, b in zip(lat, lon, strict=True)
+    ]
     k0 = grids[0][0]
-    scores, oj = world.field.evaluate(np.stack([g[1] for g in grids]), np.stack([g[2] for g in grids]))
+    scores, oj = world.field.evaluate(
+        np.stack([g[1] for g in grids]), np.stack([g[2] for g in grids])
+    )
     return k0, scores, oj
 
 
@@ -116,23 +131,48 @@ def _make_shard(rows: np.ndarray) -> dict:
     probs = law(fr, lat, plan["month"][rows], plan["hour"][rows], plan["source"][rows])
     n_t = int(round(cfg.sample_rate * cfg.clip_seconds))
     audio = np.empty((rows.size, n_t), dtype=np.int16)
-    images = np.empty((rows.size, len(cfg.zooms), cfg.image_size, cfg.image_size, 3), dtype=np.uint8)
+    images = np.empty(
+        (rows.size, len(cfg.zooms), cfg.image_size, cfg.image_size, 3), dtype=np.uint8
+    )
     classes, captions = [], []
     kind = IMAGERY[cfg.imagery]
     coarse = _coarse_batch(world, lat, lon, cfg)
     for r, i in enumerate(rows):
         cls, cap, wav = world.realise(
-            int(i), float(lat[r]), probs[r], fr[r], int(plan["month"][i]), int(plan["hour"][i]),
-            int(plan["source"][i]), int(plan["caption_source"][i]), cfg.sample_rate, cfg.clip_seconds,
+            int(i),
+            float(lat[r]),
+            probs[r],
+            fr[r],
+            int(plan["month"][i]),
+            int(plan["hour"][i]),
+            int(plan["source"][i]),
+            int(plan["caption_source"][i]),
+            cfg.sample_rate,
+            cfg.clip_seconds,
         )
         audio[r] = np.round(wav * 32767.0).astype(np.int16)
         images[r] = render_zooms(
-            world.field, float(lat[r]), float(lon[r]), kind, cfg.image_size, cfg.zooms, cfg.effective_gsd,
-            world.config.zoom_max, (coarse[0], coarse[1][r], coarse[2][r]),
+            world.field,
+            float(lat[r]),
+            float(lon[r]),
+            kind,
+            cfg.image_size,
+            cfg.zooms,
+            cfg.effective_gsd,
+            world.config.zoom_max,
+            (coarse[0], coarse[1][r], coarse[2][r]),
         )
         classes.append(cls)
         captions.append(cap)
-    return {"rows": rows, "fractions": fr, "probs": probs, "classes": classes, "captions": captions, "audio": audio, "images": images}
+    return {
+        "rows": rows,
+        "fractions": fr,
+        "probs": probs,
+        "classes": classes,
+        "captions": captions,
+        "audio": audio,
+        "images": images,
+    }
 
 
 def build_world(
@@ -168,14 +208,19 @@ def build_world(
             jobs.append((s, k, idx[a : a + cfg.shard_size]))
 
     n = cfg.samples
-    cols: dict[str, list] = {c: [None] * n for c in ("shard", "row", "classes", "caption", "probs", "fractions")}
+    cols: dict[str, list] = {
+        c: [None] * n for c in ("shard", "row", "classes", "caption", "probs", "fractions")
+    }
     done = 0
 
     def consume(job: tuple[str, int, np.ndarray], res: dict) -> None:
         nonlocal done
         s, k, _ = job
         name = f"{s}-{k:05d}.npz"
-        write_npz(out / SHARD_DIR / name, {"index": res["rows"].astype(np.int64), "images": res["images"], "audio": res["audio"]})
+        write_npz(
+            out / SHARD_DIR / name,
+            {"index": res["rows"].astype(np.int64), "images": res["images"], "audio": res["audio"]},
+        )
         for r, i in enumerate(res["rows"]):
             cols["shard"][i] = f"{SHARD_DIR}/{name}"
             cols["row"][i] = r
@@ -217,7 +262,9 @@ def build_world(
             "shard": cols["shard"],
             "row": np.array(cols["row"], dtype=np.int32),
             "probs": pa.array([p.tolist() for p in cols["probs"]], type=pa.list_(pa.float32())),
-            "fractions": pa.array([f.tolist() for f in cols["fractions"]], type=pa.list_(pa.float32())),
+            "fractions": pa.array(
+                [f.tolist() for f in cols["fractions"]], type=pa.list_(pa.float32())
+            ),
         }
     )
     pq.write_table(table, out / INDEX_FILE)
@@ -226,12 +273,21 @@ def build_world(
         "format_version": FORMAT_VERSION,
         "world": world.to_dict(),
         # Settings that shape the data (not the worker count: any count gives the same bytes).
-        "build": {**{k: v for k, v in asdict(cfg).items() if k not in ("workers", "extra")}, "gsd": cfg.effective_gsd, "zooms": list(cfg.zooms)},
+        "build": {
+            **{k: v for k, v in asdict(cfg).items() if k not in ("workers", "extra")},
+            "gsd": cfg.effective_gsd,
+            "zooms": list(cfg.zooms),
+        },
         "class_queries": CLASS_QUERIES,
         "counts": counts,
-        "shards": {s: sorted(f"{SHARD_DIR}/{j[0]}-{j[1]:05d}.npz" for j in jobs if j[0] == s) for s in SPLITS},
+        "shards": {
+            s: sorted(f"{SHARD_DIR}/{j[0]}-{j[1]:05d}.npz" for j in jobs if j[0] == s)
+            for s in SPLITS
+        },
         "index": INDEX_FILE,
     }
     (out / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    logger.info("built %d samples in %.1f s under %s (%s)", n, time.perf_counter() - t0, out, counts)
+    logger.info(
+        "built %d samples in %.1f s under %s (%s)", n, time.perf_counter() - t0, out, counts
+    )
     return meta

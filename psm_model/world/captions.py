@@ -63,8 +63,27 @@ _SOURCE_TAGS: dict[str, tuple[str, ...]] = {
     "aporee": ("field recording", "soundscape", "ambience"),
     "freesound": ("sound effect", "recording", "sample"),
 }
-_WHEN = {"dawn": "at dawn", "morning": "in the morning", "afternoon": "in the afternoon", "evening": "in the evening", "night": "at night"}
-_MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september", "october", "november", "december")
+_WHEN = {
+    "dawn": "at dawn",
+    "morning": "in the morning",
+    "afternoon": "in the afternoon",
+    "evening": "in the evening",
+    "night": "at night",
+}
+_MONTHS = (
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+)
 
 assert set(_NOUNS) == set(SOUND_CLASSES) == set(_VERBS)
 assert set(_PLACES) == set(LANDCOVER_CLASSES)
@@ -109,11 +128,17 @@ def make_caption(
     sounds as nouns with place and time.
     """
     if caption_source not in CAPTION_SOURCES:
-        raise ValueError(f"unknown caption source {caption_source!r}; expected one of {', '.join(CAPTION_SOURCES)}")
+        raise ValueError(
+            f"unknown caption source {caption_source!r}; expected one of {', '.join(CAPTION_SOURCES)}"
+        )
     if audio_source not in AUDIO_SOURCES:
-        raise ValueError(f"unknown audio source {audio_source!r}; expected one of {', '.join(AUDIO_SOURCES)}")
+        raise ValueError(
+            f"unknown audio source {audio_source!r}; expected one of {', '.join(AUDIO_SOURCES)}"
+        )
     if landcover not in _PLACES:
-        raise ValueError(f"unknown land cover {landcover!r}; expected one of {', '.join(LANDCOVER_CLASSES)}")
+        raise ValueError(
+            f"unknown land cover {landcover!r}; expected one of {', '.join(LANDCOVER_CLASSES)}"
+        )
     order = list(classes)
     rng.shuffle(order)
     tod = time_of_day(int(hour))
@@ -121,7 +146,11 @@ def make_caption(
     if caption_source == "metadata":
         tags = [_pick(rng, _SOURCE_TAGS[audio_source])]
         tags += [_pick(rng, _NOUNS[c]).removeprefix("a ").removeprefix("an ") for c in order]
-        extra = [place.split(" ", 1)[-1].removeprefix("a ").removeprefix("the "), tod, _MONTHS[int(month) - 1]]
+        extra = [
+            place.split(" ", 1)[-1].removeprefix("a ").removeprefix("the "),
+            tod,
+            _MONTHS[int(month) - 1],
+        ]
         tags += [e for e in extra if rng.random() < 0.7]
         return ", ".join(tags)
     if caption_source == "captioner_a":
@@ -135,7 +164,15 @@ def make_caption(
             s += " " + place
         return s + "."
     nouns = _join([_pick(rng, _NOUNS[c]) for c in order])
-    lead = _pick(rng, ("The sound of {n} {p}", "{N} can be heard {p}", "Recording of {n} {p}", "Ambient audio with {n} {p}"))
+    lead = _pick(
+        rng,
+        (
+            "The sound of {n} {p}",
+            "{N} can be heard {p}",
+            "Recording of {n} {p}",
+            "Ambient audio with {n} {p}",
+        ),
+    )
     s = lead.format(n=nouns, N=nouns[0].upper() + nouns[1:], p=place)
     if rng.random() < 0.6:
         s += " " + _WHEN[tod]

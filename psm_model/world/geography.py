@@ -69,7 +69,9 @@ class Cities:
     """Urban radius: the core extends to about 0.7 x radius and suburbs to about 1.6 x radius."""
     tree: cKDTree
 
-    def nearest(self, lat: np.ndarray, lon: np.ndarray, k: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    def nearest(
+        self, lat: np.ndarray, lon: np.ndarray, k: int = 6
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Distances (metres, chord approximation) and indices of the k nearest cities."""
         pts = unit_vectors(lat, lon).reshape(-1, 3)
         d, idx = self.tree.query(pts, k=k)
@@ -121,7 +123,9 @@ def _density_raster() -> np.ndarray:
 def rural_density(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
     """Regional population density in [0, 1] (about 100 km smoothing), bilinearly interpolated."""
     g = _density_raster()
-    fi = np.clip((90.0 - np.asarray(lat, dtype=np.float64)) / DENSITY_RES_DEG - 0.5, 0.0, g.shape[0] - 1.001)
+    fi = np.clip(
+        (90.0 - np.asarray(lat, dtype=np.float64)) / DENSITY_RES_DEG - 0.5, 0.0, g.shape[0] - 1.001
+    )
     fj = (np.asarray(lon, dtype=np.float64) + 180.0) / DENSITY_RES_DEG - 0.5
     i = np.floor(fi).astype(np.int64)
     j = np.floor(fj).astype(np.int64)

@@ -52,8 +52,14 @@ _BASE = np.array(
     ],
     dtype=np.float64,
 )
-_CROPS = np.array([(88, 140, 52), (196, 180, 92), (140, 110, 72), (120, 170, 70), (170, 160, 60)], dtype=np.float64)
-_ROOFS = np.array([(170, 80, 60), (120, 120, 125), (190, 185, 175), (95, 85, 80), (150, 110, 90)], dtype=np.float64)
+_CROPS = np.array(
+    [(88, 140, 52), (196, 180, 92), (140, 110, 72), (120, 170, 70), (170, 160, 60)],
+    dtype=np.float64,
+)
+_ROOFS = np.array(
+    [(170, 80, 60), (120, 120, 125), (190, 185, 175), (95, 85, 80), (150, 110, 90)],
+    dtype=np.float64,
+)
 _HAZE = np.array([185.0, 195.0, 210.0])
 
 
@@ -62,7 +68,9 @@ def check_imagery(kind: str) -> ImageryKind:
     try:
         return IMAGERY[kind]
     except KeyError as e:
-        raise ValueError(f"unknown imagery kind {kind!r}; expected one of {', '.join(IMAGERY)}") from e
+        raise ValueError(
+            f"unknown imagery kind {kind!r}; expected one of {', '.join(IMAGERY)}"
+        ) from e
 
 
 def _check_tile(gsd: float, size: int, zoom: int, zoom_max: int) -> None:
@@ -74,7 +82,9 @@ def _check_tile(gsd: float, size: int, zoom: int, zoom_max: int) -> None:
         raise ValueError(f"zoom must be an integer in 1..{zoom_max}, got {zoom!r}")
 
 
-def coarse_grid(lat: float, lon: float, gsd: float, big: int, c0: int, c1: int) -> tuple[int, np.ndarray, np.ndarray]:
+def coarse_grid(
+    lat: float, lon: float, gsd: float, big: int, c0: int, c1: int
+) -> tuple[int, np.ndarray, np.ndarray]:
     """Nodes of the coarse land-cover grid covering pixels [c0, c1): (k0, node lats, node lons) ``[K, K]``."""
     step = float(COARSE_STEP_PX)
     k0 = int(np.floor((c0 + 0.5) / step))
@@ -85,7 +95,9 @@ def coarse_grid(lat: float, lon: float, gsd: float, big: int, c0: int, c1: int) 
     return k0, plat, plon
 
 
-def classify_from_coarse(scores: np.ndarray, oj: np.ndarray, k0: int, c0: int, c1: int) -> np.ndarray:
+def classify_from_coarse(
+    scores: np.ndarray, oj: np.ndarray, k0: int, c0: int, c1: int
+) -> np.ndarray:
     """Pixel classes from coarse-node scores, by bilinear interpolation of the scores.
 
     Where the four corner nodes of a cell agree, every pixel inside has that class (the
@@ -97,7 +109,11 @@ def classify_from_coarse(scores: np.ndarray, oj: np.ndarray, k0: int, c0: int, c
     u = (np.arange(c0, c1) + 0.5) / step - k0
     ki = np.clip(np.floor(u).astype(np.int64), 0, kk - 2)
     t = np.clip(u - ki, 0.0, 1.0)
-    same = (ccls[:-1, :-1] == ccls[1:, :-1]) & (ccls[:-1, :-1] == ccls[:-1, 1:]) & (ccls[:-1, :-1] == ccls[1:, 1:])
+    same = (
+        (ccls[:-1, :-1] == ccls[1:, :-1])
+        & (ccls[:-1, :-1] == ccls[:-1, 1:])
+        & (ccls[:-1, :-1] == ccls[1:, 1:])
+    )
     cls = ccls[ki[:, None], ki[None, :]].copy()
     mixed = ~same[ki[:, None], ki[None, :]]
     if mixed.any():
@@ -168,7 +184,15 @@ _CROP0 = len(_BASE)
 _ROOF0 = _CROP0 + len(_CROPS)
 _ROAD, _LAWN, _MARGIN, _POOL, _SNOWPATCH = range(_ROOF0 + len(_ROOFS), _ROOF0 + len(_ROOFS) + 5)
 _PALETTE = np.concatenate(
-    [_BASE, _CROPS, _ROOFS, np.array([(72, 72, 78), (96, 130, 72), (70, 90, 50), (50, 80, 100), (225, 230, 236)], dtype=np.float64)]
+    [
+        _BASE,
+        _CROPS,
+        _ROOFS,
+        np.array(
+            [(72, 72, 78), (96, 130, 72), (70, 90, 50), (50, 80, 100), (225, 230, 236)],
+            dtype=np.float64,
+        ),
+    ]
 )
 _PALETTE_CACHE: dict[str, np.ndarray] = {}
 
@@ -199,16 +223,26 @@ def _texture(k: int, xs: np.ndarray, ys: np.ndarray, gsd: float, seed: int) -> T
     if k in (3, 4):  # urban core and suburbs: road grid, blocks, buildings
         block, road, cell, dens = (110.0, 14.0, 22.0, 0.9) if k == 3 else (80.0, 9.0, 18.0, 0.45)
         is_road = (np.mod(ys, block) < road)[:, None] | (np.mod(xs, block) < road)[None, :]
-        hh = _sep_hash(np.floor(ys / cell).astype(np.int64)[:, None], np.floor(xs / cell).astype(np.int64)[None, :], s)
+        hh = _sep_hash(
+            np.floor(ys / cell).astype(np.int64)[:, None],
+            np.floor(xs / cell).astype(np.int64)[None, :],
+            s,
+        )
         inner = (np.mod(ys, cell) > 3.0)[:, None] & (np.mod(xs, cell) > 3.0)[None, :]
         roof = _ROOF0 + (hh * len(_ROOFS)).astype(np.int64) % len(_ROOFS)
         idx = np.where(inner & (hh < dens), roof, k if k == 3 else _LAWN)
         return np.where(is_road, _ROAD, idx), 1.0
     if k == 5:  # cropland: parcels with stripes and margins
-        hh = _sep_hash(np.floor(ys / 260.0).astype(np.int64)[:, None], np.floor(xs / 340.0).astype(np.int64)[None, :], s)
+        hh = _sep_hash(
+            np.floor(ys / 260.0).astype(np.int64)[:, None],
+            np.floor(xs / 340.0).astype(np.int64)[None, :],
+            s,
+        )
         idx = _CROP0 + (hh * len(_CROPS)).astype(np.int64) % len(_CROPS)
         lam = max(12.0, 2.5 * gsd)
-        stripe = np.where(hh < 0.5, np.sin(_phase(xs, ys, 1.0, 0.0, lam)), np.sin(_phase(xs, ys, 0.0, 1.0, lam)))
+        stripe = np.where(
+            hh < 0.5, np.sin(_phase(xs, ys, 1.0, 0.0, lam)), np.sin(_phase(xs, ys, 0.0, 1.0, lam))
+        )
         margin = (np.mod(ys, 260.0) < 4.0)[:, None] | (np.mod(xs, 340.0) < 4.0)[None, :]
         return np.where(margin, _MARGIN, idx), np.where(margin, 1.0, 1.0 + 0.09 * stripe)
     if k == 6:  # forest: canopy crowns and stands
@@ -231,7 +265,9 @@ def _texture(k: int, xs: np.ndarray, ys: np.ndarray, gsd: float, seed: int) -> T
     return k, 0.96 + 0.04 * _vnoise(xs, ys, 70.0, s)  # snow: wind-blown shading
 
 
-def _paint(cls: np.ndarray, xs: np.ndarray, ys: np.ndarray, gsd: float, seed: int, kind: ImageryKind) -> np.ndarray:
+def _paint(
+    cls: np.ndarray, xs: np.ndarray, ys: np.ndarray, gsd: float, seed: int, kind: ImageryKind
+) -> np.ndarray:
     """Colour each pixel by its class's texture: float32 [H, W, 3] in the kind's look (before haze)."""
     present = np.nonzero(np.bincount(cls.ravel(), minlength=len(_BASE)))[0]
     shape = cls.shape
@@ -249,8 +285,17 @@ def _paint(cls: np.ndarray, xs: np.ndarray, ys: np.ndarray, gsd: float, seed: in
     return _palette(kind)[idx] * shade[..., None]
 
 
-def _tile_seed(seed: int, lat: float, lon: float, gsd: float, size: int, zoom_max: int) -> np.random.Generator:
-    key = [seed, int(round(lat * 1e6)) % 2**32, int(round(lon * 1e6)) % 2**32, int(round(gsd * 1e3)), size, zoom_max]
+def _tile_seed(
+    seed: int, lat: float, lon: float, gsd: float, size: int, zoom_max: int
+) -> np.random.Generator:
+    key = [
+        seed,
+        int(round(lat * 1e6)) % 2**32,
+        int(round(lon * 1e6)) % 2**32,
+        int(round(gsd * 1e3)),
+        size,
+        zoom_max,
+    ]
     return np.random.default_rng(key)
 
 

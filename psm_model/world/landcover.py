@@ -90,7 +90,9 @@ class LandCoverField:
         scores[..., 0] = 3.0 * lake_n - 1.0 + 0.3 * moist  # water
         scores[..., 1] = 7.0 * (u - 0.52)  # urban
         scores[..., 2] = 2.0 - 6.0 * np.abs(u - 0.38)  # suburban
-        scores[..., 3] = (2.2 * dens + 0.9 * agri_n - 0.35 - 1.2 * dry - 3.0 * u) * mild - 2.0 * (1 - mild)  # cropland
+        scores[..., 3] = (2.2 * dens + 0.9 * agri_n - 0.35 - 1.2 * dry - 3.0 * u) * mild - 2.0 * (
+            1 - mild
+        )  # cropland
         scores[..., 4] = (0.9 * moist + 0.8 * veg + 0.1) * warm - 1.5 * (1 - warm)  # forest
         scores[..., 5] = 0.25 - np.abs(moist + 0.15) + 0.35 * veg + 0.2 * agri_n  # grassland
         scores[..., 6] = 1.4 * (dry - 0.45) + 0.3 * veg - 3.0 * (temp < 6.0)  # desert
@@ -134,7 +136,9 @@ def offset_latlon(
     return np.clip(nlat, -90.0, 90.0), nlon
 
 
-def fractions(field: LandCoverField, lat: np.ndarray, lon: np.ndarray, side_m: float, n: int) -> np.ndarray:
+def fractions(
+    field: LandCoverField, lat: np.ndarray, lon: np.ndarray, side_m: float, n: int
+) -> np.ndarray:
     """Land-cover fractions ``[len(lat), N_LANDCOVER]`` of square footprints sampled on an n x n grid."""
     lat = np.atleast_1d(np.asarray(lat, dtype=np.float64))
     lon = np.atleast_1d(np.asarray(lon, dtype=np.float64))

@@ -33,9 +33,57 @@ AFFINITY_FLOOR = 0.02
 # Source preference (rows AUDIO_SOURCES order: yfcc, inaturalist, aporee, freesound).
 SOURCE_WEIGHTS = np.array(
     [
-        [0.5, 0.5, 0.5, 0.5, 0.5, 1.0, 2.5, 2.5, 2.5, 2.5, 2.5, 0.8, 0.8, 0.8, 2.5],  # yfcc: human, urban
-        [4.0, 4.0, 4.0, 0.8, 0.8, 0.4, 0.05, 0.05, 0.05, 0.05, 0.05, 0.2, 0.2, 0.2, 0.05],  # iNaturalist: animals
-        [1.5, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 1.5, 0.6, 1.0, 2.0, 2.5, 2.5, 2.5, 0.6],  # aporee: ambient field recordings
+        [
+            0.5,
+            0.5,
+            0.5,
+            0.5,
+            0.5,
+            1.0,
+            2.5,
+            2.5,
+            2.5,
+            2.5,
+            2.5,
+            0.8,
+            0.8,
+            0.8,
+            2.5,
+        ],  # yfcc: human, urban
+        [
+            4.0,
+            4.0,
+            4.0,
+            0.8,
+            0.8,
+            0.4,
+            0.05,
+            0.05,
+            0.05,
+            0.05,
+            0.05,
+            0.2,
+            0.2,
+            0.2,
+            0.05,
+        ],  # iNaturalist: animals
+        [
+            1.5,
+            0.6,
+            0.6,
+            0.6,
+            0.6,
+            0.6,
+            0.6,
+            1.5,
+            0.6,
+            1.0,
+            2.0,
+            2.5,
+            2.5,
+            2.5,
+            0.6,
+        ],  # aporee: ambient field recordings
         [1.0] * N_SOUNDS,  # freesound: a mix
     ]
 )
@@ -62,17 +110,29 @@ def diurnal(hour: np.ndarray) -> np.ndarray:
     h = np.asarray(hour, dtype=np.float64)[..., None]
     day = _window(h, 6.0, 19.0)
     cols = [
-        0.15 + 1.6 * _bump(h, 6.0, 1.5) + 0.6 * _bump(h, 18.5, 1.5) + 0.5 * day,  # birdsong: dawn chorus
+        0.15
+        + 1.6 * _bump(h, 6.0, 1.5)
+        + 0.6 * _bump(h, 18.5, 1.5)
+        + 0.5 * day,  # birdsong: dawn chorus
         0.2 + 1.6 * _bump(h, 21.0, 2.5) + 0.3 * day,  # insects: warm evenings
         0.05 + 1.5 * _bump(h, 23.5, 3.0),  # frogs: nights
         0.02 + 2.2 * _bump(h, 5.5, 1.0) + 0.3 * _window(h, 7.0, 17.0),  # rooster: dawn
         0.05 + 1.0 * _window(h, 7.0, 19.0),  # sheep: daytime
         0.3 + 0.7 * _window(h, 6.0, 22.0),  # dog
-        0.1 + 1.0 * _bump(h, 8.0, 1.5) + 1.0 * _bump(h, 17.5, 1.5) + 0.5 * day,  # car horn: rush hours
-        0.15 + 1.2 * _bump(h, 8.0, 1.5) + 1.2 * _bump(h, 17.5, 1.5) + 0.6 * _window(h, 6.0, 21.0),  # traffic
+        0.1
+        + 1.0 * _bump(h, 8.0, 1.5)
+        + 1.0 * _bump(h, 17.5, 1.5)
+        + 0.5 * day,  # car horn: rush hours
+        0.15
+        + 1.2 * _bump(h, 8.0, 1.5)
+        + 1.2 * _bump(h, 17.5, 1.5)
+        + 0.6 * _window(h, 6.0, 21.0),  # traffic
         0.6 + 0.2 * day,  # siren
         0.1 + 1.0 * _window(h, 10.0, 22.0),  # crowd
-        0.02 + 1.0 * _window(h, 7.0, 19.0) + 0.8 * _bump(h, 12.0, 0.7) + 0.6 * _bump(h, 18.0, 0.7),  # bells
+        0.02
+        + 1.0 * _window(h, 7.0, 19.0)
+        + 0.8 * _bump(h, 12.0, 0.7)
+        + 0.6 * _bump(h, 18.0, 0.7),  # bells
         np.ones_like(h),  # ocean waves
         np.ones_like(h),  # rain
         0.8 + 0.4 * _bump(h, 15.0, 3.0),  # wind: afternoon
@@ -95,7 +155,11 @@ def season_month(month: np.ndarray, lat: np.ndarray) -> np.ndarray:
 def temperature(lat: np.ndarray, month: np.ndarray) -> np.ndarray:
     """A crude monthly temperature (deg C): latitude band plus a seasonal swing growing with latitude."""
     a = np.abs(np.asarray(lat, dtype=np.float64))
-    annual = np.interp(a, [0.0, 15.0, 30.0, 45.0, 60.0, 70.0, 80.0, 90.0], [27.0, 25.0, 19.0, 11.0, 1.0, -9.0, -18.0, -30.0])
+    annual = np.interp(
+        a,
+        [0.0, 15.0, 30.0, 45.0, 60.0, 70.0, 80.0, 90.0],
+        [27.0, 25.0, 19.0, 11.0, 1.0, -9.0, -18.0, -30.0],
+    )
     swing = 12.0 * np.minimum(a / 60.0, 1.0)
     return annual + swing * np.cos(2 * np.pi * (season_month(month, lat) - 7.0) / 12.0)
 
@@ -112,7 +176,8 @@ def seasonal(month: np.ndarray, lat: np.ndarray) -> np.ndarray:
     cols = [
         np.where(tropic, 0.9, 0.35 + 0.75 * breeding),  # birdsong: spring breeding season
         0.05 + warm,  # insects: warm months
-        0.08 + np.where(tropic, 0.7, spring) / (1.0 + np.exp(-(t - 6.0) / 2.0)),  # frogs: spring nights
+        0.08
+        + np.where(tropic, 0.7, spring) / (1.0 + np.exp(-(t - 6.0) / 2.0)),  # frogs: spring nights
         ones,  # rooster
         0.6 + 0.4 / (1.0 + np.exp(-t / 3.0)),  # sheep: outdoors when not freezing
         ones,
@@ -151,7 +216,12 @@ def law(
     month = np.broadcast_to(np.asarray(month, dtype=np.float64), (n,))
     hour = np.broadcast_to(np.asarray(hour, dtype=np.float64), (n,))
     source = np.broadcast_to(np.asarray(source, dtype=np.int64), (n,))
-    w = (f @ AFFINITY + AFFINITY_FLOOR) * diurnal(hour) * seasonal(month, lat) * SOURCE_WEIGHTS[source]
+    w = (
+        (f @ AFFINITY + AFFINITY_FLOOR)
+        * diurnal(hour)
+        * seasonal(month, lat)
+        * SOURCE_WEIGHTS[source]
+    )
     return w / w.sum(axis=-1, keepdims=True)
 
 
@@ -160,4 +230,6 @@ def sound_index(name: str) -> int:
     try:
         return SOUND_CLASSES.index(name)
     except ValueError as e:
-        raise ValueError(f"unknown sound class {name!r}; expected one of {', '.join(SOUND_CLASSES)}") from e
+        raise ValueError(
+            f"unknown sound class {name!r}; expected one of {', '.join(SOUND_CLASSES)}"
+        ) from e

@@ -76,7 +76,9 @@ def fbm(
     if gains is None:
         gains = tuple(0.6**k for k in range(len(wavelengths)))
     if len(gains) != len(wavelengths):
-        raise ValueError(f"fbm needs one gain per wavelength, got {len(gains)} gains for {len(wavelengths)} wavelengths")
+        raise ValueError(
+            f"fbm needs one gain per wavelength, got {len(gains)} gains for {len(wavelengths)} wavelengths"
+        )
     out = np.zeros(np.broadcast(x, y).shape, dtype=np.float64)
     for k, (wl, g) in enumerate(zip(wavelengths, gains, strict=True)):
         # Offsets decorrelate octaves that share a lattice.

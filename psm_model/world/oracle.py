@@ -18,7 +18,9 @@ def _set_key(classes: Sequence[str | int]) -> tuple[int, ...]:
     for c in classes:
         if isinstance(c, str):
             if c not in SOUND_CLASSES:
-                raise ValueError(f"unknown sound class {c!r}; expected one of {', '.join(SOUND_CLASSES)}")
+                raise ValueError(
+                    f"unknown sound class {c!r}; expected one of {', '.join(SOUND_CLASSES)}"
+                )
             out.add(SOUND_CLASSES.index(c))
         else:
             out.add(int(c))
@@ -42,7 +44,11 @@ def _expanded_probs(
     for i in range(n):
         ms = [(m[i], 1.0)] if m[i] is not None else [(k + 1, MONTH_PRIOR[k]) for k in range(12)]
         hs = [(h[i], 1.0)] if h[i] is not None else [(k, HOUR_PRIOR[k]) for k in range(24)]
-        srcs = [(s[i], 1.0)] if s[i] is not None else [(k, SOURCE_PRIOR[k]) for k in range(len(AUDIO_SOURCES))]
+        srcs = (
+            [(s[i], 1.0)]
+            if s[i] is not None
+            else [(k, SOURCE_PRIOR[k]) for k in range(len(AUDIO_SOURCES))]
+        )
         for (a, wa), (b, wb), (c, wc) in product(ms, hs, srcs):
             rows.append(i)
             weights.append(wa * wb * wc)

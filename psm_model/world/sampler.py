@@ -63,7 +63,9 @@ def set_probability(p: np.ndarray, classes: tuple[int, ...] | frozenset[int]) ->
     return K_PROBS[len(cls) - 1] * total
 
 
-def draw_places(n: int, sources: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def draw_places(
+    n: int, sources: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Recording places that cluster where people are.
 
     Per audio source, a share of places lies near a city drawn with weight population^0.75 and

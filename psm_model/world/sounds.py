@@ -117,7 +117,11 @@ def birdsong(rng: np.random.Generator, sr: int, n: int) -> np.ndarray:
         sweep = rng.uniform(-0.5, 0.5) * f0
         tt = np.arange(length) / length
         f = f0 + sweep * tt + 0.08 * f0 * np.sin(2 * np.pi * rng.uniform(20, 60) * tt * length / sr)
-        _add(out, int(pos), _shape(length, 0.2, 0.5) * _tone(np.minimum(f, 0.45 * sr), sr, (1.0, 0.2)))
+        _add(
+            out,
+            int(pos),
+            _shape(length, 0.2, 0.5) * _tone(np.minimum(f, 0.45 * sr), sr, (1.0, 0.2)),
+        )
         pos += length + rng.uniform(0.03, 0.5) * sr
     return out
 
@@ -130,7 +134,9 @@ def insects(rng: np.random.Generator, sr: int, n: int) -> np.ndarray:
     group = 0.5 * (1 + np.sign(np.sin(2 * np.pi * rng.uniform(0.8, 3.0) * t + rng.uniform(0, 6))))
     if rng.random() < 0.4:
         group = np.ones(n)  # continuous buzz (cicada-like)
-    carrier = np.sin(2 * np.pi * fc * t) + 0.3 * _band(rng.standard_normal(n), fc * 0.9, fc * 1.1, sr)
+    carrier = np.sin(2 * np.pi * fc * t) + 0.3 * _band(
+        rng.standard_normal(n), fc * 0.9, fc * 1.1, sr
+    )
     return carrier * _band(pulse * group, None, 400.0, sr, 1)
 
 
@@ -210,7 +216,9 @@ def car_horn(rng: np.random.Generator, sr: int, n: int) -> np.ndarray:
 
 def traffic(rng: np.random.Generator, sr: int, n: int) -> np.ndarray:
     """Low broadband rumble with passing-vehicle swells."""
-    rumble = _band(np.cumsum(rng.standard_normal(n)) * 0.05 + rng.standard_normal(n) * 0.3, 40, 1500, sr)
+    rumble = _band(
+        np.cumsum(rng.standard_normal(n)) * 0.05 + rng.standard_normal(n) * 0.3, 40, 1500, sr
+    )
     swell = np.full(n, 0.4)
     for _ in range(rng.integers(2, 6)):
         c = rng.uniform(0, n / sr)
@@ -244,7 +252,9 @@ def crowd(rng: np.random.Generator, sr: int, n: int) -> np.ndarray:
         f0 = rng.uniform(100, 250)
         f = _slow(f0 * (1 + 0.1 * np.sin(2 * np.pi * rng.uniform(0.5, 3) * tc)), n)
         saw = 2.0 * np.mod(np.cumsum(f) / sr, 1.0) - 1.0
-        syll = _slow(np.clip(np.sin(2 * np.pi * rng.uniform(3, 6) * tc + rng.uniform(0, 6)), 0, None), n)
+        syll = _slow(
+            np.clip(np.sin(2 * np.pi * rng.uniform(3, 6) * tc + rng.uniform(0, 6)), 0, None), n
+        )
         out += saw * syll * rng.uniform(0.3, 1.0)
     return _band(out + 0.3 * rng.standard_normal(n) * out.std(), 250, 3500, sr)
 
@@ -253,7 +263,15 @@ def church_bells(rng: np.random.Generator, sr: int, n: int) -> np.ndarray:
     """Bell strikes: inharmonic partials with long exponential decays, every 1-2 s."""
     out = np.zeros(n)
     f0 = rng.uniform(250, 600)
-    partials = ((0.5, 0.6), (1.0, 1.0), (1.19, 0.7), (1.5, 0.5), (2.0, 0.6), (2.52, 0.3), (3.01, 0.2))
+    partials = (
+        (0.5, 0.6),
+        (1.0, 1.0),
+        (1.19, 0.7),
+        (1.5, 0.5),
+        (2.0, 0.6),
+        (2.52, 0.3),
+        (3.01, 0.2),
+    )
     period = rng.uniform(1.0, 2.0)
     dt = np.arange(int(min(2.0, n / sr) * sr)) / sr
     strikes: dict[float, np.ndarray] = {}
@@ -262,7 +280,9 @@ def church_bells(rng: np.random.Generator, sr: int, n: int) -> np.ndarray:
         f = f0 * float(rng.choice([1.0, 1.0, 1.12, 0.89]))
         if f not in strikes:
             strikes[f] = sum(
-                g * np.exp(-dt * (1.2 + r)) * np.sin(2 * np.pi * f * r * dt) for r, g in partials if f * r < sr / 2
+                g * np.exp(-dt * (1.2 + r)) * np.sin(2 * np.pi * f * r * dt)
+                for r, g in partials
+                if f * r < sr / 2
             )
         _add(out, int(pos * sr), strikes[f])
         pos += period
@@ -310,10 +330,14 @@ def construction(rng: np.random.Generator, sr: int, n: int) -> np.ndarray:
     while pos < n / sr:
         _add(out, int(pos * sr), hit * rng.uniform(0.7, 1.0))
         pos += period * rng.uniform(0.9, 1.1)
-    drill_on = (np.sin(2 * np.pi * t / rng.uniform(1.0, 3.0) + rng.uniform(0, 6)) > 0.2).astype(float)
+    drill_on = (np.sin(2 * np.pi * t / rng.uniform(1.0, 3.0) + rng.uniform(0, 6)) > 0.2).astype(
+        float
+    )
     f = rng.uniform(90, 200)
     saw = 2 * np.mod(f * t, 1.0) - 1
-    drill = _band(saw + 0.3 * rng.standard_normal(n), 80, 3000, sr) * _band(drill_on, None, 30.0, sr, 1)
+    drill = _band(saw + 0.3 * rng.standard_normal(n), 80, 3000, sr) * _band(
+        drill_on, None, 30.0, sr, 1
+    )
     return out + 0.6 * drill
 
 
@@ -328,7 +352,9 @@ def synthesize(name: str, rng: np.random.Generator, sample_rate: int, n: int) ->
     try:
         fn = SYNTHS[name]
     except KeyError as e:
-        raise ValueError(f"unknown sound class {name!r}; expected one of {', '.join(SOUND_CLASSES)}") from e
+        raise ValueError(
+            f"unknown sound class {name!r}; expected one of {', '.join(SOUND_CLASSES)}"
+        ) from e
     x = fn(rng, sample_rate, n)
     rms = float(np.sqrt(np.mean(x * x)))
     return (x / max(rms, 1e-8)).astype(np.float32)

@@ -9,7 +9,9 @@ from psm_model.world.noise import hash2
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 
-def cell_ids(lat: np.ndarray, lon: np.ndarray, cell_deg: float | None = 1.0, cell_km: float | None = None) -> np.ndarray:
+def cell_ids(
+    lat: np.ndarray, lon: np.ndarray, cell_deg: float | None = 1.0, cell_km: float | None = None
+) -> np.ndarray:
     """Integer cell id per point: ``cell_deg`` x ``cell_deg`` degree cells, or ``cell_km`` square cells.
 
     Kilometre cells are rows of constant height ``cell_km`` whose columns are ``cell_km`` wide at
@@ -41,7 +43,9 @@ def assign_splits(
     """Split name per point: each cell goes wholly to train, val or test with the given probabilities."""
     f = np.asarray(fractions, dtype=np.float64)
     if f.shape != (3,) or (f < 0).any() or not np.isclose(f.sum(), 1.0):
-        raise ValueError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
+        raise ValueError(
+            f"split fractions must be three non-negative numbers summing to 1, got {fractions}"
+        )
     cells = np.asarray(cells, dtype=np.int64)
     u = hash2(cells // 10_000_000, cells % 10_000_000, seed + 0x5B117)
     k = np.searchsorted(np.cumsum(f)[:-1], u, side="right")

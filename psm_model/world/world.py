@@ -42,14 +42,18 @@ def _class_indices(classes: Iterable[str | int]) -> tuple[int, ...]:
     for c in classes:
         if isinstance(c, str):
             if c not in SOUND_CLASSES:
-                raise ValueError(f"unknown sound class {c!r}; expected one of {', '.join(SOUND_CLASSES)}")
+                raise ValueError(
+                    f"unknown sound class {c!r}; expected one of {', '.join(SOUND_CLASSES)}"
+                )
             out.append(SOUND_CLASSES.index(c))
         else:
             out.append(int(c))
     return tuple(sorted(set(out)))
 
 
-def _options(value: int | None, n: int, prior: np.ndarray, base: int = 0) -> list[tuple[int, float]]:
+def _options(
+    value: int | None, n: int, prior: np.ndarray, base: int = 0
+) -> list[tuple[int, float]]:
     """(value, weight) pairs: the value itself, or every value weighted by the sampler's prior."""
     if value is None:
         return [(k + base, float(prior[k])) for k in range(n)]
@@ -96,7 +100,12 @@ class World:
         return float(gsd) * int(size) * int(zoom), self.config.hear_grid
 
     def landcover_fractions(
-        self, lat: float, lon: float, gsd: float | None = None, size: int | None = None, zoom: int = 1
+        self,
+        lat: float,
+        lon: float,
+        gsd: float | None = None,
+        size: int | None = None,
+        zoom: int = 1,
     ) -> np.ndarray:
         """Land-cover fractions ``[len(LANDCOVER_CLASSES)]`` under a footprint.
 
@@ -108,7 +117,12 @@ class World:
         return fractions(self.field, np.array([lat]), np.array([lon]), side, n)[0]
 
     def landcover_fractions_grid(
-        self, lats: np.ndarray, lons: np.ndarray, gsd: float | None = None, size: int | None = None, zoom: int = 1
+        self,
+        lats: np.ndarray,
+        lons: np.ndarray,
+        gsd: float | None = None,
+        size: int | None = None,
+        zoom: int = 1,
     ) -> np.ndarray:
         """Vectorised :meth:`landcover_fractions`: ``[N, len(LANDCOVER_CLASSES)]``."""
         side, n = self._footprint(gsd, size, zoom)
@@ -117,13 +131,19 @@ class World:
         out = np.empty((lats.shape[0], N_LANDCOVER))
         step = max(1, 200_000 // (n * n))
         for a in range(0, lats.shape[0], step):
-            out[a : a + step] = fractions(self.field, lats[a : a + step], lons[a : a + step], side, n)
+            out[a : a + step] = fractions(
+                self.field, lats[a : a + step], lons[a : a + step], side, n
+            )
         return out
 
     # ----------------------------------------------------------------- the law
     @staticmethod
     def probs_from_fractions(
-        fr: np.ndarray, lat: np.ndarray, month: int | None, hour: int | None, audio_source: str | None
+        fr: np.ndarray,
+        lat: np.ndarray,
+        month: int | None,
+        hour: int | None,
+        audio_source: str | None,
     ) -> np.ndarray:
         """Class probabilities ``[N, n_sounds]``; None metadata is averaged over the sampler's priors."""
         check_month(month)
@@ -132,7 +152,9 @@ class World:
         fr = np.atleast_2d(fr)
         out = np.zeros((fr.shape[0], len(SOUND_CLASSES)))
         for (m, wm), (h, wh), (s, ws) in itertools.product(
-            _options(month, 12, MONTH_PRIOR, 1), _options(hour, 24, HOUR_PRIOR), _options(src, 4, SOURCE_PRIOR)
+            _options(month, 12, MONTH_PRIOR, 1),
+            _options(hour, 24, HOUR_PRIOR),
+            _options(src, 4, SOURCE_PRIOR),
         ):
             out += wm * wh * ws * law(fr, lat, m, h, s)
         return out
@@ -179,11 +201,19 @@ class World:
         """
         cls = _class_indices(classes)
         fr = self.landcover_fractions(lat, lon)[None]
-        return float(set_prob_matrix(fr, np.array([lat]), [month], [hour], [audio_source], [cls])[0, 0])
+        return float(
+            set_prob_matrix(fr, np.array([lat]), [month], [hour], [audio_source], [cls])[0, 0]
+        )
 
     # ----------------------------------------------------------------- imagery
     def render_tile(
-        self, lat: float, lon: float, gsd: float = 10.0, size: int = 48, zoom: int = 1, imagery: str = "sentinel"
+        self,
+        lat: float,
+        lon: float,
+        gsd: float = 10.0,
+        size: int = 48,
+        zoom: int = 1,
+        imagery: str = "sentinel",
     ) -> np.ndarray:
         """A satellite-like RGB tile, uint8 ``[size, size, 3]``.
 
@@ -193,16 +223,25 @@ class World:
         """
         lat, lon = check_latlon(lat, lon)
         kind = _imagery.check_imagery(imagery)
-        return _imagery.render_zooms(self.field, lat, lon, kind, size, (int(zoom),), gsd, self.config.zoom_max)[0]
+        return _imagery.render_zooms(
+            self.field, lat, lon, kind, size, (int(zoom),), gsd, self.config.zoom_max
+        )[0]
 
     def render_zooms(
-        self, lat: float, lon: float, zooms: tuple[int, ...] = (1, 3, 5), size: int = 48, imagery: str = "sentinel",
+        self,
+        lat: float,
+        lon: float,
+        zooms: tuple[int, ...] = (1, 3, 5),
+        size: int = 48,
+        imagery: str = "sentinel",
         gsd: float | None = None,
     ) -> np.ndarray:
         """Tiles at several zooms from one render: uint8 ``[len(zooms), size, size, 3]``."""
         lat, lon = check_latlon(lat, lon)
         kind = _imagery.check_imagery(imagery)
-        return _imagery.render_zooms(self.field, lat, lon, kind, size, tuple(zooms), gsd, self.config.zoom_max)
+        return _imagery.render_zooms(
+            self.field, lat, lon, kind, size, tuple(zooms), gsd, self.config.zoom_max
+        )
 
     def render_tiles(
         self,
@@ -223,7 +262,9 @@ class World:
         lats = np.asarray(lats, dtype=np.float64).ravel()
         lons = np.asarray(lons, dtype=np.float64).ravel()
         if lats.shape != lons.shape:
-            raise ValueError(f"lats and lons must have the same length, got {lats.shape[0]} and {lons.shape[0]}")
+            raise ValueError(
+                f"lats and lons must have the same length, got {lats.shape[0]} and {lons.shape[0]}"
+            )
         out = np.empty((lats.shape[0], size, size, 3), dtype=np.uint8)
         zmax = self.config.zoom_max
         big = zmax * size
@@ -232,11 +273,23 @@ class World:
             la, lo = lats[a : a + batch], lons[a : a + batch]
             for x, y in zip(la, lo, strict=True):
                 check_latlon(float(x), float(y))
-            grids = [_imagery.coarse_grid(float(x), float(y), gsd, big, c0, c0 + zoom * size) for x, y in zip(la, lo, strict=True)]
-            scores, oj = self.field.evaluate(np.stack([g[1] for g in grids]), np.stack([g[2] for g in grids]))
+            grids = [
+                _imagery.coarse_grid(float(x), float(y), gsd, big, c0, c0 + zoom * size)
+                for x, y in zip(la, lo, strict=True)
+            ]
+            scores, oj = self.field.evaluate(
+                np.stack([g[1] for g in grids]), np.stack([g[2] for g in grids])
+            )
             for r in range(la.shape[0]):
                 out[a + r] = _imagery.render_zooms(
-                    self.field, float(la[r]), float(lo[r]), kind, size, (int(zoom),), gsd, zmax,
+                    self.field,
+                    float(la[r]),
+                    float(lo[r]),
+                    kind,
+                    size,
+                    (int(zoom),),
+                    gsd,
+                    zmax,
                     (grids[r][0], scores[r], oj[r]),
                 )[0]
         return out
@@ -273,6 +326,8 @@ class World:
         cls = draw_set(probs, rng)
         names = tuple(SOUND_CLASSES[c] for c in cls)
         land = LANDCOVER_CLASSES[int(np.argmax(fr))]
-        cap = make_caption(names, land, month, hour, AUDIO_SOURCES[source], CAPTION_SOURCES[caption_source], rng)
+        cap = make_caption(
+            names, land, month, hour, AUDIO_SOURCES[source], CAPTION_SOURCES[caption_source], rng
+        )
         audio = mix_clip(names, rng, sample_rate, clip_seconds)
         return cls, cap, audio

@@ -17,7 +17,18 @@ from psm_model.world import BuildConfig, build_world
 @pytest.fixture(scope="module")
 def world_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wd") / "w"
-    build_world(out, BuildConfig(seed=5, samples=60, image_size=12, sample_rate=8000, clip_seconds=0.5, shard_size=20, workers=1))
+    build_world(
+        out,
+        BuildConfig(
+            seed=5,
+            samples=60,
+            image_size=12,
+            sample_rate=8000,
+            clip_seconds=0.5,
+            shard_size=20,
+            workers=1,
+        ),
+    )
     return out
 
 
@@ -57,7 +68,16 @@ def test_world_dataset_zoom_choice_and_shuffle(world_dir):
 def test_world_dataset_in_a_dataloader(world_dir):
     from torch.utils.data import DataLoader
 
-    keys = [k for batch in DataLoader(WorldDataset(world_dir, "train"), batch_size=4, num_workers=2, collate_fn=lambda b: [x["key"] for x in b]) for k in batch]
+    keys = [
+        k
+        for batch in DataLoader(
+            WorldDataset(world_dir, "train"),
+            batch_size=4,
+            num_workers=2,
+            collate_fn=lambda b: [x["key"] for x in b],
+        )
+        for k in batch
+    ]
     assert len(keys) == len(set(keys)) == len(WorldDataset(world_dir, "train"))
 
 
@@ -71,14 +91,94 @@ def _write_real_files(root: Path) -> pd.DataFrame:
     Image.fromarray(big).save(root / "tile.png")
     (root / "corrupt.png").write_bytes(b"\x89PNG not really")
     rows = [
-        dict(key="a", lat=40.7, lon=-74.0, audio_path="good.wav", image_path="tile.png", caption="birds", caption_source="metadata", audio_source="iNat", time_taken="2019-05-04 06:30:00"),
-        dict(key="b", lat=-33.9, lon=151.2, audio_path="stereo.flac", image_path="tile.png", caption="", caption_source="", audio_source="", time_taken=""),
-        dict(key="c", lat=10.0, lon=10.0, audio_path="missing.wav", image_path="tile.png", caption="x", caption_source="metadata", audio_source="yfcc", time_taken=""),
-        dict(key="d", lat=10.0, lon=10.0, audio_path="corrupt.wav", image_path="tile.png", caption="x", caption_source="metadata", audio_source="yfcc", time_taken=""),
-        dict(key="e", lat=10.0, lon=10.0, audio_path="good.wav", image_path="corrupt.png", caption="x", caption_source="metadata", audio_source="yfcc", time_taken=""),
-        dict(key="f", lat=123.0, lon=10.0, audio_path="good.wav", image_path="tile.png", caption="x", caption_source="metadata", audio_source="yfcc", time_taken=""),
-        dict(key="g", lat=10.0, lon=10.0, audio_path="good.wav", image_path="tile.png", caption="x", caption_source="metadata", audio_source="spotify", time_taken=""),
-        dict(key="h", lat=10.0, lon=10.0, audio_path="good.wav", image_path="nope.png", caption="x", caption_source="metadata", audio_source="yfcc", time_taken="2020-02-01"),
+        dict(
+            key="a",
+            lat=40.7,
+            lon=-74.0,
+            audio_path="good.wav",
+            image_path="tile.png",
+            caption="birds",
+            caption_source="metadata",
+            audio_source="iNat",
+            time_taken="2019-05-04 06:30:00",
+        ),
+        dict(
+            key="b",
+            lat=-33.9,
+            lon=151.2,
+            audio_path="stereo.flac",
+            image_path="tile.png",
+            caption="",
+            caption_source="",
+            audio_source="",
+            time_taken="",
+        ),
+        dict(
+            key="c",
+            lat=10.0,
+            lon=10.0,
+            audio_path="missing.wav",
+            image_path="tile.png",
+            caption="x",
+            caption_source="metadata",
+            audio_source="yfcc",
+            time_taken="",
+        ),
+        dict(
+            key="d",
+            lat=10.0,
+            lon=10.0,
+            audio_path="corrupt.wav",
+            image_path="tile.png",
+            caption="x",
+            caption_source="metadata",
+            audio_source="yfcc",
+            time_taken="",
+        ),
+        dict(
+            key="e",
+            lat=10.0,
+            lon=10.0,
+            audio_path="good.wav",
+            image_path="corrupt.png",
+            caption="x",
+            caption_source="metadata",
+            audio_source="yfcc",
+            time_taken="",
+        ),
+        dict(
+            key="f",
+            lat=123.0,
+            lon=10.0,
+            audio_path="good.wav",
+            image_path="tile.png",
+            caption="x",
+            caption_source="metadata",
+            audio_source="yfcc",
+            time_taken="",
+        ),
+        dict(
+            key="g",
+            lat=10.0,
+            lon=10.0,
+            audio_path="good.wav",
+            image_path="tile.png",
+            caption="x",
+            caption_source="metadata",
+            audio_source="spotify",
+            time_taken="",
+        ),
+        dict(
+            key="h",
+            lat=10.0,
+            lon=10.0,
+            audio_path="good.wav",
+            image_path="nope.png",
+            caption="x",
+            caption_source="metadata",
+            audio_source="yfcc",
+            time_taken="2020-02-01",
+        ),
     ]
     return pd.DataFrame(rows)
 
@@ -92,19 +192,42 @@ def test_manifest_good_and_corrupt_rows(tmp_path, fmt):
     else:
         df.to_parquet(path)
     ds = ManifestDataset(path, zooms=(1, 5), zoom_max=5, image_size=16, clip_seconds=0.5)
-    assert len(ds) == 4  # c (missing audio), f (bad lat), g (bad source), h (missing image) dropped up front
+    assert (
+        len(ds) == 4
+    )  # c (missing audio), f (bad lat), g (bad source), h (missing image) dropped up front
     items = list(ds)  # d (corrupt audio) and e (corrupt image) are skipped while iterating
     assert [x["key"] for x in items] == ["a", "b"]
     rep = ds.report
     assert rep.loaded == 2 and rep.n_skipped == 6
-    assert dict(rep.skipped) == {"missing_audio": 1, "bad_latlon": 1, "bad_metadata": 1, "missing_image": 1, "corrupt_audio": 1, "corrupt_image": 1}
+    assert dict(rep.skipped) == {
+        "missing_audio": 1,
+        "bad_latlon": 1,
+        "bad_metadata": 1,
+        "missing_image": 1,
+        "corrupt_audio": 1,
+        "corrupt_image": 1,
+    }
     summary = rep.summary()
     assert "2 of 8 rows usable" in summary and "corrupt_audio 1" in summary
     a, b = items
     assert a["image"].shape == (2, 16, 16, 3) and a["image"].dtype == np.uint8
-    assert a["waveform"].shape == (8000,) and a["waveform"].dtype == np.float32 and a["sample_rate"] == 16_000
-    assert a["month"] == 5 and a["hour"] == 6 and a["audio_source"] == "inaturalist" and a["caption_source"] == "metadata"
-    assert b["month"] is None and b["hour"] is None and b["audio_source"] is None and b["classes"] == ()
+    assert (
+        a["waveform"].shape == (8000,)
+        and a["waveform"].dtype == np.float32
+        and a["sample_rate"] == 16_000
+    )
+    assert (
+        a["month"] == 5
+        and a["hour"] == 6
+        and a["audio_source"] == "inaturalist"
+        and a["caption_source"] == "metadata"
+    )
+    assert (
+        b["month"] is None
+        and b["hour"] is None
+        and b["audio_source"] is None
+        and b["classes"] == ()
+    )
 
 
 def test_manifest_errors(tmp_path):

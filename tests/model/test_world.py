@@ -34,7 +34,11 @@ TINY = dict(samples=160, image_size=16, sample_rate=8000, clip_seconds=1.0, shar
 
 
 def _digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +60,9 @@ def _onehot(name: str) -> np.ndarray:
 
 
 def _p(cover: str, lat: float, month: int, hour: int, source: int, sound: str) -> float:
-    f = 0.5 * _onehot(cover) + 0.5 * _onehot("suburban" if cover == "urban" else "forest")  # a mix, far from saturation
+    f = 0.5 * _onehot(cover) + 0.5 * _onehot(
+        "suburban" if cover == "urban" else "forest"
+    )  # a mix, far from saturation
     return float(law(f, lat, month, hour, source)[0, SOUND_CLASSES.index(sound)])
 
 
@@ -153,7 +159,16 @@ def test_cell_ids_km_and_deg():
 # ----------------------------------------------------------------------------- the law
 
 
-@pytest.mark.parametrize("meta", [(5, 8, "yfcc"), (1, 23, "inaturalist"), (None, 6, "aporee"), (7, None, None), (None, None, None)])
+@pytest.mark.parametrize(
+    "meta",
+    [
+        (5, 8, "yfcc"),
+        (1, 23, "inaturalist"),
+        (None, 6, "aporee"),
+        (7, None, None),
+        (None, None, None),
+    ],
+)
 def test_class_probs_sum_to_one(world, meta):
     for lat, lon in [(40.75, -73.98), (42.0, -93.5), (-3.0, -60.0), (23.0, 10.0), (-33.9, 151.2)]:
         p = world.class_probs(lat, lon, *meta)
@@ -175,7 +190,11 @@ def test_class_probs_grid_matches_pointwise(world):
 def test_diurnal_rules():
     assert _p("cropland", 45, 5, 6, 2, "rooster") > 3 * _p("cropland", 45, 5, 18, 2, "rooster")
     assert _p("cropland", 45, 5, 14, 3, "sheep") > 3 * _p("cropland", 45, 5, 2, 3, "sheep")
-    assert _p("forest", 45, 5, 6, 1, "birdsong") > _p("forest", 45, 5, 13, 1, "birdsong") > _p("forest", 45, 5, 1, 1, "birdsong")
+    assert (
+        _p("forest", 45, 5, 6, 1, "birdsong")
+        > _p("forest", 45, 5, 13, 1, "birdsong")
+        > _p("forest", 45, 5, 1, 1, "birdsong")
+    )
     assert _p("grassland", 40, 7, 20, 1, "insects") > 2 * _p("grassland", 40, 7, 8, 1, "insects")
     assert _p("urban", 40, 5, 8, 3, "traffic") > 2 * _p("urban", 40, 5, 3, 3, "traffic")
     assert _p("urban", 40, 5, 17, 0, "car_horn") > _p("urban", 40, 5, 13, 0, "car_horn")
@@ -202,14 +221,22 @@ def test_sources_shape_the_law():
 
 
 def test_places_carry_several_likely_sounds(world):
-    p = world.class_probs_grid(np.array([40.75, 42.0, -3.0, 48.85]), np.array([-73.98, -93.5, -60.0, 2.35]), 5, 9, "freesound")
+    p = world.class_probs_grid(
+        np.array([40.75, 42.0, -3.0, 48.85]),
+        np.array([-73.98, -93.5, -60.0, 2.35]),
+        5,
+        9,
+        "freesound",
+    )
     assert ((p > 0.08).sum(axis=1) >= 3).all()  # one-to-many: no place has a single sound
 
 
 def test_set_probability_is_exact():
     rng = np.random.default_rng(0)
     p = rng.dirichlet(np.ones(len(SOUND_CLASSES)))
-    total = sum(float(set_probability(p, s)) for k in (1, 2, 3) for s in combinations(range(len(p)), k))
+    total = sum(
+        float(set_probability(p, s)) for k in (1, 2, 3) for s in combinations(range(len(p)), k)
+    )
     assert np.isclose(total, 1.0)
     draws = [draw_set(p, rng) for _ in range(6000)]
     target = max(((i,) for i in range(len(p))), key=lambda s: float(set_probability(p, s)))
@@ -221,9 +248,18 @@ def test_set_probability_is_exact():
 
 def test_world_set_prob(world):
     a = world.set_prob(("rooster", "birdsong"), 42.0, -93.5, 5, 6, "freesound")
-    b = world.set_prob(frozenset({SOUND_CLASSES.index("rooster"), SOUND_CLASSES.index("birdsong")}), 42.0, -93.5, 5, 6, "freesound")
+    b = world.set_prob(
+        frozenset({SOUND_CLASSES.index("rooster"), SOUND_CLASSES.index("birdsong")}),
+        42.0,
+        -93.5,
+        5,
+        6,
+        "freesound",
+    )
     assert 0 < a < 1 and np.isclose(a, b)
-    assert world.set_prob(("rooster",), 42.0, -93.5, 5, 6, "freesound") > world.set_prob(("rooster",), 42.0, -93.5, 5, 18, "freesound")
+    assert world.set_prob(("rooster",), 42.0, -93.5, 5, 6, "freesound") > world.set_prob(
+        ("rooster",), 42.0, -93.5, 5, 18, "freesound"
+    )
     assert 0 < world.set_prob(("traffic",), 40.75, -73.98, None, None, None) < 1
     with pytest.raises(ValueError, match="unknown sound class"):
         world.set_prob(("kazoo",), 0.0, 0.0, 1, 1, "yfcc")
@@ -251,12 +287,26 @@ def test_oracle_matches_set_prob_with_unknown_metadata(world):
     fr = world.landcover_fractions_grid(lats, lons)
     recs = [
         {"lat": 40.75, "month": 5, "hour": None, "audio_source": "yfcc", "classes": ("traffic",)},
-        {"lat": 42.0, "month": None, "hour": 6, "audio_source": None, "classes": ("rooster", "birdsong")},
-        {"lat": -3.0, "month": 1, "hour": 20, "audio_source": "inaturalist", "classes": ("insects", "frogs", "birdsong")},
+        {
+            "lat": 42.0,
+            "month": None,
+            "hour": 6,
+            "audio_source": None,
+            "classes": ("rooster", "birdsong"),
+        },
+        {
+            "lat": -3.0,
+            "month": 1,
+            "hour": 20,
+            "audio_source": "inaturalist",
+            "classes": ("insects", "frogs", "birdsong"),
+        },
     ]
     _, a2i = oracle_scores(recs, fr)
     for i, r in enumerate(recs):
-        want = world.set_prob(r["classes"], lats[i], lons[i], r["month"], r["hour"], r["audio_source"])
+        want = world.set_prob(
+            r["classes"], lats[i], lons[i], r["month"], r["hour"], r["audio_source"]
+        )
         assert np.isclose(a2i[i, i], want)
 
 
@@ -283,7 +333,9 @@ def test_render_tiles_matches_render_tile(world):
     lats, lons = np.array([40.75, 42.0, -33.9]), np.array([-73.98, -93.5, 151.2])
     batch = world.render_tiles(lats, lons, gsd=10.0, size=16, zoom=5, batch=2)
     for i in range(3):
-        assert np.array_equal(batch[i], world.render_tile(lats[i], lons[i], gsd=10.0, size=16, zoom=5))
+        assert np.array_equal(
+            batch[i], world.render_tile(lats[i], lons[i], gsd=10.0, size=16, zoom=5)
+        )
 
 
 def test_imagery_kinds_differ(world):
@@ -338,7 +390,9 @@ def test_mix_clip_is_safe_and_random():
 
 def test_captions_per_source():
     caps = {
-        src: make_caption(("rooster", "birdsong"), "cropland", 5, 6, "aporee", src, np.random.default_rng(3))
+        src: make_caption(
+            ("rooster", "birdsong"), "cropland", 5, 6, "aporee", src, np.random.default_rng(3)
+        )
         for src in ("metadata", "captioner_a", "captioner_b")
     }
     assert "," in caps["metadata"] and not caps["metadata"].endswith(".")
@@ -354,8 +408,26 @@ def test_cli_world_build(tmp_path):
     from psm_model.cli import app
 
     out = tmp_path / "cli"
-    args = ["world", "build", "--seed", "3", "--samples", "12", "--out", str(out), "--image-size", "8",
-            "--clip-seconds", "0.5", "--sample-rate", "8000", "--workers", "1", "--cell-km", "10"]
+    args = [
+        "world",
+        "build",
+        "--seed",
+        "3",
+        "--samples",
+        "12",
+        "--out",
+        str(out),
+        "--image-size",
+        "8",
+        "--clip-seconds",
+        "0.5",
+        "--sample-rate",
+        "8000",
+        "--workers",
+        "1",
+        "--cell-km",
+        "10",
+    ]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     assert (out / "world.json").is_file() and "wrote 12 samples" in res.output
