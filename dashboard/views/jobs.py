@@ -42,7 +42,9 @@ def start_embed() -> None:
 
 def start_train() -> None:
     """Form: queue a psm.train job."""
-    default_dir = str(get_settings().data_dir / "world")
+    models = store.models()
+    trained_on = samples.model_dataset_dir(models[0]["checkpoint_path"]) if models else None
+    default_dir = trained_on or str(get_settings().data_dir / "world")
     with st.form("train_form"):
         dataset_dir = st.text_input("Dataset folder (psm world build)", value=default_dir, key="train_dir")
         c1, c2, c3 = st.columns(3)
