@@ -298,3 +298,21 @@ def test_geojson_uploads_in_the_page(dash_env):
     _clean(at)
     assert len(at.get("image")) == 1
     assert (at.dataframe(key="top_tiles").value["lon"] < -90).all()
+
+
+def test_jobs_page_starts_training(dash_env, monkeypatch, tmp_path):
+    sent = []
+    monkeypatch.setattr("dashboard.store._send_task", lambda name, job_id: sent.append((name, job_id)) or "task-2")
+    at = _app("views/jobs.py")
+    at.run()
+    at.text_input(key="train_dir").input(str(tmp_path / "nowhere"))
+    submit = next(b for b in at.get("form_submit_button") if b.label == "Start training")
+    submit.click().run()
+    assert not at.exception
+    assert any("Training was not started" in e.value and "does not exist" in e.value for e in at.error)
+    assert not sent, "a refused request is not queued"
+    at.text_input(key="train_dir").input(str(tmp_path))
+    next(b for b in at.get("form_submit_button") if b.label == "Start training").click().run()
+    assert not at.exception
+    assert sent and sent[-1][0] == "psm.train"
+    assert any("Queued train job" in s.value for s in at.success)
