@@ -10,7 +10,7 @@ import shutil
 import time
 import zipfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +49,6 @@ class BuildConfig:
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     shard_size: int = 1000
     workers: int = 2
-    extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
         """Raise ValueError for settings that cannot build."""
@@ -274,7 +273,7 @@ def build_world(
         "world": world.to_dict(),
         # Settings that shape the data (not the worker count: any count gives the same bytes).
         "build": {
-            **{k: v for k, v in asdict(cfg).items() if k not in ("workers", "extra")},
+            **{k: v for k, v in asdict(cfg).items() if k != "workers"},
             "gsd": cfg.effective_gsd,
             "zooms": list(cfg.zooms),
         },

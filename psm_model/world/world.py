@@ -70,10 +70,19 @@ class World:
     own footprint.
     """
 
-    def __init__(self, seed: int = 0, **kwargs: float) -> None:
-        self.config = WorldConfig(seed=int(seed), **kwargs)  # type: ignore[arg-type]
-        if self.config.hear_side_m <= 0 or self.config.hear_grid < 1:
-            raise ValueError(f"hear_side_m must be > 0 and hear_grid >= 1, got {self.config}")
+    def __init__(
+        self,
+        seed: int = 0,
+        *,
+        hear_side_m: float = WorldConfig.hear_side_m,
+        hear_grid: int = WorldConfig.hear_grid,
+        zoom_max: int = WorldConfig.zoom_max,
+    ) -> None:
+        if not hear_side_m > 0 or int(hear_grid) < 1 or int(zoom_max) < 1:
+            raise ValueError(
+                f"need hear_side_m > 0, hear_grid >= 1 and zoom_max >= 1, got {hear_side_m}, {hear_grid}, {zoom_max}"
+            )
+        self.config = WorldConfig(int(seed), float(hear_side_m), int(hear_grid), int(zoom_max))
         self.field = LandCoverField(self.config.seed)
 
     @property
