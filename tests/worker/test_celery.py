@@ -72,23 +72,22 @@ def test_celery_cli_embeds_a_geotiff_region(db_url, model_version, geotiff, work
 
 
 @pytest.mark.parametrize(
-    "args, message",
+    "program, args, message",
     [
-        (["--region", "POLYGON((0 0, 1 1, 1 0, 0 1, 0 0))"], "Self-intersection"),
-        (["--region", "3,3,3,4"], "empty"),
-        (["--month", "13"], "month must be"),
-        (["--hour", "24"], "hour must be"),
-        (["--audio-source", "radio"], "unknown audio source"),
-        (["--model", "deadbeefdeadbeef"], "unknown model version"),
-        (["--imagery", "geotiff", "--imagery-path", "/nonexistent/x.tif"], "does not exist"),
+        (PSM, ["--region", "POLYGON((0 0, 1 1, 1 0, 0 1, 0 0))"], "Self-intersection"),
+        (PSM, ["--hour", "24"], "hour must be"),
+        (CELERY, ["--model", "deadbeefdeadbeef"], "unknown model version"),
+        (CELERY, ["--imagery", "geotiff", "--imagery-path", "/nonexistent/x.tif"], "does not exist"),
     ],
 )
-def test_bad_input_fails_fast_in_cli_and_job_row(db_url, model_version, queue_name, args, message):
+def test_bad_input_fails_fast_in_cli_and_job_row(db_url, model_version, queue_name, program, args, message):
+    """Both command lines (the rest of the bad inputs: tests/worker/test_embed.py, in-process)."""
     base = {"--region": "0.0,51.0,0.02,51.02", "--model": model_version.version}
     for flag in ("--region", "--model"):
         if flag in args:
             base.pop(flag)
-    cmd = [PSM, "embed-region", *[x for kv in base.items() for x in kv], *args]
+    sub = ["embed-region"] if program == PSM else ["-A", "worker", "embed_region"]
+    cmd = [program, *sub, *[x for kv in base.items() for x in kv], *args]
     with connect(db_url) as conn:
         before = conn.execute("SELECT (SELECT count(*) FROM psm.tiles), (SELECT count(*) FROM psm.embeddings),"
                               " (SELECT count(*) FROM psm.jobs WHERE status = 'failed')").fetchone()

@@ -161,3 +161,42 @@ def test_stored_region_by_set_and_name(conn):
     geom = embed.parse_region("worker-test/square", conn)
     assert geom.bounds == (1, 2, 3, 4)
     conn.rollback()
+
+
+@pytest.mark.parametrize(
+    "change, error, message",
+    [
+        ({"region": "POLYGON((0 0, 1 1, 1 0, 0 1, 0 0))"}, ValueError, "Self-intersection"),
+        ({"region": "POLYGON((0 0, 1 0, 0 0))"}, ValueError, "invalid|empty"),
+        ({"region": "3,3,3,4"}, ValueError, "empty"),
+        ({"region": "0,0,60,60"}, ValueError, "more than the limit"),
+        ({"model_version": "0123456789abcdef"}, LookupError, "unknown model version"),
+        ({"imagery": ImagerySpec(kind="geotiff", path="/nonexistent/x.tif")}, FileNotFoundError, "does not exist"),
+        ({"imagery": "nocrs"}, ValueError, "has no CRS"),
+        ({"imagery": "junk"}, ValueError, "cannot read"),
+        ({"conditions": (ConditionSpec(month=0),)}, ValueError, "month must be"),
+        ({"conditions": (ConditionSpec(hour=25),)}, ValueError, "hour must be"),
+        ({"conditions": (ConditionSpec(audio_source="radio"),)}, ValueError, "unknown audio source"),
+        ({"conditions": (ConditionSpec(caption_source="gpt"),)}, ValueError, "unknown caption source"),
+        ({"zooms": (0,)}, ValueError, "zoom levels must be"),
+    ],
+)
+def test_bad_input_is_refused_before_anything_is_queued_or_written(conn, model_version, tmp_path, change,
+                                                                   error, message):
+    if change.get("imagery") == "nocrs":
+        change["imagery"] = ImagerySpec(kind="geotiff", path=str(write_geotiff(tmp_path / "n.tif", crs=None, size=64)))
+    elif change.get("imagery") == "junk":
+        (tmp_path / "j.tif").write_bytes(b"GIF89a not a tiff")
+        change["imagery"] = ImagerySpec(kind="geotiff", path=str(tmp_path / "j.tif"))
+    request = EmbedRequest(**{"region": "0.0,51.0,0.05,51.05", "model_version": model_version.version,
+                              "imagery": ImagerySpec(kind="world"), **change})
+    sent = []
+    before = conn.execute("SELECT (SELECT count(*) FROM psm.tiles), (SELECT count(*) FROM psm.embeddings),"
+                          " (SELECT count(*) FROM psm.tile_features)").fetchone()
+    with pytest.raises(error, match=message):
+        embed.submit(conn, request, LIMITS, sent.append)
+    assert sent == []  # nothing queued
+    row = conn.execute("SELECT status, error FROM psm.jobs ORDER BY created_at DESC LIMIT 1").fetchone()
+    assert row[0] == "failed" and row[1].startswith("invalid request:")
+    assert conn.execute("SELECT (SELECT count(*) FROM psm.tiles), (SELECT count(*) FROM psm.embeddings),"
+                        " (SELECT count(*) FROM psm.tile_features)").fetchone() == before
