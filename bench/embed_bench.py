@@ -196,15 +196,19 @@ def main() -> None:
         results = {}
         for w in args.workers:
             threads = args.threads or max(1, cores // w)
-            fwd = forward_only(ckpt, args.batch, max(2048, args.batch * 8), threads)
+            # Forward-only just before and just after the end-to-end run (the machine's load drifts).
+            fwd_before = forward_only(ckpt, args.batch, max(4096, args.batch * 16), threads)
             rate, total, per = run_e2e(db_url, mv.version, tmp / "scene.tif", region, w, threads,
                                        args.batch, args.chunk, tmp)
+            fwd_after = forward_only(ckpt, args.batch, max(4096, args.batch * 16), threads)
+            fwd = (fwd_before + fwd_after) / 2
+            print(f"  forward-only before {fwd_before:.1f}, after {fwd_after:.1f} tiles/s", flush=True)
             results[w] = {"tiles": total, "e2e_tiles_per_s": round(rate, 1),
                           "forward_tiles_per_s_per_worker": round(fwd, 1), "torch_threads": threads,
                           "chunks_per_worker": per}
             print(f"{w} worker(s), {threads} thread(s) each: end to end {rate:.1f} tiles/s over {total} tiles; "
                   f"forward-only {fwd:.1f} tiles/s (one process, batch {args.batch}); "
-                  f"ratio {rate / (fwd * 1):.2f}", flush=True)
+                  f"ratio to {w} x forward-only {rate / (fwd * w):.2f}", flush=True)
         if 1 in results and 2 in results:
             print(f"scale-out 2 vs 1 worker: {results[2]['e2e_tiles_per_s'] / results[1]['e2e_tiles_per_s']:.2f}x")
         print(json.dumps(results, indent=2))
