@@ -477,14 +477,21 @@ def cmd_storage(args: argparse.Namespace) -> None:
         c.execute("SET jit = off")
         q = c.execute("SELECT mu, var_sum FROM psm.queries WHERE name = 'bench' ORDER BY id LIMIT 1").fetchone()
         variants = {
-            "vector_toast": "mu vector(512), var vector(512)",
-            "vector_plain": "mu vector(512) STORAGE PLAIN, var vector(512) STORAGE PLAIN",
-            "halfvec": "mu halfvec(512), var halfvec(512)",
+            "vector_toast": ("vector(512)", "", ()),
+            "vector_mu_inline": ("vector(512)", " WITH (toast_tuple_target = 4080)",
+                                 ("mu SET STORAGE MAIN", "var SET STORAGE EXTERNAL")),
+            "vector_plain": ("vector(512)", "", ("mu SET STORAGE PLAIN", "var SET STORAGE PLAIN")),
+            "halfvec": ("halfvec(512)", "", ()),
         }
-        for name, cols in variants.items():
+        for name, (vtype, options, alters) in variants.items():
+            if args.only and name not in args.only.split(","):
+                continue
             table = f"bench_storage_{name}"
             c.execute(f"DROP TABLE IF EXISTS {table}")
-            c.execute(f"CREATE UNLOGGED TABLE {table} (tile_id bigint, {cols}, var_sum float8)")
+            c.execute(f"CREATE UNLOGGED TABLE {table} (tile_id bigint, mu {vtype}, var {vtype},"
+                      f" var_sum float8){options}")
+            for alter in alters:
+                c.execute(f"ALTER TABLE {table} ALTER COLUMN {alter}")
             cast = "::halfvec(512)" if name == "halfvec" else ""
             t0 = time.perf_counter()
             c.execute(f"INSERT INTO {table} SELECT tile_id, mu{cast}, var{cast}, var_sum FROM psm.embeddings"
@@ -506,7 +513,7 @@ def cmd_storage(args: argparse.Namespace) -> None:
                          "exact_top100_ms": round(1000 * statistics.median(times), 1)}
             print(name, out[name], flush=True)
             c.execute(f"DROP TABLE {table}")
-    _save("storage", out)
+    _save("storage", {**_results().get("storage", {}), **out})
 
 
 # --------------------------------------------------------------------------- load test
@@ -616,6 +623,7 @@ def main() -> None:
     p = sub.add_parser("storage")
     p.add_argument("--rows", type=int, default=100_000)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--only", default="", help="comma-separated variants")
     p = sub.add_parser("load-test")
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--seconds", type=float, default=60.0)
