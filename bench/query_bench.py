@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from psm_db import migrate  # noqa: E402
 from psm_db.settings import Settings  # noqa: E402
 
-DB_NAME = "psm_bench_queries"
+DB_NAME = os.environ.get("PSM_BENCH_DB", "psm_bench_queries")
 MODEL = "b3c4d5e6f7a8b9c0"
 D = 512
 CENTRES = 300
@@ -57,6 +57,8 @@ def _urls() -> tuple[str, str]:
 
 def _state_dir() -> Path:
     path = _settings().home / "bench_queries"
+    if DB_NAME != "psm_bench_queries":
+        path = path / DB_NAME
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -291,8 +293,6 @@ def _state_boxes(rng: np.random.Generator, count: int, w: float = 7.0, h: float 
 
 
 def cmd_query(args: argparse.Namespace) -> None:
-    import faiss
-
     _, url = _urls()
     state = _state_dir()
     mu = np.load(state / "mu.npy", mmap_mode="r")
@@ -323,7 +323,7 @@ def cmd_query(args: argparse.Namespace) -> None:
     with _connect(url, autocommit=True) as c:
         c.execute("SET jit = off")
         # ANN through psm.rank_tiles (HNSW on [mu, sqrt(var_sum)], re-ranked by exact CSD)
-        for method in ("ann",):
+        for method in () if args.skip_ann else ("ann",):
             times, recalls, kth_err = [], [], []
             for i, qid in enumerate(qids):
                 t0 = time.perf_counter()
@@ -337,7 +337,7 @@ def cmd_query(args: argparse.Namespace) -> None:
                              "recall_min": round(min(recalls), 3)}
             print("pg ann", out["pg_ann"], flush=True)
         sweep = []
-        for spec in args.ann_sweep.split(","):
+        for spec in [] if args.skip_ann else args.ann_sweep.split(","):
             ef, cand = (int(x) for x in spec.split(":"))
             c.execute("SELECT set_config('psm.ann_ef_search', %s, false), set_config('psm.ann_candidates', %s, false)",
                       (str(ef), str(cand)))
@@ -394,21 +394,34 @@ def cmd_query(args: argparse.Namespace) -> None:
                             " NULL, 1, %s)", (qids[qi], wkt, k)).fetchall()
             auto_t.append(time.perf_counter() - t0)
             auto_recall.append(len({r[0] for r in got} & want) / k)
-            t0 = time.perf_counter()
-            got = c.execute("SELECT tile_id FROM psm.rank_tiles(%s, psm.region_from_text(%s), 5, 6, NULL,"
-                            " NULL, 1, %s, 'ann')", (qids[qi], wkt, k)).fetchall()
-            ann_t.append(time.perf_counter() - t0)
-            ann_recall.append(len({r[0] for r in got} & want) / k)
+            if not args.skip_ann:
+                t0 = time.perf_counter()
+                got = c.execute("SELECT tile_id FROM psm.rank_tiles(%s, psm.region_from_text(%s), 5, 6, NULL,"
+                                " NULL, 1, %s, 'ann')", (qids[qi], wkt, k)).fetchall()
+                ann_t.append(time.perf_counter() - t0)
+                ann_recall.append(len({r[0] for r in got} & want) / k)
         out["state_polygon"] = {
             "tiles_in_polygon_median": int(statistics.median(tiles_in)),
             "pg_exact": {**_ms(ex_t), "recall_vs_numpy": round(statistics.mean(agree), 4)},
             "pg_auto": {**_ms(auto_t), "recall_vs_exact": round(statistics.mean(auto_recall), 4)},
-            "pg_ann_forced": {**_ms(ann_t), "recall_vs_exact": round(statistics.mean(ann_recall), 4)},
+            "pg_ann_forced": ({**_ms(ann_t), "recall_vs_exact": round(statistics.mean(ann_recall), 4)}
+                              if ann_t else None),
             "numpy_masked": _ms(np_t),
         }
         print("state", out["state_polygon"], flush=True)
 
     # FAISS HNSW on the very same augmented vectors [mu, sqrt(var_sum)]
+    if not args.skip_ann:
+        _faiss(args, out, mu, var_sum, tile_ids, q_mu, q_vs, truth, truth_kth, k)
+    _whole_map(args, out, url, n, qids)
+    out["sizes"] = _sizes(url)
+    _save("query", out)
+
+
+def _faiss(args, out, mu, var_sum, tile_ids, q_mu, q_vs, truth, truth_kth, k) -> None:
+    import faiss
+
+    n = len(tile_ids)
     faiss.omp_set_num_threads(args.faiss_threads)
     aug = np.empty((n, D + 1), dtype=np.float32)
     aug[:, :D] = mu
@@ -420,13 +433,13 @@ def cmd_query(args: argparse.Namespace) -> None:
     build = time.perf_counter() - t0
     del aug
     faiss.omp_set_num_threads(1)
-    qa = np.concatenate([q_mu, np.zeros((len(qids), 1), dtype=np.float32)], axis=1)
+    qa = np.concatenate([q_mu, np.zeros((len(q_mu), 1), dtype=np.float32)], axis=1)
     out["faiss_hnsw"] = {"build_seconds": round(build, 1), "build_threads": args.faiss_threads,
                          "m": 16, "ef_construction": 64, "sweep": []}
     for ef in (int(x) for x in args.faiss_ef.split(",")):
         index.hnsw.efSearch = ef
         f_times, f_rec, f_err = [], [], []
-        for i in range(len(qids)):
+        for i in range(len(q_mu)):
             t0 = time.perf_counter()
             dist, labels = index.search(qa[i:i + 1], k)
             f_times.append(time.perf_counter() - t0)
@@ -437,6 +450,9 @@ def cmd_query(args: argparse.Namespace) -> None:
                                            "kth_distance_rel_error": float(f"{statistics.mean(f_err):.2e}")})
         print("faiss", out["faiss_hnsw"]["sweep"][-1], flush=True)
     del index
+
+
+def _whole_map(args, out, url, n, qids) -> None:
 
     # whole map: ~100k tiles from a stored query to numpy arrays through psm_db.queries.map_scores
     from shapely.geometry import box
@@ -461,8 +477,6 @@ def cmd_query(args: argparse.Namespace) -> None:
     engine.dispose()
     out["whole_map"] = {**_ms(m_times), "tiles": m_len}
     print("map", out["whole_map"], flush=True)
-    out["sizes"] = _sizes(url)
-    _save("query", out)
 
 
 # --------------------------------------------------------------------------- storage
@@ -620,6 +634,7 @@ def main() -> None:
     p.add_argument("--faiss-ef", default="100,200,400,1000,2000")
     p.add_argument("--ann-sweep", default="100:100,200:200,400:200,1000:200,1000:500,1000:1000")
     p.add_argument("--sweep-queries", type=int, default=100)
+    p.add_argument("--skip-ann", action="store_true", help="exact paths and maps only (no index needed)")
     p = sub.add_parser("storage")
     p.add_argument("--rows", type=int, default=100_000)
     p.add_argument("--repeats", type=int, default=5)
