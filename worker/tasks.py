@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 from celery import group, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 
 from psm_db import jobs
 from psm_db.bulk import EmbeddingValidationError
@@ -27,8 +27,10 @@ PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+@worker_init.connect
 @worker_process_init.connect
 def _limit_threads(**_: Any) -> None:
+    """Apply PSM_TORCH_THREADS in every process that runs tasks (solo: the worker itself)."""
     threads = get_worker_settings().torch_threads
     if threads > 0:
         import torch
