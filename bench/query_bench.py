@@ -411,7 +411,7 @@ def cmd_query(args: argparse.Namespace) -> None:
         print("state", out["state_polygon"], flush=True)
 
     # FAISS HNSW on the very same augmented vectors [mu, sqrt(var_sum)]
-    if not args.skip_ann:
+    if not (args.skip_ann or args.skip_faiss):
         _faiss(args, out, mu, var_sum, tile_ids, q_mu, q_vs, truth, truth_kth, k)
     _whole_map(args, out, url, n, qids)
     out["sizes"] = _sizes(url)
@@ -635,6 +635,7 @@ def main() -> None:
     p.add_argument("--ann-sweep", default="100:100,200:200,400:200,1000:200,1000:500,1000:1000")
     p.add_argument("--sweep-queries", type=int, default=100)
     p.add_argument("--skip-ann", action="store_true", help="exact paths and maps only (no index needed)")
+    p.add_argument("--skip-faiss", action="store_true")
     p = sub.add_parser("storage")
     p.add_argument("--rows", type=int, default=100_000)
     p.add_argument("--repeats", type=int, default=5)
