@@ -252,6 +252,9 @@ class RasterSource:
             src_transform = ds.window_transform(win) @ rasterio.Affine.scale(win.width / shape_w,
                                                                               win.height / shape_h)
             src_crs = ds.crs
+        single = len(self.rasters) == 1
+        inv = ~src_transform
+        valid_u8 = valid.astype(np.uint8)
         rows = tiles.rows
         for r in np.unique(rows):
             idx = np.flatnonzero(rows == r)
@@ -259,14 +262,30 @@ class RasterSource:
             c0, c1 = int(cols.min()), int(cols.max())
             ncol = c1 - c0 + 1
             bw, bs, be, bn = tiles.spec.bounds(np.array([r, r]), np.array([c0, c1]))
-            dst_transform = from_bounds(float(bw[0]), float(bs[0]), float(be[1]), float(bn[0]),
-                                        ncol * size, size)
+            west, south, east, north = float(bw[0]), float(bs[0]), float(be[1]), float(bn[0])
+            dst_transform = from_bounds(west, south, east, north, ncol * size, size)
+            # Only the source pixels under this row of tiles go to GDAL.
+            sx0, sy0, sx1, sy1 = transform_bounds("EPSG:4326", src_crs, west, south, east, north, densify_pts=5)
+            xs, ys = zip(*(inv * (x, y) for x in (sx0, sx1) for y in (sy0, sy1)), strict=True)
+            px0, px1 = max(0, math.floor(min(xs)) - 2), min(data.shape[2], math.ceil(max(xs)) + 2)
+            py0, py1 = max(0, math.floor(min(ys)) - 2), min(data.shape[1], math.ceil(max(ys)) + 2)
+            if px1 <= px0 or py1 <= py0:
+                continue
+            sub_transform = src_transform @ rasterio.Affine.translation(px0, py0)
             dst = np.zeros((3, size, ncol * size), dtype=np.float32)
+            reproject(np.ascontiguousarray(data[:, py0:py1, px0:px1]), dst, src_transform=sub_transform,
+                      src_crs=src_crs, dst_transform=dst_transform, dst_crs="EPSG:4326",
+                      resampling=Resampling.bilinear)
+            if single:
+                # One raster: pixels it does not cover stay 0, which is the fill anyway.
+                for k, i in enumerate(idx):
+                    j = (int(cols[k]) - c0) * size
+                    out[i] = dst[:, :, j : j + size]
+                continue
             mask = np.zeros((size, ncol * size), dtype=np.uint8)
-            reproject(data, dst, src_transform=src_transform, src_crs=src_crs,
-                      dst_transform=dst_transform, dst_crs="EPSG:4326", resampling=Resampling.bilinear)
-            reproject(valid.astype(np.uint8), mask, src_transform=src_transform, src_crs=src_crs,
-                      dst_transform=dst_transform, dst_crs="EPSG:4326", resampling=Resampling.nearest)
+            reproject(np.ascontiguousarray(valid_u8[py0:py1, px0:px1]), mask, src_transform=sub_transform,
+                      src_crs=src_crs, dst_transform=dst_transform, dst_crs="EPSG:4326",
+                      resampling=Resampling.nearest)
             for k, i in enumerate(idx):
                 j = (int(cols[k]) - c0) * size
                 tile = dst[:, :, j : j + size]
