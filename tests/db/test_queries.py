@@ -512,3 +512,25 @@ def test_cli_rank_index_and_errors(seed, cli):
     assert out.exit_code == 1 and "never embedded" in out.output
     out = cli("list", "--model", MODEL)
     assert out.exit_code == 0 and "rooster" in out.output
+
+
+def test_embeddings_keep_mu_inline(conn):
+    options = conn.execute("SELECT reloptions FROM pg_class WHERE oid = 'psm.embeddings'::regclass").fetchone()[0]
+    storage = dict(conn.execute(
+        "SELECT attname, attstorage FROM pg_attribute WHERE attrelid = 'psm.embeddings'::regclass "
+        "AND attname IN ('mu', 'var')").fetchall())
+    assert "toast_tuple_target=4080" in options
+    assert storage == {"mu": "m", "var": "e"}
+
+
+def test_exact_threshold_setting_switches_a_region_to_the_index(seed, conn):
+    queries.build_ann_index(engine=seed.engine, model_version=MODEL, condition_id=seed.cond_a)
+    region = "POLYGON((-99 41, -98 41, -98 42, -99 42, -99 41))"
+    sql = ("SELECT tile_id FROM psm.rank_tiles(%s, psm.region_from_text(%s), 5, 6, NULL, NULL, 1, 10)")
+    exact = [r[0] for r in conn.execute(sql, (seed.query_id, region)).fetchall()]
+    conn.execute("SET psm.exact_threshold = 5")
+    assert conn.execute("SELECT psm.exact_threshold()").fetchone()[0] == 5
+    ann = [r[0] for r in conn.execute(sql, (seed.query_id, region)).fetchall()]
+    conn.execute("RESET psm.exact_threshold")
+    assert exact == _exact(seed, 10, _in(seed, box(-99, 41, -98, 42)))[0].tolist()
+    assert len(set(ann) & set(exact)) >= 9
