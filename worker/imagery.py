@@ -247,14 +247,14 @@ class RasterSource:
             arr = ds.read(bands, window=win, out_shape=(3, shape_h, shape_w),
                           resampling=Resampling.average if factor > 1 else Resampling.nearest,
                           masked=True)
-            valid = ~np.ma.getmaskarray(arr).all(axis=0)
+            valid: np.ndarray = np.asarray(~np.ma.getmaskarray(arr).all(axis=0), dtype=bool)
             data = _scale(np.ma.filled(arr, 0), ds.dtypes[0])
             src_transform = ds.window_transform(win) @ rasterio.Affine.scale(win.width / shape_w,
                                                                               win.height / shape_h)
             src_crs = ds.crs
         single = len(self.rasters) == 1
         inv = ~src_transform
-        valid_u8 = valid.astype(np.uint8)
+        valid_u8: np.ndarray = np.asarray(valid, dtype=np.uint8)
         rows = tiles.rows
         for r in np.unique(rows):
             idx = np.flatnonzero(rows == r)
