@@ -33,9 +33,10 @@ def _insert(conn, tile_id, cond, mu, var, var_sum=None):
 
 
 def test_valid_embedding_is_accepted(conn, tile_and_model):
-    _insert(conn, *tile_and_model, [0.5, 0.5, 0.5, 0.5], [0.1, 0.1, 0.1, 0.1])
-    n = conn.execute("SELECT count(*) FROM psm.embeddings").fetchone()[0]
-    assert n == 1
+    tile_id, cond = tile_and_model
+    _insert(conn, tile_id, cond, [0.5, 0.5, 0.5, 0.5], [0.1, 0.1, 0.1, 0.1])
+    row = conn.execute("SELECT dim, var_sum FROM psm.embeddings WHERE tile_id = %s", (tile_id,)).fetchall()
+    assert len(row) == 1 and row[0][0] == 4 and abs(row[0][1] - 0.4) < 1e-6
 
 
 def test_nan_sigma_is_refused(conn, tile_and_model):
