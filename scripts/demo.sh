@@ -13,6 +13,7 @@ FAST="${PSM_DEMO_FAST:-0}"
 PORT="${PSM_DASHBOARD_PORT:-8501}"
 RUN="$PSM_HOME/run"
 mkdir -p "$RUN"
+cd "$ROOT"
 
 if [ "$FAST" = "1" ]; then
   NAME=demo-fast; PRESET=tiny; SAMPLES="${PSM_DEMO_SAMPLES:-400}"; SECONDS_CLIP=1; IMG=32
@@ -58,8 +59,8 @@ step "4/7 Celery worker"
 if [ -f "$RUN/worker.pid" ] && kill -0 "$(cat "$RUN/worker.pid")" 2>/dev/null; then
   echo "worker already running (pid $(cat "$RUN/worker.pid"))"
 else
-  (cd "$ROOT" && nohup "$BIN/celery" -A worker worker -c 1 --loglevel INFO \
-      > "$RUN/worker.log" 2>&1 & echo $! > "$RUN/worker.pid")
+  nohup "$BIN/celery" -A worker worker -c 1 --loglevel INFO > "$RUN/worker.log" 2>&1 &
+  echo $! > "$RUN/worker.pid"
   echo "worker pid $(cat "$RUN/worker.pid"), log $RUN/worker.log"
 fi
 
@@ -92,9 +93,9 @@ step "7/7 dashboard on http://localhost:$PORT"
 if [ -f "$RUN/dashboard.pid" ] && kill -0 "$(cat "$RUN/dashboard.pid")" 2>/dev/null; then
   echo "dashboard already running (pid $(cat "$RUN/dashboard.pid"))"
 else
-  (cd "$ROOT" && nohup "$BIN/streamlit" run dashboard/app.py --server.port "$PORT" \
-      --server.headless true --browser.gatherUsageStats false \
-      > "$RUN/dashboard.log" 2>&1 & echo $! > "$RUN/dashboard.pid")
+  nohup "$BIN/streamlit" run dashboard/app.py --server.port "$PORT" \
+    --server.headless true --browser.gatherUsageStats false > "$RUN/dashboard.log" 2>&1 &
+  echo $! > "$RUN/dashboard.pid"
 fi
 for _ in $(seq 1 120); do
   if curl -fsS "http://127.0.0.1:$PORT/_stcore/health" >/dev/null 2>&1; then break; fi
