@@ -78,7 +78,8 @@ else
   touch "$MARK"
 fi
 
-step "6/7 example queries"
+step "6/7 demo region set and example queries"
+"$PSM" regions load "$ROOT/scripts/demo_regions.geojson" --set demo --replace | tail -n 1
 if [ -f "$RUN/queries-$VERSION" ]; then
   echo "reusing stored queries $(tr '\n' ' ' < "$RUN/queries-$VERSION")"
 else
