@@ -73,6 +73,17 @@ def db_url(admin_url) -> Iterator[str]:
     drop_database(admin_url, url)
 
 
+@pytest.fixture(scope="module")
+def module_db_url(admin_url) -> Iterator[str]:
+    """A migrated database of one test module's own, for tests that count every row."""
+    from psm_db import migrate
+
+    url = create_database(admin_url, prefix="psm_mod")
+    migrate.upgrade(url)
+    yield url
+    drop_database(admin_url, url)
+
+
 @pytest.fixture
 def fresh_db_url(admin_url) -> Iterator[str]:
     """An empty (unmigrated) database for one test."""

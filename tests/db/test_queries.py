@@ -56,6 +56,12 @@ def _prob(d):
 
 
 @pytest.fixture(scope="module")
+def db_url(module_db_url):
+    """These tests count every tile of a condition, so they get a database of their own."""
+    return module_db_url
+
+
+@pytest.fixture(scope="module")
 def seed(db_url):
     from sqlalchemy.orm import Session
 
