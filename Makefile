@@ -1,6 +1,6 @@
 # PSM Maps: the two commands a newcomer needs are `make demo` and `make test`.
 SHELL := /bin/bash
-export PSM_HOME ?= $(CURDIR)/.psm
+export PSM_HOME ?= $(shell bash $(CURDIR)/scripts/psm_home.sh)
 VENV ?= $(CURDIR)/.venv
 BIN := $(VENV)/bin
 export PATH := $(BIN):$(PATH)

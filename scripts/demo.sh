@@ -7,7 +7,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="$ROOT/.venv/bin"
 PSM="$BIN/psm"
-export PSM_HOME="${PSM_HOME:-$ROOT/.psm}"
+export PSM_HOME="${PSM_HOME:-$(bash "$ROOT/scripts/psm_home.sh")}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 FAST="${PSM_DEMO_FAST:-0}"
 PORT="${PSM_DASHBOARD_PORT:-8501}"

@@ -2,7 +2,7 @@
 # Stop what `make demo` started: the dashboard, the Celery worker, then the services.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PSM_HOME="${PSM_HOME:-$ROOT/.psm}"
+PSM_HOME="${PSM_HOME:-$(bash "$ROOT/scripts/psm_home.sh")}"
 for name in dashboard worker; do
   pidfile="$PSM_HOME/run/$name.pid"
   if [ -f "$pidfile" ]; then

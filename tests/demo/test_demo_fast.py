@@ -32,7 +32,7 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_make_demo_fast_ends_with_a_live_dashboard_and_a_non_empty_map():
-    home = ROOT / ".psm" / f"test-demo-{uuid.uuid4().hex[:8]}"
+    home = Path(os.environ["PSM_HOME"]) / f"test-demo-{uuid.uuid4().hex[:8]}"
     env = {
         **os.environ,
         "PSM_HOME": str(home),

@@ -139,7 +139,7 @@ def own_cluster(settings):
     from psm_db import migrate, services
     from psm_db.settings import Settings
 
-    home = ROOT / ".psm" / "test-clusters" / uuid.uuid4().hex[:8]
+    home = Path(os.environ["PSM_HOME"]) / "test-clusters" / uuid.uuid4().hex[:8]
     home.mkdir(parents=True)
     os.chmod(home, 0o755)
     os.chmod(home.parent, 0o755)
