@@ -188,7 +188,6 @@ def postgres_up(settings: Settings) -> str:
                 "\n# written by psm services\n"
                 "listen_addresses = '127.0.0.1'\n"
                 f"unix_socket_directories = '{run}'\n"
-                "shared_buffers = 512MB\n"
                 "work_mem = 64MB\n"
                 "maintenance_work_mem = 1GB\n"
                 "max_wal_size = 4GB\n"
@@ -197,7 +196,7 @@ def postgres_up(settings: Settings) -> str:
     _run(
         _as_service_user(
             [str(bindir / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(data),
-             "-l", str(logfile), "-o", f"-p {settings.pg_port}"]
+             "-l", str(logfile), "-o", f"-p {settings.pg_port} -c shared_buffers={settings.pg_shared_buffers}"]
         ),
         f"starting PostgreSQL (log: {logfile})",
     )

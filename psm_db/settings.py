@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -37,6 +38,7 @@ class Settings(BaseSettings):
     chunk_tiles: int = 2_048
     embed_batch_size: int = 256
     query_timeout_ms: int = 30_000
+    pg_shared_buffers: str = "512MB"
     max_audio_seconds: float = 600.0
     task_soft_time_limit: int = 3_600
     task_time_limit: int = 3_900
@@ -46,6 +48,13 @@ class Settings(BaseSettings):
     def _expand_home(cls, value: object) -> object:
         if isinstance(value, str | Path):
             return Path(value).expanduser().resolve()
+        return value
+
+    @field_validator("pg_shared_buffers")
+    @classmethod
+    def _check_memory(cls, value: str) -> str:
+        if not re.fullmatch(r"[1-9]\d*(kB|MB|GB)", value):
+            raise ValueError(f"pg_shared_buffers must look like 512MB or 4GB, got {value!r}")
         return value
 
     @field_validator("pg_port", "redis_port")

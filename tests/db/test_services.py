@@ -102,3 +102,41 @@ def test_services_up_is_idempotent_and_status_reports_urls(settings, services):
     assert out.returncode == 0
     assert settings.db_url in out.stdout and settings.broker in out.stdout
     assert svc.postgres_running(settings) and svc.redis_running(settings)
+
+
+def test_shared_buffers_setting_is_checked():
+    with pytest.raises(ValueError, match="pg_shared_buffers must look like"):
+        Settings(pg_shared_buffers="lots")
+    with pytest.raises(ValueError, match="pg_shared_buffers"):
+        Settings(pg_shared_buffers="0MB")
+
+
+def test_shared_buffers_apply_at_every_start(settings):
+    """PSM_PG_SHARED_BUFFERS is passed to each start, so a restart picks up a new value."""
+    import os
+    import shutil
+    import uuid
+
+    home = Path(os.environ["PSM_HOME"]) / "test-clusters" / uuid.uuid4().hex[:8]
+    home.mkdir(parents=True)
+    os.chmod(home, 0o755)
+    os.chmod(home.parent, 0o755)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    own = Settings(home=home, pg_port=port, redis_port=settings.redis_port, database_url=None,
+                   pg_shared_buffers="160MB")
+    try:
+        svc.postgres_up(own)
+        with connect(own.db_url) as conn:
+            assert conn.execute("SHOW shared_buffers").fetchone()[0] == "160MB"
+        svc.postgres_down(own)
+        bigger = own.model_copy(update={"pg_shared_buffers": "192MB"})
+        svc.postgres_up(bigger)
+        with connect(bigger.db_url) as conn:
+            assert conn.execute("SHOW shared_buffers").fetchone()[0] == "192MB"
+    finally:
+        try:
+            svc.postgres_down(own)
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
