@@ -304,6 +304,7 @@ class AnnIndex(Base):
     )
     index_name: Mapped[str] = mapped_column(Text)
     dim: Mapped[int] = mapped_column(Integer)
+    key_type: Mapped[str] = mapped_column(Text, server_default="vector")  # migration 0007
     m: Mapped[int] = mapped_column(Integer)
     ef_construction: Mapped[int] = mapped_column(Integer)
     rows: Mapped[int] = mapped_column(BigInteger)

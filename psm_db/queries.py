@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -731,6 +732,23 @@ def ann_index_name(model_version: str, condition_id: int) -> str:
     return f"embeddings_ann_{model_version[:16]}_{int(condition_id)}"
 
 
+ANN_KEY_TYPES = ("halfvec", "vector")
+"""How an HNSW key can be stored: float16 (half the index) or float32."""
+
+
+def hnsw_build_memory(rows: int, dim: int, m: int, key_type: str) -> str:
+    """maintenance_work_mem that holds the whole HNSW graph of ``rows`` keys while it is built.
+
+    Per element: the key (2 or 4 bytes per dimension), 2m layer-0 neighbours plus the upper
+    layers' (about one more per element) at 16 bytes each, and a fixed overhead; plus a fifth
+    for slack. At least 64 MB, at most 8 GB (pass ``maintenance_work_mem`` for more).
+    """
+    per_key = dim * (2 if key_type == "halfvec" else 4) + 8
+    per_element = per_key + 16 * (2 * m + 1) + 200
+    mb = min(8192, max(64, math.ceil(rows * per_element * 1.2 / (1 << 20))))
+    return f"{mb}MB"
+
+
 def build_ann_index(
     *,
     engine: Engine,
@@ -738,15 +756,17 @@ def build_ann_index(
     condition_id: int,
     m: int = 16,
     ef_construction: int = 64,
+    key_type: str = "halfvec",
     concurrently: bool = True,
-    maintenance_work_mem: str = "1GB",
+    maintenance_work_mem: str | None = None,
     workers: int = 1,
 ) -> AnnIndex:
     """Build (or rebuild) the HNSW index of one (model, condition) slice and register it.
 
-    The index is a partial expression index on ``psm.ann_vector(mu, var_sum)::vector(d+1)``
-    with ``vector_l2_ops``; ``psm.rank_tiles`` uses it for large candidate sets. Needs the
-    table owner (the migration role), not psm_writer.
+    The index is a partial expression index on ``psm.ann_vector(mu, var_sum)::halfvec(d+1)``
+    (or ``::vector(d+1)``) with the matching L2 operator class; ``psm.rank_tiles`` uses it for
+    large candidate sets and re-ranks what it proposes with the exact CSD. Needs the table
+    owner (the migration role), not psm_writer.
 
     Args:
         engine: An engine connected as the owner of psm.embeddings.
@@ -754,8 +774,10 @@ def build_ann_index(
         condition_id: A condition id (``psm.find_condition``).
         m: HNSW graph degree.
         ef_construction: HNSW build beam width.
+        key_type: ``halfvec`` (float16 key: half the index, the default) or ``vector`` (float32).
         concurrently: Build without blocking writers (CREATE INDEX CONCURRENTLY).
-        maintenance_work_mem: Memory for the build; the graph should fit.
+        maintenance_work_mem: Memory for the build, like ``2GB``; None sizes it so the whole
+            graph fits (a build that spills is several times slower).
         workers: Parallel maintenance workers.
 
     Returns:
@@ -771,8 +793,12 @@ def build_ann_index(
             f"HNSW needs 2 <= m <= 100 and 2*m <= ef_construction <= 1000, got m={m}, "
             f"ef_construction={ef_construction}"
         )
-    if not re.fullmatch(r"\d+(kB|MB|GB)", maintenance_work_mem):
+    if key_type not in ANN_KEY_TYPES:
+        raise ValueError(f"key_type must be one of {', '.join(ANN_KEY_TYPES)}, got {key_type!r}")
+    if maintenance_work_mem is not None and not re.fullmatch(r"\d+(kB|MB|GB)", maintenance_work_mem):
         raise ValueError(f"maintenance_work_mem must look like 512MB or 2GB, got {maintenance_work_mem!r}")
+    if not 0 <= workers <= 64:
+        raise ValueError(f"workers must be in 0..64, got {workers}")
     with Session(engine) as session:
         model = session.get(ModelVersion, model_version)
         if model is None:
@@ -783,13 +809,15 @@ def build_ann_index(
             Embedding.model_version == model_version, Embedding.condition_id == condition_id))
     name = ann_index_name(model.version, condition_id)
     dim = model.embed_dim + 1
+    memory = maintenance_work_mem or hnsw_build_memory(int(rows or 0), dim, m, key_type)
     ddl = sql.SQL(
         "CREATE INDEX {conc} {name} ON psm.embeddings USING hnsw "
-        "((psm.ann_vector(mu, var_sum)::vector({dim})) vector_l2_ops) "
+        "((psm.ann_vector(mu, var_sum)::{key}({dim})) {ops}) "
         "WITH (m = {m}, ef_construction = {ef}) "
         "WHERE model_version = {version} AND condition_id = {cid}"
     ).format(
         conc=sql.SQL("CONCURRENTLY" if concurrently else ""), name=sql.Identifier(name),
+        key=sql.SQL(key_type), ops=sql.SQL(f"{key_type}_l2_ops"),
         dim=sql.Literal(dim), m=sql.Literal(int(m)), ef=sql.Literal(int(ef_construction)),
         version=sql.Literal(model.version), cid=sql.Literal(int(condition_id)),
     )
@@ -798,7 +826,7 @@ def build_ann_index(
     assert isinstance(pg, psycopg.Connection)
     try:
         pg.autocommit = True
-        pg.execute("SELECT set_config('maintenance_work_mem', %s, false)", (maintenance_work_mem,))
+        pg.execute("SELECT set_config('maintenance_work_mem', %s, false)", (memory,))
         pg.execute("SELECT set_config('max_parallel_maintenance_workers', %s, false)", (str(workers),))
         pg.execute(sql.SQL("DROP INDEX {conc} IF EXISTS psm.{name}").format(
             conc=sql.SQL("CONCURRENTLY" if concurrently else ""), name=sql.Identifier(name)))
@@ -816,15 +844,15 @@ def build_ann_index(
         if entry is None:
             entry = AnnIndex(model_version=model_version, condition_id=int(condition_id))
             session.add(entry)
-        entry.index_name, entry.dim, entry.m = name, dim, int(m)
+        entry.index_name, entry.dim, entry.m, entry.key_type = name, dim, int(m), key_type
         entry.ef_construction, entry.rows, entry.build_seconds = int(ef_construction), int(rows or 0), seconds
     log.info("built %s over %s rows in %.1f s", name, rows, seconds)
     return entry
 
 
 __all__ = [
-    "AGGREGATES", "MAX_K", "METHODS", "ConditionSummary", "MapScores", "RegionLike", "RegionScore",
-    "RegionSetSummary", "TileScore", "ann_index_name", "build_ann_index", "check_k",
+    "AGGREGATES", "ANN_KEY_TYPES", "MAX_K", "METHODS", "ConditionSummary", "MapScores", "RegionLike", "RegionScore",
+    "RegionSetSummary", "TileScore", "ann_index_name", "build_ann_index", "check_k", "hnsw_build_memory",
     "eval_metrics_frame", "eval_runs", "get_query", "jobs", "list_conditions", "list_models",
     "list_queries", "list_region_sets", "list_regions", "map_scores", "parse_region",
     "rank_regions", "rank_regions_frame", "rank_tiles", "rank_tiles_frame", "rank_tiles_stmt",

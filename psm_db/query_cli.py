@@ -122,6 +122,9 @@ def index(
     all_conditions: bool = typer.Option(False, "--all", help="Index every embedded condition."),
     m: int = typer.Option(16, "--m", help="HNSW graph degree."),
     ef_construction: int = typer.Option(64, "--ef-construction"),
+    key_type: str = typer.Option("halfvec", "--key", help="Key storage: halfvec (half the size) or vector."),
+    workers: int = typer.Option(1, "--workers", help="Parallel build workers on the database server."),
+    memory: str | None = typer.Option(None, "--memory", help="maintenance_work_mem, e.g. 4GB (default: fits the graph)."),
 ) -> None:
     """Build the HNSW index of one (model, condition), or of every embedded condition."""
     from psm_db.functions import FindCondition
@@ -141,7 +144,8 @@ def index(
                 ids = [cid]
         for cid in ids:
             entry = build_ann_index(engine=engine, model_version=version, condition_id=cid, m=m,
-                                    ef_construction=ef_construction)
+                                    ef_construction=ef_construction, key_type=key_type,
+                                    workers=workers, maintenance_work_mem=memory)
             console.print(f"{entry.index_name}: {entry.rows} rows in {entry.build_seconds:.1f} s")
     except (ValueError, LookupError) as e:
         raise _fail(str(e)) from e

@@ -187,14 +187,20 @@ def test_sql_transforms_srid_and_refuses_unknown_srid(seed, conn):
                      (seed.query_id,))
 
 
-def test_ann_index_gives_the_exact_order(seed, session):
-    entry = queries.build_ann_index(engine=seed.engine, model_version=MODEL, condition_id=seed.cond_a)
-    assert entry.rows == len(seed.tile_ids) and entry.dim == D + 1
+@pytest.mark.parametrize("key_type", ["halfvec", "vector"])
+def test_ann_index_gives_the_exact_order(seed, session, key_type):
+    entry = queries.build_ann_index(engine=seed.engine, model_version=MODEL, condition_id=seed.cond_a,
+                                    key_type=key_type)
+    assert entry.rows == len(seed.tile_ids) and entry.dim == D + 1 and entry.key_type == key_type
     exact = queries.rank_tiles(session=session, query_id=seed.query_id, month=5, hour=6, k=50, method="exact")
     ann = queries.rank_tiles(session=session, query_id=seed.query_id, month=5, hour=6, k=50, method="ann")
     recall = len({r.tile_id for r in ann} & {r.tile_id for r in exact}) / 50
     assert recall >= 0.95
     assert [r.distance for r in ann] == sorted(r.distance for r in ann)
+    # the key may be float16, but the returned distances are the exact float32 CSD
+    by_tile = {r.tile_id: r.distance for r in exact}
+    shared = [r for r in ann if r.tile_id in by_tile]
+    assert shared and all(r.distance == pytest.approx(by_tile[r.tile_id], rel=1e-9) for r in shared)
     # a small region is ranked exactly even when asked for the index (fallback when the walk runs out)
     small = box(-99.0, 41.0, -98.8, 41.2)
     rows = queries.rank_tiles(session=session, query_id=seed.query_id, region=small, month=5, hour=6, k=4,
@@ -205,14 +211,34 @@ def test_ann_index_gives_the_exact_order(seed, session):
     assert not summary[seed.cond_b].has_ann_index
 
 
-def test_ann_plan_uses_the_partial_hnsw_index(seed, conn):
-    queries.build_ann_index(engine=seed.engine, model_version=MODEL, condition_id=seed.cond_a)
+@pytest.mark.parametrize("key_type", ["halfvec", "vector"])
+def test_ann_plan_uses_the_partial_hnsw_index(seed, conn, key_type):
+    queries.build_ann_index(engine=seed.engine, model_version=MODEL, condition_id=seed.cond_a,
+                            key_type=key_type)
     q = np.append(seed.q_mu, 0).astype(np.float32)
     plan = "\n".join(r[0] for r in conn.execute(
         f"EXPLAIN SELECT tile_id FROM psm.embeddings WHERE model_version = %s AND condition_id = %s "
-        f"ORDER BY psm.ann_vector(mu, var_sum)::vector({D + 1}) <-> %s LIMIT 10",
+        f"ORDER BY psm.ann_vector(mu, var_sum)::{key_type}({D + 1}) <-> %s::vector::{key_type} LIMIT 10",
         (MODEL, seed.cond_a, q)).fetchall())
     assert queries.ann_index_name(MODEL, seed.cond_a) in plan
+
+
+def test_ann_build_arguments_are_checked(seed):
+    with pytest.raises(ValueError, match="key_type must be one of halfvec, vector"):
+        queries.build_ann_index(engine=seed.engine, model_version=MODEL, condition_id=seed.cond_a,
+                                key_type="float8")
+    with pytest.raises(ValueError, match="maintenance_work_mem"):
+        queries.build_ann_index(engine=seed.engine, model_version=MODEL, condition_id=seed.cond_a,
+                                maintenance_work_mem="lots")
+
+
+def test_hnsw_build_memory_holds_the_graph():
+    # 1M keys of 513 dimensions: float32 keys need about twice the memory of float16 ones
+    half = int(queries.hnsw_build_memory(1_000_000, 513, 16, "halfvec")[:-2])
+    full = int(queries.hnsw_build_memory(1_000_000, 513, 16, "vector")[:-2])
+    assert 1_000_000 * 513 * 2 / 2**20 < half < full and 1_000_000 * 513 * 4 / 2**20 < full < 8192
+    assert queries.hnsw_build_memory(10, 33, 16, "vector") == "64MB"
+    assert queries.hnsw_build_memory(10**9, 513, 16, "vector") == "8192MB"
 
 
 def test_rank_regions_aggregates_match_numpy(seed, session):

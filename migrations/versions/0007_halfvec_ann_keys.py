@@ -1,0 +1,68 @@
+"""HNSW keys may be stored as halfvec: half the index size, same ranking after the re-rank.
+
+``psm.ann_indexes.key_type`` says how an index stores its key [mu, sqrt(sum sigma^2)]:
+``vector`` (float32, as before) or ``halfvec`` (float16). A halfvec graph over 1M tiles at
+d = 512 is about half the size, so it stays in shared buffers where the float32 one spilled
+to the OS cache; the index only proposes candidates, which ``psm.rank_tiles`` re-ranks with
+the exact float32 CSD, so rounding the key costs no exactness in the returned distances
+(docs/benchmarks.md, "Queries").
+
+Revision ID: 0007
+Revises: 0006
+Create Date: 2026-11-26
+"""
+
+import importlib.util
+from pathlib import Path
+
+from alembic import op
+
+revision = "0007"
+down_revision = "0006"
+branch_labels = None
+depends_on = None
+
+OLD_SELECT = "SELECT a.index_name, a.dim INTO idx"
+NEW_SELECT = "SELECT a.index_name, a.dim, a.key_type INTO idx"
+OLD_ORDER = """ORDER BY psm.ann_vector(e.mu, e.var_sum)::vector(%s) <-> $7
+                   LIMIT $8) c', region_clause, idx.dim)"""
+NEW_ORDER = """ORDER BY psm.ann_vector(e.mu, e.var_sum)::%s(%s) <-> $7::%s
+                   LIMIT $8) c', region_clause, idx.key_type, idx.dim, idx.key_type)"""
+
+
+def _previous_rank_tiles() -> str:
+    """psm.rank_tiles as migration 0006 left it."""
+    spec = importlib.util.spec_from_file_location(
+        "psm_migration_0006", Path(__file__).with_name("0006_embedding_storage.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sql = module._previous_rank_tiles().replace(module.OLD_EF, module.NEW_EF).replace(
+        module.OLD_CAND, module.NEW_CAND)
+    assert OLD_SELECT in sql and OLD_ORDER in sql
+    return sql
+
+
+def upgrade() -> None:
+    op.execute("""
+        ALTER TABLE psm.ann_indexes ADD COLUMN key_type text NOT NULL DEFAULT 'vector'
+            CONSTRAINT ann_indexes_key_type_check CHECK (key_type IN ('vector', 'halfvec'));
+        COMMENT ON COLUMN psm.ann_indexes.key_type IS
+            'How the HNSW key [mu, sqrt(var_sum)] is stored: vector (float32) or halfvec (float16).';
+    """)
+    op.execute(_previous_rank_tiles().replace(OLD_SELECT, NEW_SELECT).replace(OLD_ORDER, NEW_ORDER))
+
+
+def downgrade() -> None:
+    op.execute("""
+        DO $$
+        DECLARE r record;
+        BEGIN
+            FOR r IN SELECT index_name FROM psm.ann_indexes WHERE key_type = 'halfvec' LOOP
+                EXECUTE format('DROP INDEX IF EXISTS psm.%I', r.index_name);
+            END LOOP;
+            DELETE FROM psm.ann_indexes WHERE key_type = 'halfvec';
+        END $$;
+    """)
+    op.execute(_previous_rank_tiles())
+    op.execute("ALTER TABLE psm.ann_indexes DROP COLUMN key_type")
