@@ -6,7 +6,9 @@ import json
 import logging
 import math
 import re
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar
@@ -19,10 +21,10 @@ import shapely.errors
 import shapely.geometry
 import shapely.ops
 from geoalchemy2 import Geometry
-from pgvector.sqlalchemy import Vector
 from shapely.geometry.base import BaseGeometry
 from sqlalchemy import (
     BigInteger,
+    Connection,
     Double,
     Engine,
     Integer,
@@ -38,10 +40,7 @@ from sqlalchemy.orm import Session
 
 from psm_db.errors import NotEmbeddedError
 from psm_db.functions import (
-    ArraySend,
     FindCondition,
-    L2SquaredDistance,
-    MatchProbability,
     rank_regions_table,
     rank_tiles_table,
 )
@@ -596,34 +595,13 @@ def map_scores(
         literal(month, Integer), literal(hour, Integer),
         literal(audio_source, Text), literal(caption_source, Text)))))
     started = time.perf_counter()
-    payload = None
+    scores = None
     if cid is not None:
-        distance = (L2SquaredDistance(Embedding.mu, literal(query.mu, Vector()))
-                    + Embedding.var_sum + literal(query.var_sum, Double))
-        inner = (
-            select(
-                Embedding.tile_id, distance.label("d"), Embedding.var_sum,
-                func.ST_X(Tile.centroid).label("lon"), func.ST_Y(Tile.centroid).label("lat"),
-                func.ST_XMin(Tile.geom).label("xmin"), func.ST_YMin(Tile.geom).label("ymin"),
-                func.ST_XMax(Tile.geom).label("xmax"), func.ST_YMax(Tile.geom).label("ymax"),
-            )
-            .join(Tile, Tile.id == Embedding.tile_id)
-            .where(Embedding.model_version == query.model_version, Embedding.condition_id == cid,
-                   Tile.zoom == zoom_value)
-        )
-        if region is not None:
-            inner = inner.where(func.ST_Intersects(geom_arg, Tile.centroid))
-        sub = inner.subquery()
-        prob = MatchProbability(sub.c.d, literal(model.match_a, Double), literal(model.match_b, Double))
-        stmt = select(
-            func.count(),
-            ArraySend(func.array_agg(sub.c.tile_id)),
-            *(ArraySend(func.array_agg(c)) for c in (
-                sub.c.lon, sub.c.lat, sub.c.xmin, sub.c.ymin, sub.c.xmax, sub.c.ymax, prob,
-                sub.c.d, sub.c.var_sum)),
-        )
-        payload = _run(session, lambda: session.execute(stmt).one())
-    if payload is None or payload[0] == 0:
+        geom = parse_region(region, srid=srid)
+        tiles = _run(session, lambda: region_layout(session=session, region=geom, zoom=int(zoom_value or 1)))
+        if len(tiles["tile_id"]):
+            scores = _run(session, lambda: _layout_scores(session, model, query, cid, tiles["tile_id"]))
+    if scores is None or len(scores["tile_id"]) == 0:
         # Reuse the SQL diagnosis so both APIs say the same thing.
         _run(session, lambda: session.execute(select(func.psm.raise_not_embedded(
             literal(query.model_version, Text), literal(cid, Integer),
@@ -631,13 +609,56 @@ def map_scores(
             literal(caption_source, Text), literal(zoom_value, Integer),
             func.psm.region_4326(geom_arg), literal(None, Text)))).all())
         raise NotEmbeddedError(f"nothing embedded for query {query_id} under this condition")
-    cols = [_float8_array(p) for p in payload[2:]]
+    pos = np.searchsorted(tiles["tile_id"], scores["tile_id"])
     out = MapScores(
-        tile_id=_int8_array(payload[1]), lon=cols[0], lat=cols[1],
-        bounds=np.stack(cols[2:6], axis=1), probability=cols[6], distance=cols[7], var_sum=cols[8],
+        tile_id=scores["tile_id"], lon=tiles["lon"][pos], lat=tiles["lat"][pos],
+        bounds=np.stack([tiles[c][pos] for c in ("xmin", "ymin", "xmax", "ymax")], axis=1),
+        probability=scores["probability"], distance=scores["distance"], var_sum=scores["var_sum"],
     )
     log.debug("map_scores: %d tiles in %.3f s", len(out), time.perf_counter() - started)
     return out
+
+
+_LAYOUTS: OrderedDict[tuple[Any, ...], dict[str, np.ndarray]] = OrderedDict()
+_LAYOUT_CACHE_SIZE = 8
+_LAYOUT_LOCK = threading.Lock()
+
+
+def region_layout(*, session: Session, region: BaseGeometry | None, zoom: int) -> dict[str, np.ndarray]:
+    """Ids, centres and bounds of every tile of a region at ``zoom``, sorted by tile id.
+
+    The layout does not depend on the query or the condition, so it is kept per process
+    (the last few regions) and reused by every map of the same region; it is read again as
+    soon as a tile was added to the table since (``max(psm.tiles.id)`` moved).
+    """
+    from psm_db.queries_dashboard import region_tiles
+
+    stamp = session.scalar(select(func.max(Tile.id)))
+    bind = session.get_bind()
+    url = bind.engine.url if isinstance(bind, Connection) else bind.url
+    key = (str(url), None if region is None else shapely.to_wkb(region), int(zoom), stamp)
+    with _LAYOUT_LOCK:
+        hit = _LAYOUTS.get(key)
+        if hit is not None:
+            _LAYOUTS.move_to_end(key)
+            return hit
+    layout = region_tiles(region, int(zoom), session=session)
+    for arr in layout.values():
+        arr.setflags(write=False)  # shared between callers
+    with _LAYOUT_LOCK:
+        _LAYOUTS[key] = layout
+        while len(_LAYOUTS) > _LAYOUT_CACHE_SIZE:
+            _LAYOUTS.popitem(last=False)
+    return layout
+
+
+def _layout_scores(session: Session, model: ModelVersion, query: StoredQuery, cid: int,
+                   tile_ids: np.ndarray) -> dict[str, np.ndarray]:
+    """Exact CSD, sum sigma^2 and match probability of the embedded tiles among ``tile_ids``."""
+    from psm_db.queries_dashboard import scores_for_tiles
+
+    return scores_for_tiles(model, np.asarray(query.mu, dtype=np.float32), float(query.var_sum), cid,
+                            tile_ids, session=session)
 
 
 # --------------------------------------------------------------------------- listings
@@ -732,8 +753,8 @@ def ann_index_name(model_version: str, condition_id: int) -> str:
     return f"embeddings_ann_{model_version[:16]}_{int(condition_id)}"
 
 
-ANN_KEY_TYPES = ("halfvec", "vector")
-"""How an HNSW key can be stored: float16 (half the index) or float32."""
+ANN_KEY_TYPES = ("vector", "halfvec")
+"""How an HNSW key can be stored: float32 (the default) or float16 (half the index)."""
 
 
 def hnsw_build_memory(rows: int, dim: int, m: int, key_type: str) -> str:
@@ -756,15 +777,15 @@ def build_ann_index(
     condition_id: int,
     m: int = 16,
     ef_construction: int = 64,
-    key_type: str = "halfvec",
+    key_type: str = "vector",
     concurrently: bool = True,
     maintenance_work_mem: str | None = None,
     workers: int = 1,
 ) -> AnnIndex:
     """Build (or rebuild) the HNSW index of one (model, condition) slice and register it.
 
-    The index is a partial expression index on ``psm.ann_vector(mu, var_sum)::halfvec(d+1)``
-    (or ``::vector(d+1)``) with the matching L2 operator class; ``psm.rank_tiles`` uses it for
+    The index is a partial expression index on ``psm.ann_vector(mu, var_sum)::vector(d+1)``
+    (or ``::halfvec(d+1)``) with the matching L2 operator class; ``psm.rank_tiles`` uses it for
     large candidate sets and re-ranks what it proposes with the exact CSD. Needs the table
     owner (the migration role), not psm_writer.
 
@@ -774,7 +795,9 @@ def build_ann_index(
         condition_id: A condition id (``psm.find_condition``).
         m: HNSW graph degree.
         ef_construction: HNSW build beam width.
-        key_type: ``halfvec`` (float16 key: half the index, the default) or ``vector`` (float32).
+        key_type: ``vector`` (float32 key, the default) or ``halfvec`` (float16: half the index,
+            but float16 rounds sqrt(sum sigma^2) to ~0.002, which costs recall when sigma^2
+            barely varies between tiles; docs/benchmarks.md, "Queries").
         concurrently: Build without blocking writers (CREATE INDEX CONCURRENTLY).
         maintenance_work_mem: Memory for the build, like ``2GB``; None sizes it so the whole
             graph fits (a build that spills is several times slower).
@@ -854,7 +877,7 @@ __all__ = [
     "AGGREGATES", "ANN_KEY_TYPES", "MAX_K", "METHODS", "ConditionSummary", "MapScores", "RegionLike", "RegionScore",
     "RegionSetSummary", "TileScore", "ann_index_name", "build_ann_index", "check_k", "hnsw_build_memory",
     "eval_metrics_frame", "eval_runs", "get_query", "jobs", "list_conditions", "list_models",
-    "list_queries", "list_region_sets", "list_regions", "map_scores", "parse_region",
+    "list_queries", "list_region_sets", "list_regions", "map_scores", "parse_region", "region_layout",
     "rank_regions", "rank_regions_frame", "rank_tiles", "rank_tiles_frame", "rank_tiles_stmt",
     "store_query",
 ]

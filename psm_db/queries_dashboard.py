@@ -13,7 +13,7 @@ import numpy as np
 from geoalchemy2 import Geometry
 from pgvector.sqlalchemy import Vector
 from shapely.geometry.base import BaseGeometry
-from sqlalchemy import LargeBinary, and_, bindparam, func, literal, select
+from sqlalchemy import ARRAY, BigInteger, LargeBinary, and_, bindparam, func, literal, select
 from sqlalchemy.orm import Session
 
 from psm_db.errors import NotEmbeddedError
@@ -138,30 +138,67 @@ def condition_scores(
     label = _condition_label(month, hour, audio_source, caption_source, zoom)
     if cid is None:
         raise NotEmbeddedError(f"model {model_version} has no embeddings for {label}: this condition was never embedded")
-    qmu = bindparam("qmu", mu, type_=Vector(model.embed_dim))
-    d = (func.vector_l2_squared_distance(Embedding.mu, qmu) + Embedding.var_sum
-         + literal(float(var.sum()))).label("distance")
-    q = (select(Embedding.tile_id.label("tile_id"), d, Embedding.var_sum.label("var_sum"))
-         .where(Embedding.model_version == model_version, Embedding.condition_id == cid))
-    ids = None if tile_ids is None else np.asarray(tile_ids, dtype=np.int64)
-    by_range = ids is not None and len(ids) > 0 and int(ids[-1] - ids[0]) + 1 <= RANGE_SLACK * len(ids)
-    if by_range:
-        assert ids is not None
-        q = q.where(Embedding.tile_id.between(int(ids[0]), int(ids[-1])))
+    if tile_ids is not None:
+        out = scores_for_tiles(model, mu, float(var.sum()), cid, tile_ids, session=session)
     else:
-        q = q.join(Tile, Tile.id == Embedding.tile_id).where(Tile.zoom == zoom)
+        qmu = bindparam("qmu", mu, type_=Vector(model.embed_dim))
+        d = (func.vector_l2_squared_distance(Embedding.mu, qmu) + Embedding.var_sum
+             + literal(float(var.sum()))).label("distance")
+        q = (select(Embedding.tile_id.label("tile_id"), d, Embedding.var_sum.label("var_sum"))
+             .where(Embedding.model_version == model_version, Embedding.condition_id == cid)
+             .join(Tile, Tile.id == Embedding.tile_id).where(Tile.zoom == zoom))
         reg = _region_expr(region)
         if reg is not None:
             q = q.where(func.ST_Intersects(reg, Tile.centroid))
-    row = _array_row(session, q.subquery(), ("tile_id", "distance", "var_sum"))
-    out = {"tile_id": _binary_array(row[0], "i8"), "distance": _binary_array(row[1], "f8"),
-           "var_sum": _binary_array(row[2], "f8")} if row[0] is not None else {}
-    if out and by_range:
-        assert ids is not None
+        out = _score_arrays(session, q, model)
+    if len(out["tile_id"]) == 0:
+        raise NotEmbeddedError(f"model {model_version} has no embeddings for {label} in this region")
+    return out
+
+
+def scores_for_tiles(
+    model: ModelVersion, mu: np.ndarray, var_sum: float, condition_id: int, tile_ids: np.ndarray, *,
+    session: Session,
+) -> dict[str, np.ndarray]:
+    """Exact CSD from a query Gaussian to the embedded tiles among ``tile_ids``, under one condition.
+
+    The query is given by its mean ``mu`` and its sum of sigma^2 ``var_sum``; ``tile_ids`` are sorted.
+    When the ids are compact (the usual case: a region's tiles are inserted together) the
+    embeddings are read by a primary-key range scan and filtered with numpy; otherwise by an
+    index probe per id. No geometry is touched.
+
+    Returns:
+        Arrays ``tile_id``, ``distance``, ``var_sum``, ``probability`` (unordered; empty when
+        none of the tiles is embedded under the condition).
+    """
+    ids = np.asarray(tile_ids, dtype=np.int64)
+    if len(ids) == 0:
+        return _score_arrays(session, None, model)
+    qmu = bindparam("qmu", np.asarray(mu, dtype=np.float32), type_=Vector(model.embed_dim))
+    d = (func.vector_l2_squared_distance(Embedding.mu, qmu) + Embedding.var_sum
+         + literal(float(var_sum))).label("distance")
+    q = (select(Embedding.tile_id.label("tile_id"), d, Embedding.var_sum.label("var_sum"))
+         .where(Embedding.model_version == model.version, Embedding.condition_id == int(condition_id)))
+    by_range = int(ids[-1] - ids[0]) + 1 <= RANGE_SLACK * len(ids)
+    if by_range:
+        q = q.where(Embedding.tile_id.between(int(ids[0]), int(ids[-1])))
+    else:
+        q = q.where(Embedding.tile_id == func.any(bindparam("tile_ids", ids.tolist(), type_=ARRAY(BigInteger))))
+    out = _score_arrays(session, q, model)
+    if by_range and len(out["tile_id"]):
         keep = np.isin(out["tile_id"], ids, assume_unique=True)
         out = {k: v[keep] for k, v in out.items()}
-    if not out or len(out["tile_id"]) == 0:
-        raise NotEmbeddedError(f"model {model_version} has no embeddings for {label} in this region")
+    return out
+
+
+def _score_arrays(session: Session, q: Any, model: ModelVersion) -> dict[str, np.ndarray]:
+    """Run a (tile_id, distance, var_sum) select as binary arrays; add the match probability."""
+    row = None if q is None else _array_row(session, q.subquery(), ("tile_id", "distance", "var_sum"))
+    if row is None or row[0] is None:
+        empty = np.empty(0, dtype=np.float64)
+        return {"tile_id": np.empty(0, dtype=np.int64), "distance": empty, "var_sum": empty, "probability": empty}
+    out = {"tile_id": _binary_array(row[0], "i8"), "distance": _binary_array(row[1], "f8"),
+           "var_sum": _binary_array(row[2], "f8")}
     z = np.clip(model.match_a * out["distance"] - model.match_b, -700, 700)
     out["probability"] = 1.0 / (1.0 + np.exp(z))
     return out

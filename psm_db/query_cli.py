@@ -122,7 +122,7 @@ def index(
     all_conditions: bool = typer.Option(False, "--all", help="Index every embedded condition."),
     m: int = typer.Option(16, "--m", help="HNSW graph degree."),
     ef_construction: int = typer.Option(64, "--ef-construction"),
-    key_type: str = typer.Option("halfvec", "--key", help="Key storage: halfvec (half the size) or vector."),
+    key_type: str = typer.Option("vector", "--key", help="Key storage: vector (float32) or halfvec (half the size)."),
     workers: int = typer.Option(1, "--workers", help="Parallel build workers on the database server."),
     memory: str | None = typer.Option(None, "--memory", help="maintenance_work_mem, e.g. 4GB (default: fits the graph)."),
 ) -> None:

@@ -1,11 +1,13 @@
-"""HNSW keys may be stored as halfvec: half the index size, same ranking after the re-rank.
+"""HNSW keys may be stored as halfvec: half the index size, candidates re-ranked exactly.
 
 ``psm.ann_indexes.key_type`` says how an index stores its key [mu, sqrt(sum sigma^2)]:
-``vector`` (float32, as before) or ``halfvec`` (float16). A halfvec graph over 1M tiles at
-d = 512 is about half the size, so it stays in shared buffers where the float32 one spilled
-to the OS cache; the index only proposes candidates, which ``psm.rank_tiles`` re-ranks with
-the exact float32 CSD, so rounding the key costs no exactness in the returned distances
-(docs/benchmarks.md, "Queries").
+``vector`` (float32, the default, as before) or ``halfvec`` (float16). A halfvec graph over
+1M tiles at d = 512 is half the size (1.3 GB against 2.6 GB), which matters when shared
+buffers cannot hold the float32 one. The index only proposes candidates; ``psm.rank_tiles``
+re-ranks them with the exact float32 CSD, so returned distances are exact either way. But
+float16 rounds sqrt(sum sigma^2) (about 3 for a d = 512 model) to steps of ~0.002, which is
+a distance error of ~0.006: when sigma^2 barely varies between tiles and the top-k lie
+within a few hundredths of each other, that costs recall (docs/benchmarks.md, "Queries").
 
 Revision ID: 0007
 Revises: 0006

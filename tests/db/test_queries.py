@@ -197,7 +197,7 @@ def test_ann_index_gives_the_exact_order(seed, session, key_type):
     recall = len({r.tile_id for r in ann} & {r.tile_id for r in exact}) / 50
     assert recall >= 0.95
     assert [r.distance for r in ann] == sorted(r.distance for r in ann)
-    # the key may be float16, but the returned distances are the exact float32 CSD
+    # whatever the key's precision, the returned distances are the exact float32 CSD
     by_tile = {r.tile_id: r.distance for r in exact}
     shared = [r for r in ann if r.tile_id in by_tile]
     assert shared and all(r.distance == pytest.approx(by_tile[r.tile_id], rel=1e-9) for r in shared)
@@ -224,7 +224,7 @@ def test_ann_plan_uses_the_partial_hnsw_index(seed, conn, key_type):
 
 
 def test_ann_build_arguments_are_checked(seed):
-    with pytest.raises(ValueError, match="key_type must be one of halfvec, vector"):
+    with pytest.raises(ValueError, match="key_type must be one of vector, halfvec"):
         queries.build_ann_index(engine=seed.engine, model_version=MODEL, condition_id=seed.cond_a,
                                 key_type="float8")
     with pytest.raises(ValueError, match="maintenance_work_mem"):
@@ -566,3 +566,59 @@ def test_exact_threshold_setting_switches_a_region_to_the_index(seed, conn):
     conn.execute("RESET psm.exact_threshold")
     assert exact == _exact(seed, 10, _in(seed, box(-99, 41, -98, 42)))[0].tolist()
     assert len(set(ann) & set(exact)) >= 9
+
+
+def test_map_layout_is_cached_per_region_and_refreshed_when_tiles_arrive(fresh_db_url):
+    """map_scores keeps a region's tile layout per process; a tile added since is not missed."""
+    from sqlalchemy.orm import Session
+
+    from psm_db import migrate
+    from psm_db.engine import connect, make_engine
+
+    migrate.upgrade(fresh_db_url)
+    rng = np.random.default_rng(11)
+    with connect(fresh_db_url) as c:
+        c.execute("INSERT INTO psm.model_versions (version, name, preset, loss, embed_dim, feature_dim, match_a,"
+                  " match_b, checkpoint_path) VALUES (%s, 't', 'tiny', 'pcmepp', 4, 8, 1, 1, '/x')", (MODEL,))
+        cid = c.execute("SELECT psm.ensure_condition(5, 6, NULL, NULL)").fetchone()[0]
+
+        def add_tile(col: int) -> None:
+            tid = c.execute(
+                "INSERT INTO psm.tiles (imagery_source, gsd, size_px, zoom, grid_row, grid_col, geom, centroid)"
+                " VALUES ('bing', 0.6, 300, 1, 0, %(k)s, ST_MakeEnvelope(%(k)s, 0, %(k)s + 1, 1, 4326),"
+                " ST_SetSRID(ST_MakePoint(%(k)s + 0.5, 0.5), 4326)) RETURNING id", {"k": col}).fetchone()[0]
+            mu = rng.normal(size=4).astype(np.float32)
+            mu /= np.linalg.norm(mu)
+            var = np.full(4, 0.1, dtype=np.float32)
+            c.execute("INSERT INTO psm.embeddings (model_version, condition_id, tile_id, dim, mu, var, var_sum)"
+                      " VALUES (%s, %s, %s, 4, %s, %s, 0.4)", (MODEL, cid, tid, mu, var))
+            c.commit()
+
+        for col in range(4):
+            add_tile(col)
+        q = np.array([1, 0, 0, 0], dtype=np.float32)
+        qid = c.execute("INSERT INTO psm.queries (model_version, kind, text, dim, mu, var, var_sum) VALUES"
+                        " (%s, 'text', 'x', 4, %s, %s, 0.4) RETURNING id",
+                        (MODEL, q, np.full(4, 0.1, dtype=np.float32))).fetchone()[0]
+        c.commit()
+        region = box(-0.1, -0.1, 10.0, 1.1)
+        engine = make_engine(fresh_db_url)
+        try:
+            with Session(engine) as s:
+                first = queries.map_scores(session=s, query_id=qid, region=region, month=5, hour=6)
+                again = queries.map_scores(session=s, query_id=qid, region=region, month=5, hour=6)
+                assert len(first) == 4
+                np.testing.assert_array_equal(np.sort(first.tile_id), np.sort(again.tile_id))
+                np.testing.assert_allclose(first.distance[np.argsort(first.tile_id)],
+                                           again.distance[np.argsort(again.tile_id)])
+                west = queries.map_scores(session=s, query_id=qid, region=box(-0.1, -0.1, 1.9, 1.1),
+                                          month=5, hour=6)
+                assert len(west) == 2  # another region gets its own layout
+                s.rollback()
+                add_tile(4)
+                later = queries.map_scores(session=s, query_id=qid, region=region, month=5, hour=6)
+                assert len(later) == 5
+                i = int(np.argmax(later.tile_id))
+                assert later.bounds[i].tolist() == [4.0, 0.0, 5.0, 1.0] and later.lon[i] == 4.5
+        finally:
+            engine.dispose()
