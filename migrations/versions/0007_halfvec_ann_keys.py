@@ -9,6 +9,9 @@ float16 rounds sqrt(sum sigma^2) (about 3 for a d = 512 model) to steps of ~0.00
 a distance error of ~0.006: when sigma^2 barely varies between tiles and the top-k lie
 within a few hundredths of each other, that costs recall (docs/benchmarks.md, "Queries").
 
+The HNSW beam (hnsw.ef_search) now defaults to its maximum, 1000 (was max(4k, 400)): on
+1M real-model embeddings it raised recall@100 from 0.88 to 0.92 for about a millisecond.
+
 Revision ID: 0007
 Revises: 0006
 Create Date: 2026-11-26
@@ -30,6 +33,8 @@ OLD_ORDER = """ORDER BY psm.ann_vector(e.mu, e.var_sum)::vector(%s) <-> $7
                    LIMIT $8) c', region_clause, idx.dim)"""
 NEW_ORDER = """ORDER BY psm.ann_vector(e.mu, e.var_sum)::%s(%s) <-> $7::%s
                    LIMIT $8) c', region_clause, idx.key_type, idx.dim, idx.key_type)"""
+OLD_EF = "LEAST(GREATEST(coalesce(knob_ef, GREATEST(4 * p_k, 400)), 10), 1000)"
+NEW_EF = "LEAST(GREATEST(coalesce(knob_ef, 1000), 10), 1000)"
 
 
 def _previous_rank_tiles() -> str:
@@ -41,7 +46,7 @@ def _previous_rank_tiles() -> str:
     spec.loader.exec_module(module)
     sql = module._previous_rank_tiles().replace(module.OLD_EF, module.NEW_EF).replace(
         module.OLD_CAND, module.NEW_CAND)
-    assert OLD_SELECT in sql and OLD_ORDER in sql
+    assert OLD_SELECT in sql and OLD_ORDER in sql and OLD_EF in sql
     return sql
 
 
@@ -52,7 +57,8 @@ def upgrade() -> None:
         COMMENT ON COLUMN psm.ann_indexes.key_type IS
             'How the HNSW key [mu, sqrt(var_sum)] is stored: vector (float32) or halfvec (float16).';
     """)
-    op.execute(_previous_rank_tiles().replace(OLD_SELECT, NEW_SELECT).replace(OLD_ORDER, NEW_ORDER))
+    op.execute(_previous_rank_tiles().replace(OLD_SELECT, NEW_SELECT).replace(OLD_ORDER, NEW_ORDER)
+               .replace(OLD_EF, NEW_EF))
 
 
 def downgrade() -> None:
