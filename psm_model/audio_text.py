@@ -53,28 +53,6 @@ class AudioInputs:
         return AudioInputs(self.input_features[index], self.is_longer[index])
 
 
-def fusion_mel(
-    feature_extractor: Any, waveforms: Sequence[np.ndarray], sample_rate: int, seed: int | None = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """CLAP's fusion mel features of checked waveforms at the extractor's rate.
-
-    A plain function of the (picklable) feature extractor, so feature caching can run it in
-    worker processes.
-
-    Returns:
-        (features (B, C, T, M) float32, is_longer (B,) bool).
-    """
-    fe = feature_extractor
-    with _numpy_seed(seed):
-        out = fe(list(waveforms), sampling_rate=sample_rate, return_tensors="np")
-    features = np.asarray(out["input_features"], dtype=np.float32)
-    if fe.truncation == "fusion":
-        longer = np.array([w.shape[0] > fe.nb_max_samples for w in waveforms], dtype=bool)
-    else:
-        longer = np.zeros(len(waveforms), dtype=bool)
-    return features, longer
-
-
 @contextlib.contextmanager
 def _numpy_seed(seed: int | None) -> Iterator[None]:
     """Seed numpy's global RNG inside the block (CLAP's crops use it) and restore it afterwards."""
@@ -180,8 +158,15 @@ class AudioTower(nn.Module):
         if len(waveforms) == 0:
             raise ValueError("no waveforms given")
         waves = [check_waveform(w, f"waveform {i}") for i, w in enumerate(waveforms)]
-        features, longer = fusion_mel(self.feature_extractor, waves, self.sample_rate, seed)
-        return AudioInputs(torch.from_numpy(features), torch.from_numpy(longer).view(-1, 1))
+        fe = self.feature_extractor
+        with _numpy_seed(seed):
+            out = fe(waves, sampling_rate=self.sample_rate, return_tensors="np")
+        features = torch.from_numpy(np.asarray(out["input_features"], dtype=np.float32))
+        if fe.truncation == "fusion":
+            longer = [w.shape[0] > fe.nb_max_samples for w in waves]
+        else:
+            longer = [False] * len(waves)
+        return AudioInputs(features, torch.tensor(longer, dtype=torch.bool).view(-1, 1))
 
     def forward(self, inputs: AudioInputs) -> torch.Tensor:
         """Encode features to (B, out_dim) projected audio embeddings.

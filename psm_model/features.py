@@ -173,42 +173,6 @@ def _iter_shards(dataset_dir: Path, rows: Any) -> Any:
             yield group.index.to_numpy(), z["images"][r], z["audio"][r]
 
 
-def _mel_workers(workers: int | None, n: int, batch_size: int) -> int:
-    if workers is None:
-        workers = min(8, os.cpu_count() or 1) if n > batch_size else 1
-    if int(workers) != workers or workers < 1:
-        raise ValueError(f"workers must be a positive integer, got {workers!r}")
-    return int(workers)
-
-
-def _mel_pool(workers: int) -> Any:
-    """Worker processes for mel features.
-
-    They are started fresh (spawn): forking a process whose torch thread pool is running can
-    deadlock.
-    """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
-
-
-def _mel_batch(task: tuple[Any, int, int, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Fusion mel features (float16) and is-longer flags of int16 clips (runs in a worker).
-
-    The same values as ``model.audio_inputs(clips / 32767, rate, seed=0)``.
-    """
-    from psm_model.audio_io import check_sample_rate, check_waveform, resample
-    from psm_model.audio_text import fusion_mel
-
-    fe, target, rate, clips = task
-    rate = check_sample_rate(rate)
-    waves = [resample(check_waveform(c.astype(np.float32) / 32767.0, f"clip {i}"), rate, target)
-             for i, c in enumerate(clips)]
-    mel, longer = fusion_mel(fe, waves, target, seed=0)
-    return mel.astype(np.float16), longer
-
-
 def _save(path: Path, arr: np.ndarray) -> None:
     tmp = path.with_name(path.name + ".tmp.npy")
     np.save(tmp, arr)
@@ -223,7 +187,6 @@ def load_split(
     cache_dir: str | os.PathLike | None = None,
     batch_size: int = 256,
     progress: Callable[[str, int, int], None] | None = None,
-    workers: int | None = None,
 ) -> SplitData:
     """Load a split with the model's cached audio (and frozen text) features, computing them once.
 
@@ -235,8 +198,6 @@ def load_split(
             that is not writable).
         batch_size: Clips / captions per feature batch.
         progress: Optional ``callback(stage, done, total)``.
-        workers: Processes computing the mel features when they are not cached yet (None: one
-            per CPU core, at most 8; 1: in this process). The features do not depend on it.
 
     Returns:
         The split.
@@ -260,28 +221,21 @@ def load_split(
     images: np.ndarray | None = None
     mel_parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     done = 0
-    procs = _mel_workers(workers, n, batch_size) if need_audio else 1
-    pool = _mel_pool(procs) if procs > 1 else None
-    fe, target = model.audio_tower.feature_extractor, model.audio_tower.sample_rate
-    try:
-        for pos, shard_images, shard_audio in _iter_shards(root, rows):
-            if images is None:
-                images = np.empty((n, *shard_images.shape[1:]), dtype=shard_images.dtype)
-            images[pos] = shard_images
-            if not need_audio:
-                continue
-            # Smaller batches when several processes share a shard, so none waits on the last one.
-            step = batch_size if pool is None else max(16, min(batch_size, -(-len(pos) // (2 * procs))))
-            tasks = [(fe, target, sample_rate, shard_audio[a : a + step]) for a in range(0, len(pos), step)]
-            results = pool.map(_mel_batch, tasks) if pool is not None else map(_mel_batch, tasks)
-            for a, (mel_b, longer_b) in zip(range(0, len(pos), step), results, strict=True):
-                mel_parts.append((pos[a : a + step], mel_b, longer_b))
-                done += len(mel_b)
+    for pos, shard_images, shard_audio in _iter_shards(root, rows):
+        if images is None:
+            images = np.empty((n, *shard_images.shape[1:]), dtype=shard_images.dtype)
+        images[pos] = shard_images
+        if need_audio:
+            for a in range(0, len(pos), batch_size):
+                wav = shard_audio[a : a + batch_size].astype(np.float32) / 32767.0
+                with torch.no_grad():
+                    ai = model.audio_inputs(list(wav), sample_rate, seed=0)
+                mel_parts.append(
+                    (pos[a : a + batch_size], ai.input_features.numpy().astype(np.float16), ai.is_longer.numpy().reshape(-1))
+                )
+                done += len(wav)
                 if progress:
                     progress("audio features", done, n)
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
     assert images is not None
     if need_audio:
         c, t, m = mel_parts[0][1].shape[1:]
