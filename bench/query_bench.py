@@ -729,7 +729,7 @@ def main() -> None:
     p.add_argument("--source", default="", help="real embeddings (bench/real_embeddings.py) to draw like")
     p.add_argument("--real-only", action="store_true", help="load the real rows themselves (--rows = their number)")
     p = sub.add_parser("index")
-    p.add_argument("--m", type=int, default=16)
+    p.add_argument("--m", type=int, default=8)
     p.add_argument("--ef-construction", type=int, default=64)
     p.add_argument("--mem", default=None, help="maintenance_work_mem (default: sized to the graph)")
     p.add_argument("--workers", type=int, default=1)

@@ -775,7 +775,7 @@ def build_ann_index(
     engine: Engine,
     model_version: str,
     condition_id: int,
-    m: int = 16,
+    m: int = 8,
     ef_construction: int = 64,
     key_type: str = "vector",
     concurrently: bool = True,
@@ -793,7 +793,8 @@ def build_ann_index(
         engine: An engine connected as the owner of psm.embeddings.
         model_version: A registered model version.
         condition_id: A condition id (``psm.find_condition``).
-        m: HNSW graph degree.
+        m: HNSW graph degree. 8 (the default) measured best on the demo model's embeddings,
+            which are nearly one-dimensional; try 16-32 for richer ones (docs/benchmarks.md).
         ef_construction: HNSW build beam width.
         key_type: ``vector`` (float32 key, the default) or ``halfvec`` (float16: half the index,
             but float16 rounds sqrt(sum sigma^2) to ~0.002, which costs recall when sigma^2

@@ -120,7 +120,7 @@ def index(
     audio_source: str | None = typer.Option(None, "--audio-source"),
     caption_source: str | None = typer.Option(None, "--caption-source"),
     all_conditions: bool = typer.Option(False, "--all", help="Index every embedded condition."),
-    m: int = typer.Option(16, "--m", help="HNSW graph degree."),
+    m: int = typer.Option(8, "--m", help="HNSW graph degree (8 suits low-dimensional model embeddings)."),
     ef_construction: int = typer.Option(64, "--ef-construction"),
     key_type: str = typer.Option("vector", "--key", help="Key storage: vector (float32) or halfvec (half the size)."),
     workers: int = typer.Option(1, "--workers", help="Parallel build workers on the database server."),
