@@ -57,6 +57,8 @@ from psm_db.models import (
     StoredQuery,
     Tile,
 )
+from psm_db.queries_dashboard import join_scores, region_tiles, scores_for_tiles
+from psm_db.settings import MEMORY_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -373,7 +375,11 @@ def list_queries(*, session: Session, model_version: str | None = None) -> list[
 
 
 def _region_arg(region: RegionLike, srid: int) -> Any:
-    geom = parse_region(region, srid=srid)
+    return _geometry_arg(parse_region(region, srid=srid))
+
+
+def _geometry_arg(geom: BaseGeometry | None) -> Any:
+    """A checked lon/lat geometry as a bound SQL value (WKB)."""
     if geom is None:
         return literal(None, Geometry(srid=4326))
     return func.ST_GeomFromWKB(literal(shapely.to_wkb(geom), LargeBinary), 4326)
@@ -585,7 +591,8 @@ def map_scores(
     query = get_query(session=session, query_id=query_id, model_version=model_version)
     model = session.get(ModelVersion, query.model_version)
     assert model is not None  # the foreign key guarantees it
-    geom_arg = _region_arg(region, srid)
+    geom = parse_region(region, srid=srid)
+    geom_arg = _geometry_arg(geom)
     zoom_value = _check_int(zoom, "zoom")
     month, hour = _check_int(month, "month"), _check_int(hour, "hour")
     _run(session, lambda: session.execute(select(func.psm.check_ranking_args(
@@ -597,10 +604,11 @@ def map_scores(
     started = time.perf_counter()
     scores = None
     if cid is not None:
-        geom = parse_region(region, srid=srid)
         tiles = _run(session, lambda: region_layout(session=session, region=geom, zoom=int(zoom_value or 1)))
         if len(tiles["tile_id"]):
-            scores = _run(session, lambda: _layout_scores(session, model, query, cid, tiles["tile_id"]))
+            scores = _run(session, lambda: scores_for_tiles(
+                model, np.asarray(query.mu, dtype=np.float32), float(query.var_sum), cid, tiles["tile_id"],
+                session=session))
     if scores is None or len(scores["tile_id"]) == 0:
         # Reuse the SQL diagnosis so both APIs say the same thing.
         _run(session, lambda: session.execute(select(func.psm.raise_not_embedded(
@@ -609,11 +617,11 @@ def map_scores(
             literal(caption_source, Text), literal(zoom_value, Integer),
             func.psm.region_4326(geom_arg), literal(None, Text)))).all())
         raise NotEmbeddedError(f"nothing embedded for query {query_id} under this condition")
-    pos = np.searchsorted(tiles["tile_id"], scores["tile_id"])
+    m = join_scores(tiles, scores)
     out = MapScores(
-        tile_id=scores["tile_id"], lon=tiles["lon"][pos], lat=tiles["lat"][pos],
-        bounds=np.stack([tiles[c][pos] for c in ("xmin", "ymin", "xmax", "ymax")], axis=1),
-        probability=scores["probability"], distance=scores["distance"], var_sum=scores["var_sum"],
+        tile_id=m["tile_id"], lon=m["lon"], lat=m["lat"],
+        bounds=np.stack([m[c] for c in ("xmin", "ymin", "xmax", "ymax")], axis=1),
+        probability=m["probability"], distance=m["distance"], var_sum=m["var_sum"],
     )
     log.debug("map_scores: %d tiles in %.3f s", len(out), time.perf_counter() - started)
     return out
@@ -631,8 +639,6 @@ def region_layout(*, session: Session, region: BaseGeometry | None, zoom: int) -
     (the last few regions) and reused by every map of the same region; it is read again as
     soon as a tile was added to the table since (``max(psm.tiles.id)`` moved).
     """
-    from psm_db.queries_dashboard import region_tiles
-
     stamp = session.scalar(select(func.max(Tile.id)))
     bind = session.get_bind()
     url = bind.engine.url if isinstance(bind, Connection) else bind.url
@@ -650,15 +656,6 @@ def region_layout(*, session: Session, region: BaseGeometry | None, zoom: int) -
         while len(_LAYOUTS) > _LAYOUT_CACHE_SIZE:
             _LAYOUTS.popitem(last=False)
     return layout
-
-
-def _layout_scores(session: Session, model: ModelVersion, query: StoredQuery, cid: int,
-                   tile_ids: np.ndarray) -> dict[str, np.ndarray]:
-    """Exact CSD, sum sigma^2 and match probability of the embedded tiles among ``tile_ids``."""
-    from psm_db.queries_dashboard import scores_for_tiles
-
-    return scores_for_tiles(model, np.asarray(query.mu, dtype=np.float32), float(query.var_sum), cid,
-                            tile_ids, session=session)
 
 
 # --------------------------------------------------------------------------- listings
@@ -819,7 +816,7 @@ def build_ann_index(
         )
     if key_type not in ANN_KEY_TYPES:
         raise ValueError(f"key_type must be one of {', '.join(ANN_KEY_TYPES)}, got {key_type!r}")
-    if maintenance_work_mem is not None and not re.fullmatch(r"\d+(kB|MB|GB)", maintenance_work_mem):
+    if maintenance_work_mem is not None and not MEMORY_SIZE.fullmatch(maintenance_work_mem):
         raise ValueError(f"maintenance_work_mem must look like 512MB or 2GB, got {maintenance_work_mem!r}")
     if not 0 <= workers <= 64:
         raise ValueError(f"workers must be in 0..64, got {workers}")

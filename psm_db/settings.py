@@ -10,6 +10,9 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+MEMORY_SIZE = re.compile(r"[1-9]\d*(kB|MB|GB)")
+"""A PostgreSQL memory setting as the project accepts it: 512MB, 4GB, 65536kB."""
+
 DEFAULT_PG_PORT = 55432
 DEFAULT_REDIS_PORT = 56379
 
@@ -53,7 +56,7 @@ class Settings(BaseSettings):
     @field_validator("pg_shared_buffers")
     @classmethod
     def _check_memory(cls, value: str) -> str:
-        if not re.fullmatch(r"[1-9]\d*(kB|MB|GB)", value):
+        if not MEMORY_SIZE.fullmatch(value):
             raise ValueError(f"pg_shared_buffers must look like 512MB or 4GB, got {value!r}")
         return value
 
