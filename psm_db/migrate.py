@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 from alembic import command
 from alembic.config import Config
@@ -23,6 +25,21 @@ def alembic_config(url: str) -> Config:
     cfg.set_main_option("script_location", str(ROOT / "migrations"))
     cfg.set_main_option("sqlalchemy.url", to_sqlalchemy_url(url).replace("%", "%%"))
     return cfg
+
+
+def revision_module(filename: str) -> ModuleType:
+    """A migration file of ``migrations/versions`` loaded as a module.
+
+    Revision files start with digits, so they cannot be imported by name; a later revision
+    loads an earlier one this way to reuse (or restore) the SQL that one created.
+    """
+    path = ROOT / "migrations" / "versions" / filename
+    spec = importlib.util.spec_from_file_location(f"psm_migration_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(f"no migration file {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def upgrade(url: str, revision: str = "head") -> None:

@@ -10,10 +10,9 @@ Revises: 0004
 Create Date: 2026-11-26
 """
 
-import importlib.util
-from pathlib import Path
-
 from alembic import op
+
+from psm_db.migrate import revision_module
 
 revision = "0005"
 down_revision = "0004"
@@ -197,11 +196,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    spec = importlib.util.spec_from_file_location(
-        "psm_migration_0004", Path(__file__).with_name("0004_ann_knobs.py"))
-    assert spec is not None and spec.loader is not None
-    previous = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(previous)
+    previous = revision_module("0004_ann_knobs.py")
     op.execute(OLD_EXACT_THRESHOLD)
     op.execute(previous.RANK_TILES.format(ef=previous.KNOB_EF, cand=previous.KNOB_CAND,
                                           decls=previous.KNOB_DECLS))

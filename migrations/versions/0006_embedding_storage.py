@@ -17,10 +17,9 @@ Revises: 0005
 Create Date: 2026-11-26
 """
 
-import importlib.util
-from pathlib import Path
-
 from alembic import op
+
+from psm_db.migrate import revision_module
 
 revision = "0006"
 down_revision = "0005"
@@ -34,12 +33,7 @@ NEW_CAND = "LEAST(GREATEST(coalesce(knob_cand, p_k + GREATEST(p_k / 4, 10)), p_k
 
 
 def _previous_rank_tiles() -> str:
-    spec = importlib.util.spec_from_file_location(
-        "psm_migration_0005", Path(__file__).with_name("0005_region_first_exact.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    sql = module.RANK_TILES
+    sql = revision_module("0005_region_first_exact.py").RANK_TILES
     assert OLD_EF in sql and OLD_CAND in sql
     return sql
 

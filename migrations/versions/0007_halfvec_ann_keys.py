@@ -22,10 +22,9 @@ Revises: 0006
 Create Date: 2026-11-26
 """
 
-import importlib.util
-from pathlib import Path
-
 from alembic import op
+
+from psm_db.migrate import revision_module
 
 revision = "0007"
 down_revision = "0006"
@@ -46,11 +45,7 @@ NEW_CAND = f"LEAST(GREATEST(coalesce(knob_cand, {NEW_EF} + p_k), p_k), 50000)"
 
 def _previous_rank_tiles() -> str:
     """psm.rank_tiles as migration 0006 left it."""
-    spec = importlib.util.spec_from_file_location(
-        "psm_migration_0006", Path(__file__).with_name("0006_embedding_storage.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = revision_module("0006_embedding_storage.py")
     sql = module._previous_rank_tiles().replace(module.OLD_EF, module.NEW_EF).replace(
         module.OLD_CAND, module.NEW_CAND)
     assert OLD_SELECT in sql and OLD_ORDER in sql and OLD_EF in sql and OLD_CAND in sql
