@@ -183,14 +183,14 @@ def distribution_check(source: dict, mu: np.ndarray, var: np.ndarray, seed: int 
     return out
 
 
-def encode_copy(cond: int, tile_ids: np.ndarray, mu: np.ndarray, var: np.ndarray) -> bytes:
+def encode_copy(model: str, cond: int, tile_ids: np.ndarray, mu: np.ndarray, var: np.ndarray) -> bytes:
     n = len(tile_ids)
     vec = [("len", ">i4"), ("dim", ">i2"), ("unused", ">i2"), ("v", ">f4", (D,))]
     dtype = np.dtype([("nf", ">i2"), ("mv_len", ">i4"), ("mv", "S16"), ("c_len", ">i4"), ("c", ">i4"),
                       ("t_len", ">i4"), ("t", ">i8"), ("d_len", ">i4"), ("d", ">i4"),
                       ("mu", np.dtype(vec)), ("var", np.dtype(vec)), ("s_len", ">i4"), ("s", ">f8")])
     rows = np.empty(n, dtype=dtype)
-    rows["nf"], rows["mv_len"], rows["mv"] = 7, 16, _model().encode()
+    rows["nf"], rows["mv_len"], rows["mv"] = 7, 16, model.encode()
     rows["c_len"], rows["c"], rows["t_len"], rows["t"] = 4, cond, 8, tile_ids
     rows["d_len"], rows["d"] = 4, D
     for name, values in (("mu", mu), ("var", var)):
@@ -282,7 +282,7 @@ def cmd_load(args: argparse.Namespace) -> None:
                 mu, var = gaussians(stop - start, rng, clusters[start:stop], centres)
             mu_all[start:stop] = mu
             var_sum[start:stop] = var.sum(axis=1, dtype=np.float64)
-            payload = encode_copy(cond, ids[start:stop], mu, var)
+            payload = encode_copy(model, cond, ids[start:stop], mu, var)
             with c.cursor().copy(
                 "COPY psm.embeddings (model_version, condition_id, tile_id, dim, mu, var, var_sum)"
                 " FROM STDIN (FORMAT binary)") as cp:
@@ -368,11 +368,12 @@ def _store_queries(url: str, count: int) -> list[int]:
             rng = np.random.default_rng(99)
             mu, var = gaussians(count, rng, rng.integers(0, CENTRES, count), _centres())
             kinds, labels = ["text"] * count, [f"bench query {i}" for i in range(count)]
+        model = _model()
         for i in range(len(mu)):
             text, audio = (labels[i][:500], None) if kinds[i] == "text" else (None, labels[i][:200])
             c.execute("INSERT INTO psm.queries (model_version, name, kind, text, audio_name, dim, mu, var, var_sum)"
                       " VALUES (%s, 'bench', %s, %s, %s, %s, %s, %s, %s)",
-                      (_model(), kinds[i], text, audio, D, mu[i], var[i], float(var[i].sum(dtype=np.float64))))
+                      (model, kinds[i], text, audio, D, mu[i], var[i], float(var[i].sum(dtype=np.float64))))
         c.commit()
         return [r[0] for r in c.execute("SELECT id FROM psm.queries WHERE name = 'bench' ORDER BY id")]
 
