@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -71,6 +71,24 @@ def db_url(admin_url) -> Iterator[str]:
     migrate.upgrade(url)
     yield url
     drop_database(admin_url, url)
+
+
+@pytest.fixture(scope="session")
+def session_database(admin_url) -> Iterator[Callable[[str], str]]:
+    """Make migrated databases of a test folder's own, kept for the session and then dropped."""
+    from psm_db import migrate
+
+    made: list[str] = []
+
+    def make(prefix: str) -> str:
+        url = create_database(admin_url, prefix=prefix)
+        made.append(url)
+        migrate.upgrade(url)
+        return url
+
+    yield make
+    for url in made:
+        drop_database(admin_url, url)
 
 
 @pytest.fixture(scope="module")

@@ -178,9 +178,19 @@ def _seed_jobs(cur, version: str) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
-def seeded(db_url, tmp_path_factory) -> Seeded:
+def dashboard_db_url(session_database) -> str:
+    """A database of the dashboard tests' own.
+
+    Their known answers count every tile and query, so rows that other test folders write
+    into the shared session database must not reach them.
+    """
+    return session_database("psm_dash")
+
+
+@pytest.fixture(scope="session")
+def seeded(dashboard_db_url, tmp_path_factory) -> Seeded:
     """The seeded database (once per test session)."""
-    return seed_database(db_url, tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
+    return seed_database(dashboard_db_url, tmp_path_factory.mktemp("ckpt") / "tiny.safetensors")
 
 
 @pytest.fixture
