@@ -122,6 +122,6 @@ def test_config_weights_mismatch(saved, tmp_path):
 def test_tampered_weights_fail_hash(saved, tmp_path):
     path, _ = saved
     tampered = tmp_path / "tampered.safetensors"
-    _rewrite(path, tampered, tamper_key="image_head.mean.0.bias")
+    _rewrite(path, tampered, tamper_key="image_head.mean.direct.bias")
     with pytest.raises(ValueError, match="content hash"):
         load_checkpoint(tampered)
