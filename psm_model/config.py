@@ -138,7 +138,12 @@ class LossConfig:
     Attributes:
         init_a: Initial PCME++ scale a.
         init_b: Initial PCME++ shift b.
-        alpha: Pseudo-positive weight.
+        alpha: Pseudo-positive weight once its schedule has reached it.
+        alpha_start: Share of training (0..1) before which alpha is 0.
+        alpha_ramp: Share of training over which alpha then rises linearly from 0 to ``alpha``
+            (0: a step). The pseudo-positive term counts every pair at least as close as the true
+            match as a positive; on towers trained from scratch half of each row qualifies at
+            first, so the term must wait until the true matches rank well.
         beta: VIB weight.
         init_logit_scale: Initial InfoNCE logit scale (1 / temperature).
         max_logit_scale: Cap on the InfoNCE logit scale.
@@ -149,6 +154,8 @@ class LossConfig:
     init_a: float = 5.0
     init_b: float = 5.0
     alpha: float = 0.1
+    alpha_start: float = 0.0
+    alpha_ramp: float = 0.0
     beta: float = 1e-4
     init_logit_scale: float = 1.0 / 0.07
     max_logit_scale: float = 100.0
@@ -458,6 +465,11 @@ def _validate(c: ModelConfig) -> None:
     if not 0.0 <= fu.metadata_dropout < 1.0:
         raise ValueError(f"fusion.metadata_dropout must be in [0, 1), got {fu.metadata_dropout}")
     ob = c.objective
+    if not (0.0 <= ob.alpha_start <= 1.0 and 0.0 <= ob.alpha_ramp <= 1.0):
+        raise ValueError(
+            "objective.alpha_start and objective.alpha_ramp are shares of training in [0, 1], "
+            f"got {ob.alpha_start}, {ob.alpha_ramp}"
+        )
     if len(ob.weights) != 3 or min(ob.weights) < 0 or sum(ob.weights) <= 0:
         raise ValueError(
             f"objective.weights needs 3 non-negative weights with a positive sum, got {ob.weights}"

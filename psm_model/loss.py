@@ -30,6 +30,26 @@ def _check_batch(
         raise ValueError("the batch is empty")
 
 
+def alpha_at(progress: float, alpha: float, start: float = 0.0, ramp: float = 0.0) -> float:
+    """The pseudo-positive weight at a point of training.
+
+    ``alpha_at(t) = 0`` for ``t < start``, then rises linearly to ``alpha`` over ``ramp``, and
+    stays there; ``ramp = 0`` makes it a step at ``start``.
+
+    Args:
+        progress: Share of training done, in [0, 1] (values outside are clipped).
+        alpha: The full weight.
+        start: Share of training with the term off.
+        ramp: Share of training over which it rises.
+    """
+    t = min(max(float(progress), 0.0), 1.0)
+    if t < start:
+        return 0.0
+    if ramp <= 0.0:
+        return float(alpha)
+    return float(alpha) * min(1.0, (t - start) / ramp)
+
+
 def _pseudo_targets(logits: torch.Tensor) -> torch.Tensor:
     """Targets T_ij = 1 where logits_ij >= logits_ii (at least as close as the true match), else I_ij."""
     diag = logits.diagonal().unsqueeze(1)
@@ -198,7 +218,9 @@ class TriModalLoss(nn.Module):
         weights: Weights of (image-audio, image-text, audio-text).
         init_a: PCME++ initial a.
         init_b: PCME++ initial b.
-        alpha: PCME++ pseudo-positive weight.
+        alpha: PCME++ pseudo-positive weight (full value).
+        alpha_start: Share of training before which alpha is 0 (see :func:`alpha_at`).
+        alpha_ramp: Share of training over which alpha then rises to its full value.
         beta: PCME++ VIB weight.
         init_logit_scale: InfoNCE initial logit scale.
         max_logit_scale: InfoNCE logit scale cap.
@@ -212,11 +234,14 @@ class TriModalLoss(nn.Module):
         init_a: float = 5.0,
         init_b: float = 5.0,
         alpha: float = 0.1,
+        alpha_start: float = 0.0,
+        alpha_ramp: float = 0.0,
         beta: float = 1e-4,
         init_logit_scale: float = 1.0 / 0.07,
         max_logit_scale: float = 100.0,
     ) -> None:
         super().__init__()
+        self.alpha_schedule = (float(alpha), float(alpha_start), float(alpha_ramp))
         if kind not in ("pcmepp", "infonce"):
             raise ValueError(f"unknown loss {kind!r}; choose pcmepp or infonce")
         if len(weights) != 3 or min(weights) < 0:
@@ -229,6 +254,13 @@ class TriModalLoss(nn.Module):
             self.infonce = nn.ModuleDict(
                 {f"{p}_{q}": InfoNCELoss(init_logit_scale, max_logit_scale) for p, q in PAIRS}
             )
+
+    def set_progress(self, progress: float) -> float:
+        """Set PCME++'s pseudo-positive weight for the share of training done; returns it (0 for InfoNCE)."""
+        if self.kind != "pcmepp":
+            return 0.0
+        self.pcme.alpha = alpha_at(progress, *self.alpha_schedule)
+        return self.pcme.alpha
 
     def pair_loss(self, p: str, q: str) -> nn.Module:
         """The criterion used for the pair (p, q)."""

@@ -93,6 +93,8 @@ class PSMModel(nn.Module):
             init_a=ob.init_a,
             init_b=ob.init_b,
             alpha=ob.alpha,
+            alpha_start=ob.alpha_start,
+            alpha_ramp=ob.alpha_ramp,
             beta=ob.beta,
             init_logit_scale=ob.init_logit_scale,
             max_logit_scale=ob.max_logit_scale,

@@ -437,6 +437,7 @@ def train(
         order = np.random.default_rng([seed, epoch]).permutation(len(train_data))
         for b in range(step % steps_per_epoch, steps_per_epoch):
             index = np.sort(order[b * s.batch_size : (b + 1) * s.batch_size])
+            alpha = model.criterion.set_progress(step / max(horizon[0], 1))
             terms = training_loss(model, train_data, index, s, use_metadata, generator)
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
@@ -453,7 +454,7 @@ def train(
             rate = (step - step0) / max(elapsed, 1e-9)
             if step % s.log_every == 0 or step == horizon[0]:
                 rec = {"kind": "train", "step": step, "epoch": step / steps_per_epoch, "loss": float(np.mean(running)),
-                       "lr": scheduler.get_last_lr()[0], "steps_per_s": rate, "elapsed_s": time.perf_counter() - t_start}
+                       "lr": scheduler.get_last_lr()[0], "alpha": alpha, "steps_per_s": rate, "elapsed_s": time.perf_counter() - t_start}
                 for k in ("image_audio", "image_text", "audio_text"):
                     if k in terms:
                         rec[k] = float(terms[k].detach())

@@ -211,3 +211,40 @@ def test_trimodal_weights_and_shared_ab():
     assert torch.isfinite(infonce(image=img, audio=aud, text=txt)["loss"])
     with pytest.raises(ValueError, match="unknown loss"):
         TriModalLoss("triplet")
+
+
+def test_alpha_schedule_follows_its_definition():
+    from psm_model.loss import alpha_at
+
+    # off before start, linear over the ramp, full after, clipped outside [0, 1]
+    assert alpha_at(0.0, 0.1, start=0.4, ramp=0.2) == 0.0
+    assert alpha_at(0.39, 0.1, start=0.4, ramp=0.2) == 0.0
+    assert alpha_at(0.5, 0.1, start=0.4, ramp=0.2) == pytest.approx(0.05)
+    assert alpha_at(0.6, 0.1, start=0.4, ramp=0.2) == pytest.approx(0.1)
+    assert alpha_at(1.5, 0.1, start=0.4, ramp=0.2) == pytest.approx(0.1)
+    assert alpha_at(-1.0, 0.1) == pytest.approx(0.1)  # no schedule: the facts-page constant
+    assert alpha_at(0.3, 0.1, start=0.3) == pytest.approx(0.1)  # ramp 0: a step at start
+
+
+def test_trimodal_set_progress_sets_the_pcme_alpha_and_changes_the_loss():
+    from psm_model.loss import TriModalLoss
+
+    crit = TriModalLoss("pcmepp", alpha=0.2, alpha_start=0.5, alpha_ramp=0.25)
+    g = torch.Generator().manual_seed(1)
+    p = (torch.nn.functional.normalize(torch.randn(8, 6, generator=g), dim=-1), torch.full((8, 6), -3.0))
+    q = (torch.nn.functional.normalize(torch.randn(8, 6, generator=g), dim=-1), torch.full((8, 6), -3.0))
+    assert crit.set_progress(0.1) == 0.0 and crit.pcme.alpha == 0.0
+    off = crit(image=p, audio=q)
+    assert crit.set_progress(0.625) == pytest.approx(0.1)
+    assert crit.set_progress(0.9) == pytest.approx(0.2)
+    on = crit(image=p, audio=q)
+    pseudo = on["image_audio/pseudo_match"]
+    assert float(on["loss"] - off["loss"]) == pytest.approx(0.5 * 0.2 * float(pseudo), rel=1e-5)
+    assert TriModalLoss("infonce").set_progress(0.9) == 0.0
+
+
+def test_alpha_schedule_shares_are_checked():
+    from psm_model.config import preset_config
+
+    with pytest.raises(ValueError, match="alpha_start and objective.alpha_ramp are shares"):
+        preset_config("tiny", objective={"alpha_start": 1.5})

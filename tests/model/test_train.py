@@ -148,3 +148,43 @@ def test_cli_train_then_eval_writes_results(tiny_world, tmp_path):
     r = runner.invoke(app, ["eval", "--checkpoint", str(run / "best.safetensors"), "--dataset", str(tiny_world),
                             "--out", str(ev), "--metadata", "weather"])
     assert r.exit_code == 2 and "unknown metadata condition" in r.output
+
+
+def test_training_follows_the_alpha_schedule_and_calibrates_b(tiny_world, tmp_path):
+    """alpha is 0 for the first half, then full; b starts where a typical negative has p = 1 / B."""
+    res = train(tiny_world, tmp_path / "s", preset="tiny", epochs=4, batch_size=8, pretrained=False,
+                cache_dir=tmp_path / "c", objective={"alpha": 0.1, "alpha_start": 0.5, "alpha_ramp": 0.0})
+    log = [json.loads(x) for x in (tmp_path / "s" / "metrics.jsonl").read_text().splitlines()]
+    steps = [(r["step"], r["alpha"]) for r in log if r["kind"] == "train"]
+    assert len(steps) == res.steps
+    for step, alpha in steps:  # alpha is set from the progress before the step: (step - 1) / total
+        assert alpha == (0.0 if (step - 1) / res.steps < 0.5 else pytest.approx(0.1)), (step, alpha)
+    (cal,) = [r for r in log if r["kind"] == "calibrate"]
+    assert cal["b"] != pytest.approx(5.0)  # calibration is on by default and moved b
+
+
+def test_calibrated_b_puts_a_typical_negative_at_the_batch_prior(tiny_world, tmp_path):
+    import math
+
+    from psm_model import create_model
+    from psm_model.distance import csd
+    from psm_model.train import calibrate_match_shift
+
+    model = create_model("tiny", seed=0, pretrained=False)
+    data = load_split(tiny_world, "train", model, cache_dir=tmp_path / "cache")
+    s = settings_for("tiny", batch_size=16)
+    idx = np.arange(16)
+    b = calibrate_match_shift(model, data, idx, s, False, torch.Generator().manual_seed(0))
+    assert b is not None and model.criterion.pcme.b.item() == pytest.approx(b)
+    model.eval()
+    with torch.no_grad():
+        img = model.encode_image(data.tiles(idx, 0), data.gsd, torch.ones(16), data.metadata(idx, ()))
+        aud = model.encode_audio_inputs(data.audio(idx))
+        d = csd(img[0], img[1].exp(), aud[0], aud[1].exp())
+    a = model.match_params()[0]
+    off = d[~torch.eye(16, dtype=torch.bool)]
+    p_typical = 1.0 / (1.0 + math.exp(-(-a * float(off.median()) + b)))
+    # the calibration batch used training crops and zooms; here zoom 1 without augmentation
+    assert 0.2 / 16 < p_typical < 5.0 / 16, p_typical
+    # without it, the facts-page b = 5 leaves every negative (and positive) near probability 0
+    assert 1.0 / (1.0 + math.exp(-(-a * float(off.median()) + 5.0))) < 1e-6
