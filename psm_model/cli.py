@@ -54,6 +54,13 @@ def world_build(
     split: Annotated[str, typer.Option(help="Train,val,test shares of cells.")] = "0.8,0.1,0.1",
     shard_size: Annotated[int, typer.Option(help="Samples per shard file.")] = 1000,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 2,
+    caption_context: Annotated[
+        bool,
+        typer.Option(
+            help="Captions may also name the month, time of day and a source tag (metadata the "
+            "image side is given too: a leak; off by default)."
+        ),
+    ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output folder.")] = False,
 ) -> None:
     """Build a synthetic world dataset: shards of images and audio, index.parquet and world.json."""
@@ -88,6 +95,7 @@ def world_build(
         split_fractions=(fr[0], fr[1], fr[2]),
         shard_size=shard_size,
         workers=workers,
+        caption_context=caption_context,
     )
     columns = (
         TextColumn("[bold]world build"),

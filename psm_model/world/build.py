@@ -49,6 +49,9 @@ class BuildConfig:
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     shard_size: int = 1000
     workers: int = 2
+    caption_context: bool = False
+    """Captions may also name the month, time of day and a source tag (metadata the image side is
+    given too; see :func:`psm_model.world.captions.make_caption`)."""
 
     def validate(self) -> None:
         """Raise ValueError for settings that cannot build."""
@@ -133,10 +136,11 @@ def _make_shard(rows: np.ndarray) -> dict:
     images = np.empty(
         (rows.size, len(cfg.zooms), cfg.image_size, cfg.image_size, 3), dtype=np.uint8
     )
-    classes, captions = [], []
+    classes, captions, named_what = [], [], []
     kind = IMAGERY[cfg.imagery]
     coarse = _coarse_batch(world, lat, lon, cfg)
     for r, i in enumerate(rows):
+        named: dict[str, bool] = {}
         cls, cap, wav = world.realise(
             int(i),
             float(lat[r]),
@@ -148,6 +152,8 @@ def _make_shard(rows: np.ndarray) -> dict:
             int(plan["caption_source"][i]),
             cfg.sample_rate,
             cfg.clip_seconds,
+            caption_context=cfg.caption_context,
+            named=named,
         )
         audio[r] = np.round(wav * 32767.0).astype(np.int16)
         images[r] = render_zooms(
@@ -163,12 +169,14 @@ def _make_shard(rows: np.ndarray) -> dict:
         )
         classes.append(cls)
         captions.append(cap)
+        named_what.append([k for k, v in named.items() if v])
     return {
         "rows": rows,
         "fractions": fr,
         "probs": probs,
         "classes": classes,
         "captions": captions,
+        "caption_named": named_what,
         "audio": audio,
         "images": images,
     }
@@ -208,7 +216,7 @@ def build_world(
 
     n = cfg.samples
     cols: dict[str, list] = {
-        c: [None] * n for c in ("shard", "row", "classes", "caption", "probs", "fractions")
+        c: [None] * n for c in ("shard", "row", "classes", "caption", "caption_named", "probs", "fractions")
     }
     done = 0
 
@@ -225,6 +233,7 @@ def build_world(
             cols["row"][i] = r
             cols["classes"][i] = [SOUND_CLASSES[c] for c in res["classes"][r]]
             cols["caption"][i] = res["captions"][r]
+            cols["caption_named"][i] = res["caption_named"][r]
             cols["probs"][i] = res["probs"][r].astype(np.float32)
             cols["fractions"][i] = res["fractions"][r].astype(np.float32)
         done += len(res["rows"])
@@ -254,6 +263,7 @@ def build_world(
             "audio_source": [AUDIO_SOURCES[s] for s in plan["source"]],
             "caption_source": [CAPTION_SOURCES[s] for s in plan["caption_source"]],
             "caption": cols["caption"],
+            "caption_named": pa.array(cols["caption_named"], type=pa.list_(pa.string())),
             "classes": cols["classes"],
             "landcover": [LANDCOVER_CLASSES[int(np.argmax(f))] for f in cols["fractions"]],
             "split": list(split),

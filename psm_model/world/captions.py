@@ -120,12 +120,31 @@ def make_caption(
     audio_source: str,
     caption_source: str,
     rng: np.random.Generator,
+    context: bool = False,
+    named: dict[str, bool] | None = None,
 ) -> str:
     """Caption for a sample, in the style of its caption source.
 
-    ``metadata`` gives terse tags ("field recording, rooster, farm, morning"); ``captioner_a``
-    describes the main sound with the others in the background; ``captioner_b`` names the
-    sounds as nouns with place and time.
+    ``metadata`` gives terse tags ("rooster, farm"); ``captioner_a`` describes the main sound with
+    the others in the background; ``captioner_b`` names the sounds as nouns with the place.
+
+    Every caption names all of the sample's sound classes; some also name the place (its
+    dominant land cover, which the image shows). With ``context`` they may also name the month,
+    the time of day and a source tag ("field recording"): the metadata the image side is given
+    too, so a text query with context leaks the true match's metadata. The random draws are
+    the same either way, so the two kinds of world differ only in these words.
+
+    Args:
+        classes: The sample's sound classes (all are named, in random order).
+        landcover: The dominant land cover of the place.
+        month: Month 1..12.
+        hour: Local hour 0..23.
+        audio_source: The clip's audio source (its tag is named only with ``context``).
+        caption_source: The caption style.
+        rng: The sample's generator.
+        context: Also name the month, time of day and source tag.
+        named: A dict to fill with what the caption names: ``landcover``, ``month``,
+            ``time_of_day``, ``audio_source`` (each True or False).
     """
     if caption_source not in CAPTION_SOURCES:
         raise ValueError(
@@ -139,19 +158,29 @@ def make_caption(
         raise ValueError(
             f"unknown land cover {landcover!r}; expected one of {', '.join(LANDCOVER_CLASSES)}"
         )
+    said = {"landcover": False, "month": False, "time_of_day": False, "audio_source": False}
+    if named is not None:
+        named.clear()
+        named.update(said)
+        said = named
     order = list(classes)
     rng.shuffle(order)
     tod = time_of_day(int(hour))
     place = _pick(rng, _PLACES[landcover])
     if caption_source == "metadata":
-        tags = [_pick(rng, _SOURCE_TAGS[audio_source])]
+        tag = _pick(rng, _SOURCE_TAGS[audio_source])
+        tags = [tag] if context else []
+        said["audio_source"] = context
         tags += [_pick(rng, _NOUNS[c]).removeprefix("a ").removeprefix("an ") for c in order]
-        extra = [
-            place.split(" ", 1)[-1].removeprefix("a ").removeprefix("the "),
-            tod,
-            _MONTHS[int(month) - 1],
-        ]
-        tags += [e for e in extra if rng.random() < 0.7]
+        extra = {
+            "landcover": place.split(" ", 1)[-1].removeprefix("a ").removeprefix("the "),
+            "time_of_day": tod,
+            "month": _MONTHS[int(month) - 1],
+        }
+        for what, word in extra.items():
+            if rng.random() < 0.7 and (context or what == "landcover"):
+                tags.append(word)
+                said[what] = True
         return ", ".join(tags)
     if caption_source == "captioner_a":
         main = _pick(rng, _VERBS[order[0]])
@@ -162,6 +191,7 @@ def make_caption(
             s += _pick(rng, (" in the background", " nearby", " in the distance", ""))
         if rng.random() < 0.5:
             s += " " + place
+            said["landcover"] = True
         return s + "."
     nouns = _join([_pick(rng, _NOUNS[c]) for c in order])
     lead = _pick(
@@ -174,6 +204,8 @@ def make_caption(
         ),
     )
     s = lead.format(n=nouns, N=nouns[0].upper() + nouns[1:], p=place)
-    if rng.random() < 0.6:
+    said["landcover"] = True
+    if rng.random() < 0.6 and context:
         s += " " + _WHEN[tod]
+        said["time_of_day"] = True
     return s + "."

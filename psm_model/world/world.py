@@ -329,14 +329,20 @@ class World:
         caption_source: int,
         sample_rate: int,
         clip_seconds: float,
+        caption_context: bool = False,
+        named: dict[str, bool] | None = None,
     ) -> tuple[tuple[int, ...], str, np.ndarray]:
-        """Draw a sample's classes from the law, caption it and synthesise its clip (float32)."""
+        """Draw a sample's classes from the law, caption it and synthesise its clip (float32).
+
+        ``caption_context`` and ``named`` are passed to :func:`make_caption`.
+        """
         rng = self.sample_rng(index)
         cls = draw_set(probs, rng)
         names = tuple(SOUND_CLASSES[c] for c in cls)
         land = LANDCOVER_CLASSES[int(np.argmax(fr))]
         cap = make_caption(
-            names, land, month, hour, AUDIO_SOURCES[source], CAPTION_SOURCES[caption_source], rng
+            names, land, month, hour, AUDIO_SOURCES[source], CAPTION_SOURCES[caption_source], rng,
+            context=caption_context, named=named,
         )
         audio = mix_clip(names, rng, sample_rate, clip_seconds)
         return cls, cap, audio
