@@ -58,6 +58,9 @@ class SplitData:
         fusion_channels: Channels the audio tower expects (4 with fusion, else 1).
         text_features: (N, H) float32 pooled frozen-backbone text features, or None.
         fractions: (N, L) land-cover fractions of each place's hearing footprint (for the oracle).
+        caption_named: Per sample, what its caption names besides the sounds (``landcover``,
+            ``month``, ``time_of_day``, ``audio_source``; for the oracle with text), or None for
+            an index without that column (older worlds).
     """
 
     name: str
@@ -78,6 +81,7 @@ class SplitData:
     fusion_channels: int
     text_features: np.ndarray | None
     fractions: np.ndarray | None = None
+    caption_named: list[tuple[str, ...]] | None = None
 
     def __len__(self) -> int:
         return int(self.keys.shape[0])
@@ -275,24 +279,55 @@ def load_split(
         is_longer = np.load(longer_path)
     if frozen and text is None:
         text = np.load(text_path)
-    fusion = 4 if model.config.audio.enable_fusion else 1
     return SplitData(
-        name=split,
-        keys=rows["key"].to_numpy(),
-        lat=rows["lat"].to_numpy(np.float64),
-        lon=rows["lon"].to_numpy(np.float64),
-        month=rows["month"].to_numpy(np.int64),
-        hour=rows["hour"].to_numpy(np.int64),
-        audio_source=np.array([AUDIO_SOURCES.index(s) for s in rows["audio_source"]], dtype=np.int64),
-        caption_source=np.array([CAPTION_SOURCES.index(s) for s in rows["caption_source"]], dtype=np.int64),
-        captions=rows["caption"].tolist(),
-        classes=[tuple(c) for c in rows["classes"]],
+        **_index_fields(split, rows),
         images=images,
         zooms=zooms,
         gsd=float(build.get("gsd", model.config.image.default_gsd)),
         mel=np.asarray(mel),
         is_longer=np.asarray(is_longer, dtype=bool),
-        fusion_channels=fusion,
+        fusion_channels=4 if model.config.audio.enable_fusion else 1,
         text_features=text,
-        fractions=np.stack(rows["fractions"].to_numpy()).astype(np.float64) if "fractions" in rows else None,
+    )
+
+
+def _index_fields(split: str, rows: Any) -> dict[str, Any]:
+    """The SplitData fields read from the index rows of a split."""
+    return {
+        "name": split,
+        "keys": rows["key"].to_numpy(),
+        "lat": rows["lat"].to_numpy(np.float64),
+        "lon": rows["lon"].to_numpy(np.float64),
+        "month": rows["month"].to_numpy(np.int64),
+        "hour": rows["hour"].to_numpy(np.int64),
+        "audio_source": np.array([AUDIO_SOURCES.index(s) for s in rows["audio_source"]], dtype=np.int64),
+        "caption_source": np.array([CAPTION_SOURCES.index(s) for s in rows["caption_source"]], dtype=np.int64),
+        "captions": rows["caption"].tolist(),
+        "classes": [tuple(c) for c in rows["classes"]],
+        "fractions": np.stack(rows["fractions"].to_numpy()).astype(np.float64) if "fractions" in rows else None,
+        "caption_named": [tuple(c) for c in rows["caption_named"]] if "caption_named" in rows else None,
+    }
+
+
+def load_split_index(dataset_dir: str | os.PathLike, split: str) -> SplitData:
+    """A split's index fields only, without tiles or audio: enough for the oracle, not for a model.
+
+    ``images`` and ``mel`` are empty arrays with N rows, so ``evaluate(None, data)`` scores the
+    oracle without reading a shard.
+
+    Raises:
+        ValueError: If the folder is not a world dataset or the split is empty.
+    """
+    meta, rows = _read_index(Path(dataset_dir), split)
+    build = meta.get("build", {})
+    n = len(rows)
+    return SplitData(
+        **_index_fields(split, rows),
+        images=np.empty((n, 0, 0, 0, 3), dtype=np.uint8),
+        zooms=tuple(int(z) for z in build.get("zooms", (1, 3, 5))),
+        gsd=float(build.get("gsd", "nan")),
+        mel=np.empty((n, 1, 0, 0), dtype=np.float16),
+        is_longer=np.zeros(n, dtype=bool),
+        fusion_channels=1,
+        text_features=None,
     )
