@@ -90,11 +90,14 @@ def eval_command(
     split: Annotated[str, typer.Option(help="Split to evaluate.")] = "test",
     zooms: Annotated[str, typer.Option(help="Zoom levels, comma-separated.")] = "1,3,5",
     metadata: Annotated[str | None, typer.Option(
-        help="Metadata conditions, comma-separated: all, none, audio_source, caption_source, latlon, month, hour "
-        "(default: all of them, or none for a model trained without metadata).")] = None,
+        help="Metadata conditions, comma-separated: all, all-caption_source, none, audio_source, caption_source, "
+        "latlon, month, hour (default: all but all-caption_source, or none for a model trained without "
+        "metadata).")] = None,
     text: Annotated[str, typer.Option(help="Text settings: both, no or yes.")] = "both",
     oracle: Annotated[bool, typer.Option("--oracle/--no-oracle", help="Score the world's oracle beside the model.")] = True,
     ties: Annotated[str, typer.Option(help="Tie rule: random (expected value), optimistic or pessimistic.")] = "random",
+    compose: Annotated[str, typer.Option(
+        help="How the caption joins a query: raw (the paper's), unit or precision.")] = "raw",
     store: Annotated[bool, typer.Option("--store", help="Also store the run in the database (psm.eval_runs).")] = False,
     cache_dir: Annotated[Path | None, typer.Option(help="Feature cache folder (default: <dataset>/cache).")] = None,
     threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,
@@ -114,7 +117,8 @@ def eval_command(
     meta = tuple(m.strip() for m in metadata.split(",")) if metadata else None
     try:
         res = evaluate_checkpoint(checkpoint, dataset, split=split, out_dir=out, zooms=zoom_t, text=text_opts[text],
-                                  metadata=meta, oracle=oracle, ties=ties, cache_dir=cache_dir)
+                                  metadata=meta, oracle=oracle, ties=ties, cache_dir=cache_dir,
+                                  compose=compose)
     except ValueError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(code=2) from e

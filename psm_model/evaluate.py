@@ -3,18 +3,21 @@
 Protocol (paper and facts page): the whole split is both the queries and the gallery; query i's
 true match is item i; the score is -CSD between the Gaussians (for an InfoNCE model, whose variance
 heads are never trained, the variances are left out, which ranks like its cosine similarity);
-"with text" adds the caption of the ground-truth clip to the query (mean = normalise(raw query
-mean + raw text mean), log-variances summed). Each metadata condition keeps only some metadata
-types in the image fusion: ``all``, ``none`` or one type alone (paper Table 4). Ties are handled
-by :mod:`psm_model.metrics` (expected value under random tie-breaking by default).
+"with text" adds the caption of the ground-truth clip to the query by a rule of
+:func:`psm_model.query.compose` (default ``raw``: mean = normalise(raw query mean + raw text mean),
+log-variances summed). Each metadata condition keeps only some metadata types in the image fusion:
+``all``, ``none``, one type alone (paper Table 4), or ``all-caption_source`` (every type but the
+caption source, whose value a caption's style gives away). Ties are handled by
+:mod:`psm_model.metrics` (expected value under random tie-breaking by default).
 
-Beside every model the oracle of :mod:`psm_model.bayes` is scored with the same metadata: the best
-ranking any model could reach without text. With text no such bound is given, since the caption
-names the clip's sounds.
+Beside every model the oracle of :mod:`psm_model.bayes` is scored with the same metadata: without
+text the best ranking any model could reach; with text the caption-aware oracle
+(:func:`psm_model.bayes.caption_oracle_scores`), told what the caption tells.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -28,16 +31,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from psm_model.bayes import SOUND_METADATA, oracle_scores
+from psm_model.bayes import SOUND_METADATA, caption_oracle_scores, oracle_scores
 from psm_model.features import SplitData
 from psm_model.metadata import METADATA_TYPES
 from psm_model.metrics import rank_counts, recall_at_fraction
 from psm_model.model import PSMModel
+from psm_model.query import COMPOSE_RULES, compose
 
 logger = logging.getLogger(__name__)
 
-METADATA_CONDITIONS: tuple[str, ...] = ("all", "none", *METADATA_TYPES)
-"""Metadata labels: every type, no type, or one type alone (named as in METADATA_TYPES)."""
+NO_CAPTION_SOURCE = "all-caption_source"
+"""Every metadata type but the caption source (a caption's style gives its source away)."""
+METADATA_CONDITIONS: tuple[str, ...] = ("all", NO_CAPTION_SOURCE, "none", *METADATA_TYPES)
+"""Metadata labels: every type, every type but the caption source, no type, or one type alone
+(named as in METADATA_TYPES)."""
+DEFAULT_CONDITIONS: tuple[str, ...] = ("all", "none", *METADATA_TYPES)
+"""The conditions evaluated when none are named (the paper's table and Table 4)."""
 DIRECTIONS: tuple[str, ...] = ("i2a", "a2i")
 
 Gaussian = tuple[torch.Tensor, torch.Tensor]
@@ -47,6 +56,8 @@ def metadata_keep(label: str) -> tuple[str, ...]:
     """The metadata types a condition label keeps."""
     if label == "all":
         return METADATA_TYPES
+    if label == NO_CAPTION_SOURCE:
+        return tuple(t for t in METADATA_TYPES if t != "caption_source")
     if label == "none":
         return ()
     if label in METADATA_TYPES:
@@ -113,11 +124,11 @@ def fused_images(
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
-def _query(g: Gaussian, text: Gaussian | None) -> Gaussian:
+def _query(g: Gaussian, text: Gaussian | None, rule: str = "raw") -> Gaussian:
     mu, logvar = g
     if text is None:
         return F.normalize(mu, dim=-1), logvar
-    return F.normalize(mu + text[0], dim=-1), logvar + text[1]
+    return compose(mu, logvar, text[0], text[1], rule)
 
 
 def neg_csd(query: Gaussian, gallery: Gaussian, use_variance: bool = True) -> np.ndarray:
@@ -178,28 +189,79 @@ def oracle_known(meta: str) -> tuple[str, ...]:
     return tuple(m for m in metadata_keep(meta) if m in SOUND_METADATA)
 
 
+def _load_cached(path: Path | None, keys: np.ndarray, digest: str = "") -> dict[str, np.ndarray] | None:
+    """Cached oracle matrices at ``path`` when they were made for these keys (and input digest)."""
+    if path is None or not path.is_file():
+        return None
+    with np.load(path) as z:
+        same = z["keys"].shape == keys.shape and bool((z["keys"] == keys.astype(str)).all())
+        stored = str(z["digest"]) if "digest" in z.files else ""
+        if same and stored == digest:
+            return {"i2a": z["i2a"], "a2i": z["a2i"]}
+    return None
+
+
+def _save_cached(path: Path | None, keys: np.ndarray, out: dict[str, np.ndarray], digest: str = "") -> None:
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        arrays: dict[str, Any] = {"keys": keys.astype(str), **out}
+        if digest:
+            arrays["digest"] = np.array(digest)
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    except OSError as e:
+        logger.warning("could not cache the oracle under %s: %s", path, e)
+
+
 def compute_oracle(data: SplitData, known: tuple[str, ...], cache_dir: Path | None = None) -> dict[str, np.ndarray]:
     """Oracle score matrices for a split, cached as ``oracle-<known>.npz`` under ``cache_dir``."""
     if data.fractions is None:
         raise ValueError("this split has no land-cover fractions; the oracle needs a world dataset index")
-    path = None
-    if cache_dir is not None:
-        path = Path(cache_dir) / f"oracle-{data.name}-{'+'.join(known) or 'none'}.npz"
-        if path.is_file():
-            with np.load(path) as z:
-                if z["keys"].shape == data.keys.shape and (z["keys"] == data.keys.astype(str)).all():
-                    return {"i2a": z["i2a"], "a2i": z["a2i"]}
+    path = Path(cache_dir) / f"oracle-{data.name}-{'+'.join(known) or 'none'}.npz" if cache_dir is not None else None
+    cached = _load_cached(path, data.keys)
+    if cached is not None:
+        return cached
     t0 = time.perf_counter()
     out = oracle_scores(data.fractions, data.lat, data.month, data.hour, data.audio_source, data.classes, known)
     logger.info("oracle (%s) for %d samples in %.1f s", known, len(data), time.perf_counter() - t0)
-    if path is not None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp.npz")
-            np.savez(tmp, keys=data.keys.astype(str), **out)
-            os.replace(tmp, path)
-        except OSError as e:
-            logger.warning("could not cache the oracle under %s: %s", path, e)
+    _save_cached(path, data.keys, out)
+    return out
+
+
+def compute_caption_oracle(data: SplitData, meta: str, cache_dir: Path | None = None,
+                           base: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Caption-aware oracle matrices (with text) for a split under a metadata condition.
+
+    Cached as ``oracle-text-<split>-<checked types>.npz`` under ``cache_dir`` with a digest of
+    what the captions name, so a world rebuilt with other captions is not served stale scores.
+    An index without ``caption_named`` (older worlds) falls back to the sound set and the caption
+    source (see :func:`psm_model.bayes.caption_oracle_scores`), with a warning. ``base`` is
+    :func:`compute_oracle` under the same condition when the caller has it already.
+    """
+    if data.fractions is None:
+        raise ValueError("this split has no land-cover fractions; the oracle needs a world dataset index")
+    if data.caption_named is None:
+        logger.warning("split %s has no caption_named column (an older world): the oracle with text uses the "
+                       "sound sets and caption sources only", data.name)
+    keep = metadata_keep(meta)
+    checked = tuple(t for t in METADATA_TYPES if t in keep and t != "latlon")
+    facts = [data.classes, data.caption_named, data.caption_source, data.month, data.hour, data.audio_source,
+             data.fractions.argmax(1)]
+    digest = hashlib.sha256(json.dumps(facts, default=lambda a: np.asarray(a).tolist()).encode()).hexdigest()[:16]
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / f"oracle-text-{data.name}-{'+'.join(checked) or 'none'}.npz"
+    cached = _load_cached(path, data.keys, digest)
+    if cached is not None:
+        return cached
+    if base is None:
+        base = compute_oracle(data, oracle_known(meta), cache_dir)
+    out = caption_oracle_scores(base, data.classes, data.caption_named, data.fractions, data.month, data.hour,
+                                data.audio_source, data.caption_source, keep)
+    _save_cached(path, data.keys, out, digest)
     return out
 
 
@@ -209,12 +271,13 @@ def evaluate(
     *,
     zooms: Sequence[int] = (1, 3, 5),
     text: Sequence[bool] = (False, True),
-    metadata: Sequence[str] = METADATA_CONDITIONS,
+    metadata: Sequence[str] = DEFAULT_CONDITIONS,
     oracle: bool = True,
     ties: str = "random",
     batch_size: int = 256,
     cache_dir: str | os.PathLike | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    compose: str = "raw",
 ) -> EvalResult:
     """Evaluate a model (and / or the oracle) on a split under every requested setting.
 
@@ -224,18 +287,22 @@ def evaluate(
         zooms: Zoom levels of the image side.
         text: Whether to add the caption to the query, per setting.
         metadata: Metadata condition labels (see :data:`METADATA_CONDITIONS`).
-        oracle: Also score the oracle (metadata conditions only; no text; zoom-independent, so its
-            row is repeated for each zoom).
+        oracle: Also score the oracle under each metadata condition: without text always, and
+            the caption-aware oracle when ``text`` holds True (zoom-independent, so its rows are
+            repeated for each zoom).
         ties: Tie rule of :mod:`psm_model.metrics`.
         batch_size: Encoding batch size.
         cache_dir: Where to cache oracle matrices (they depend only on the split).
         progress: Optional ``callback(dict)`` after each setting.
+        compose: How the caption is added to a query (:data:`psm_model.query.COMPOSE_RULES`).
 
     Returns:
         The rows and per-query ranks.
     """
     for m in metadata:
         metadata_keep(m)
+    if compose not in COMPOSE_RULES:
+        raise ValueError(f"unknown compose rule {compose!r}; choose one of {', '.join(COMPOSE_RULES)}")
     rows: list[dict[str, Any]] = []
     ranks: dict[str, np.ndarray] = {}
     total = len(zooms) * len(metadata) * (len(text) if model is not None else 0) + (len(metadata) if oracle else 0)
@@ -254,8 +321,9 @@ def evaluate(
                 img = fused_images(model, emb.image_features[int(z)], data, metadata_keep(m))
                 for t in text:
                     tx = emb.text if t else None
-                    i2a = neg_csd(_query(img, tx), (F.normalize(emb.audio[0], dim=-1), emb.audio[1]), use_var)
-                    a2i = neg_csd(_query(emb.audio, tx), (F.normalize(img[0], dim=-1), img[1]), use_var)
+                    i2a = neg_csd(_query(img, tx, compose), (F.normalize(emb.audio[0], dim=-1), emb.audio[1]),
+                                  use_var)
+                    a2i = neg_csd(_query(emb.audio, tx, compose), (F.normalize(img[0], dim=-1), img[1]), use_var)
                     for direction, s in (("i2a", i2a), ("a2i", a2i)):
                         add(*_metric_row("model", direction, int(z), bool(t), m, s, ties))
                     done += 1
@@ -268,10 +336,14 @@ def evaluate(
             known = oracle_known(m)
             if known not in seen:
                 seen[known] = compute_oracle(data, known, cache)
-            for direction in DIRECTIONS:
-                row, r = _metric_row("oracle", direction, int(zooms[0]), False, m, seen[known][direction], ties)
-                for z in zooms:
-                    add({**row, "zoom": int(z)}, r)
+            scored = [(False, seen[known])]
+            if any(text):
+                scored.append((True, compute_caption_oracle(data, m, cache, base=seen[known])))
+            for with_text, scores in scored:
+                for direction in DIRECTIONS:
+                    row, r = _metric_row("oracle", direction, int(zooms[0]), with_text, m, scores[direction], ties)
+                    for z in zooms:
+                        add({**row, "zoom": int(z)}, r)
             done += 1
             if progress:
                 progress({"stage": "oracle", "done": done, "total": total})
@@ -282,30 +354,33 @@ def evaluate(
         "text": [bool(t) for t in text],
         "metadata": list(metadata),
         "ties": ties,
+        "compose": compose,
         "score": "-csd" if model is None or model.config.loss == "pcmepp" else "-csd without variances (cosine)",
     }
     return EvalResult(rows, ranks, config)
 
 
 def results_markdown(rows: Sequence[dict[str, Any]], title: str | None = None) -> str:
-    """A Markdown table of model rows with the oracle (same direction and metadata, no text) beside them."""
-    oracle = {(r["direction"], r["zoom"], r["metadata"]): r for r in rows if r["scorer"] == "oracle"}
+    """A Markdown table of model rows with the oracle of the same setting beside them.
+
+    A text row is paired with the caption-aware oracle, a row without text with the plain oracle.
+    """
+    oracle = {(r["direction"], r["zoom"], r["with_text"], r["metadata"]): r for r in rows if r["scorer"] == "oracle"}
     lines = [f"### {title}", ""] if title else []
     lines += [
         "| zoom | text | metadata | I2A R@10% | I2A med. rank | A2I R@10% | A2I med. rank | oracle I2A R@10% | oracle I2A med. | oracle A2I R@10% | oracle A2I med. |",
         "|---:|:---:|:---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     model = {(r["zoom"], r["with_text"], r["metadata"], r["direction"]): r for r in rows if r["scorer"] == "model"}
-    settings = sorted({k[:3] for k in model}, key=lambda k: (k[0], k[1], METADATA_CONDITIONS.index(k[2])))
-    if not settings:
-        settings = sorted({(k[1], False, k[2]) for k in oracle}, key=lambda k: (k[0], METADATA_CONDITIONS.index(k[2])))
+    settings = sorted({k[:3] for k in model} or {k[1:] for k in oracle},
+                      key=lambda k: (k[0], k[1], METADATA_CONDITIONS.index(k[2])))
     for z, t, m in settings:
         cells = [str(z), "yes" if t else "no", m]
         for d in DIRECTIONS:
             r = model.get((z, t, m, d))
             cells += [f"{r['r_at_10']:.3f}", f"{r['median_rank']:.1f}"] if r else ["", ""]
         for d in DIRECTIONS:
-            o = oracle.get((d, z, m))
+            o = oracle.get((d, z, t, m))
             cells += [f"{o['r_at_10']:.3f}", f"{o['median_rank']:.1f}"] if o else ["", ""]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -351,10 +426,12 @@ def evaluate_checkpoint(
     ties: str = "random",
     cache_dir: str | os.PathLike | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    compose: str = "raw",
 ) -> dict[str, Any]:
     """Load a checkpoint and a split, evaluate, and write the results when ``out_dir`` is given.
 
     A model trained without metadata is evaluated with ``metadata=("none",)`` unless told otherwise.
+    ``compose`` is the rule that adds the caption to a query (see :func:`evaluate`).
 
     Returns:
         ``{"version", "rows", "config", "records" (see :func:`db_records`), "files"}``.
@@ -365,11 +442,11 @@ def evaluate_checkpoint(
     model, info = load_checkpoint(checkpoint)
     if metadata is None:
         used = info.get("extra", {}).get("use_metadata", True)
-        metadata = METADATA_CONDITIONS if used else ("none",)
+        metadata = DEFAULT_CONDITIONS if used else ("none",)
     data = load_split(dataset_dir, split, model, cache_dir=cache_dir)
     root = Path(cache_dir) if cache_dir is not None else Path(dataset_dir) / "cache"
     result = evaluate(model, data, zooms=zooms, text=text, metadata=metadata, oracle=oracle, ties=ties,
-                      cache_dir=root, progress=progress)
+                      cache_dir=root, progress=progress, compose=compose)
     result.config.update({"checkpoint": str(checkpoint), "dataset": str(dataset_dir)})
     files = write_results(result, out_dir, {"version": info["version"]}, f"{info['version']} on {split}") if out_dir else {}
     return {

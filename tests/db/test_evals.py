@@ -51,3 +51,19 @@ def test_store_eval_rejects_unknown_versions_and_bad_rows(conn, registered):
         store_eval(conn, registered, bad)
     with pytest.raises(ValueError, match="metrics"):
         store_eval(conn, registered, {"run": {}, "metrics": []})
+
+
+def test_store_eval_keeps_text_oracle_rows_and_the_all_but_caption_source_label(conn, registered):
+    from psm_db.evals import store_eval
+
+    records = _records(0)
+    records["metrics"] = [
+        {"scorer": s, "direction": "a2i", "zoom": 1, "with_text": t, "metadata": "all-caption_source",
+         "r_at_10": r, "median_rank": 10.0, "n": 1000}
+        for s, t, r in (("model", True, 0.3), ("oracle", False, 0.5), ("oracle", True, 0.74))
+    ]
+    run_id = store_eval(conn, registered, records)
+    rows = conn.execute("SELECT scorer, with_text, metadata, r_at_10 FROM psm.eval_metrics WHERE run_id = %s "
+                        "ORDER BY scorer, with_text", (run_id,)).fetchall()
+    assert rows == [("model", True, "all-caption_source", 0.3), ("oracle", False, "all-caption_source", 0.5),
+                    ("oracle", True, "all-caption_source", 0.74)]

@@ -111,12 +111,14 @@ def test_evaluate_rows_markdown_ranks_and_db_records(tiny, tmp_path):
     model_rows = [r for r in res.rows if r["scorer"] == "model"]
     oracle_rows = [r for r in res.rows if r["scorer"] == "oracle"]
     assert len(model_rows) == 2 * 2 * 3 * 2  # zooms x text x metadata x directions
-    assert len(oracle_rows) == 2 * 3 * 2  # oracle: no text, repeated per zoom
+    assert len(oracle_rows) == 2 * 2 * 3 * 2  # oracle without and with text, repeated per zoom
     for r in res.rows:
         assert 0.0 <= r["r_at_10"] <= 1.0 and 1.0 <= r["median_rank"] <= len(data) and r["n"] == len(data)
-    assert sorted(p.name for p in tmp_path.glob("oracle-*.npz")) == [
+    assert sorted(p.name for p in tmp_path.glob("oracle-test-*.npz")) == [
         "oracle-test-audio_source+month+hour.npz", "oracle-test-hour.npz", "oracle-test-none.npz"
     ]
+    assert len(list(tmp_path.glob("oracle-text-test-*.npz"))) == 3
+    assert res.config["compose"] == "raw"
     md = results_markdown(res.rows)
     assert md.count("\n| 5 |") == 6 and "oracle I2A R@10%" in md
     rec = db_records(res, "v1", "world", "test")

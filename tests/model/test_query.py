@@ -1,0 +1,107 @@
+"""Query composition rules (raw, unit, precision) against hand computations."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from psm_model.evaluate import _query, evaluate
+from psm_model.features import SplitData
+from psm_model.query import COMPOSE_RULES, compose
+
+MU_A = torch.tensor([[3.0, 4.0]])  # raw norm 5, like an image mean
+MU_T = torch.tensor([[0.0, 0.5]])  # raw norm 0.5, like a text mean
+LV_A = torch.tensor([[0.0, math.log(2.0)]])  # sigma^2 = 1, 2
+LV_T = torch.tensor([[math.log(3.0), math.log(2.0)]])  # sigma^2 = 3, 2
+
+
+def _unit(v: list[float]) -> torch.Tensor:
+    t = torch.tensor([v])
+    return t / t.norm()
+
+
+def test_raw_rule_adds_raw_means_and_is_the_default():
+    mu, lv = compose(MU_A, LV_A, MU_T, LV_T)
+    assert torch.allclose(mu, _unit([3.0, 4.5])) and torch.allclose(lv, LV_A + LV_T)
+    same = compose(MU_A, LV_A, MU_T, LV_T, "raw")
+    assert torch.equal(mu, same[0]) and torch.equal(lv, same[1])
+
+
+def test_unit_rule_normalises_each_mean_first():
+    mu, lv = compose(MU_A, LV_A, MU_T, LV_T, "unit")
+    assert torch.allclose(mu, _unit([0.6, 1.8]))  # (0.6, 0.8) + (0, 1)
+    assert torch.allclose(lv, LV_A + LV_T)
+    assert not torch.allclose(mu, compose(MU_A, LV_A, MU_T, LV_T)[0])  # the short text mean now counts
+
+
+def test_precision_rule_is_the_product_of_gaussians():
+    mu, lv = compose(MU_A, LV_A, MU_T, LV_T, "precision")
+    # dim 0: precisions 1 and 1/3 -> weights 0.75 / 0.25, variance 0.75; dim 1: equal -> 0.5 / 0.5, variance 1
+    mean = torch.tensor([[0.75 * 0.6 + 0.25 * 0.0, 0.5 * 0.8 + 0.5 * 1.0]])
+    assert torch.allclose(mu, mean / mean.norm())
+    assert torch.allclose(lv.exp(), torch.tensor([[0.75, 1.0]]))
+    # equal variances: the unit bisector, with the variance halved
+    eq = torch.zeros(1, 2)
+    mu_eq, lv_eq = compose(MU_A, eq, MU_T, eq, "precision")
+    assert torch.allclose(mu_eq, compose(MU_A, eq, MU_T, eq, "unit")[0])
+    assert torch.allclose(lv_eq.exp(), torch.full((1, 2), 0.5))
+    # a far more certain text pulls the mean onto it
+    mu_t, _ = compose(MU_A, eq, MU_T, torch.full((1, 2), -30.0), "precision")
+    assert torch.allclose(mu_t, _unit([0.0, 1.0]), atol=1e-6)
+
+
+@pytest.mark.parametrize("rule", COMPOSE_RULES)
+def test_one_text_row_broadcasts_over_a_batch(rule):
+    g = torch.Generator().manual_seed(0)
+    mu_a, lv_a = torch.randn(3, 8, generator=g), torch.randn(3, 8, generator=g)
+    mu_t, lv_t = torch.randn(8, generator=g), torch.randn(8, generator=g)
+    mu, lv = compose(mu_a, lv_a, mu_t, lv_t, rule)
+    full = compose(mu_a, lv_a, mu_t.expand(3, 8), lv_t.expand(3, 8), rule)
+    assert mu.shape == (3, 8) and torch.allclose(mu, full[0]) and torch.allclose(lv, full[1])
+    assert torch.allclose(mu.norm(dim=-1), torch.ones(3))
+
+
+def test_compose_rejects_bad_inputs():
+    with pytest.raises(ValueError, match="unknown compose rule 'sum'"):
+        compose(MU_A, LV_A, MU_T, LV_T, "sum")
+    # raw means (1, 0) + (-2, 0) do not cancel; their unit means do
+    a, t, z = torch.tensor([[1.0, 0.0]]), torch.tensor([[-2.0, 0.0]]), torch.zeros(1, 2)
+    compose(a, z, t, z, "raw")
+    for rule in ("unit", "precision"):
+        with pytest.raises(ValueError, match="cancel out"):
+            compose(a, z, t, z, rule)
+    with pytest.raises(ValueError, match="embedding sizes differ"):
+        compose(MU_A, LV_A, torch.zeros(1, 3), torch.zeros(1, 3), "precision")
+    with pytest.raises(ValueError, match="same shape"):
+        compose(MU_A, LV_A, MU_T, torch.zeros(1, 3), "unit")
+    with pytest.raises(ValueError, match="do not broadcast"):
+        compose(torch.ones(3, 2), torch.zeros(3, 2), torch.ones(2, 2), torch.zeros(2, 2), "precision")
+
+
+def _model_split(n: int = 12) -> SplitData:
+    rng = np.random.default_rng(0)
+    return SplitData(
+        name="test", keys=np.array([f"k{i}" for i in range(n)]), lat=rng.uniform(-60, 60, n),
+        lon=rng.uniform(-170, 170, n), month=rng.integers(1, 13, n), hour=rng.integers(0, 24, n),
+        audio_source=rng.integers(0, 4, n), caption_source=rng.integers(0, 3, n), captions=["birds sing"] * n,
+        classes=[("birdsong",)] * n, images=rng.integers(0, 256, (n, 1, 32, 32, 3), dtype=np.uint8), zooms=(1,),
+        gsd=10.0, mel=rng.standard_normal((n, 1, 63, 64)).astype(np.float16), is_longer=np.zeros(n, bool),
+        fusion_channels=4, text_features=None,
+    )
+
+
+def test_evaluate_uses_and_records_the_rule(tiny, monkeypatch):
+    import psm_model.evaluate as ev
+
+    with pytest.raises(ValueError, match="unknown compose rule"):
+        evaluate(None, _model_split(), compose="sum")
+    assert torch.allclose(_query((MU_A, LV_A), (MU_T, LV_T), "unit")[0], compose(MU_A, LV_A, MU_T, LV_T, "unit")[0])
+    assert torch.equal(_query((MU_A, LV_A), None, "precision")[0], MU_A / 5.0)  # no text: the unit mean alone
+    used = []
+    monkeypatch.setattr(ev, "compose", lambda *a: used.append(a[-1]) or compose(*a))
+    res = evaluate(tiny, _model_split(), zooms=(1,), text=(True,), metadata=("none",), oracle=False,
+                   compose="precision")
+    assert used == ["precision", "precision"] and res.config["compose"] == "precision"
