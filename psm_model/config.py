@@ -289,7 +289,14 @@ def _tiny() -> ModelConfig:
             vocab_size=400,
         ),
         fusion=FusionConfig(layers=2, heads=2, meta_hidden=16, dropout=0.0),
+        objective=_from_scratch_objective(),
     )
+
+
+def _from_scratch_objective() -> LossConfig:
+    # Towers trained from scratch: the pseudo-positive term waits until the true matches rank well
+    # (on at half of training, full at three quarters; docs/model.md).
+    return LossConfig(alpha_start=0.5, alpha_ramp=0.25)
 
 
 def _demo() -> ModelConfig:
@@ -313,11 +320,13 @@ def _demo() -> ModelConfig:
         ),
         text=TextConfig(backbone="minilm", max_length=32, freeze_backbone=True),
         fusion=FusionConfig(layers=3, heads=4, meta_hidden=64, dropout=0.0),
+        objective=_from_scratch_objective(),
     )
 
 
 def _paper() -> ModelConfig:
-    return ModelConfig(preset="paper")
+    # Pretrained towers: matched pairs are close from the start, so alpha ramps in over a tenth.
+    return ModelConfig(preset="paper", objective=LossConfig(alpha_ramp=0.1))
 
 
 PRESETS = {"tiny": _tiny, "demo": _demo, "paper": _paper}

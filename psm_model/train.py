@@ -89,7 +89,7 @@ PRESET_SETTINGS: dict[str, dict[str, Any]] = {
     "paper": {"epochs": 10, "batch_size": 128, "lr": 5e-5, "warmup_steps": 5000},
     # Towers trained from scratch (MiniLM text frozen): a higher peak rate and a short warm-up,
     # sized for about ten minutes on two CPU cores.
-    "demo": {"epochs": 3, "batch_size": 64, "lr": 1e-3, "warmup_fraction": 0.05, "val_every": 100, "val_size": 1000},
+    "demo": {"epochs": 6, "batch_size": 64, "lr": 1e-3, "warmup_fraction": 0.05, "val_every": 100, "val_size": 1000},
     "tiny": {"epochs": 1, "batch_size": 16, "lr": 1e-3, "warmup_fraction": 0.1, "log_every": 1},
 }
 """Per-preset defaults of :class:`TrainSettings` (arguments to :func:`train` win)."""
