@@ -97,7 +97,7 @@ def eval_command(
     oracle: Annotated[bool, typer.Option("--oracle/--no-oracle", help="Score the world's oracle beside the model.")] = True,
     ties: Annotated[str, typer.Option(help="Tie rule: random (expected value), optimistic or pessimistic.")] = "random",
     compose: Annotated[str, typer.Option(
-        help="How the caption joins a query: raw (the paper's), unit or precision.")] = "raw",
+        help="How the caption joins a query: unit (the default), raw (the paper's) or precision.")] = "unit",
     store: Annotated[bool, typer.Option("--store", help="Also store the run in the database (psm.eval_runs).")] = False,
     cache_dir: Annotated[Path | None, typer.Option(help="Feature cache folder (default: <dataset>/cache).")] = None,
     threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,

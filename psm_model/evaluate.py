@@ -4,7 +4,7 @@ Protocol (paper and facts page): the whole split is both the queries and the gal
 true match is item i; the score is -CSD between the Gaussians (for an InfoNCE model, whose variance
 heads are never trained, the variances are left out, which ranks like its cosine similarity);
 "with text" adds the caption of the ground-truth clip to the query by a rule of
-:func:`psm_model.query.compose` (default ``raw``: mean = normalise(raw query mean + raw text mean),
+:func:`psm_model.query.compose` (default ``unit``: mean = normalise(unit query mean + unit text mean); the facts page's ``raw`` adds the raw means,
 log-variances summed). Each metadata condition keeps only some metadata types in the image fusion:
 ``all``, ``none``, one type alone (paper Table 4), or ``all-caption_source`` (every type but the
 caption source, whose value a caption's style gives away). Ties are handled by
@@ -36,7 +36,7 @@ from psm_model.features import SplitData
 from psm_model.metadata import METADATA_TYPES
 from psm_model.metrics import rank_counts, recall_at_fraction
 from psm_model.model import PSMModel
-from psm_model.query import COMPOSE_RULES, compose
+from psm_model.query import COMPOSE_RULES, DEFAULT_RULE, compose
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def fused_images(
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
-def _query(g: Gaussian, text: Gaussian | None, rule: str = "raw") -> Gaussian:
+def _query(g: Gaussian, text: Gaussian | None, rule: str = DEFAULT_RULE) -> Gaussian:
     mu, logvar = g
     if text is None:
         return F.normalize(mu, dim=-1), logvar
@@ -277,7 +277,7 @@ def evaluate(
     batch_size: int = 256,
     cache_dir: str | os.PathLike | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
-    compose: str = "raw",
+    compose: str = DEFAULT_RULE,
 ) -> EvalResult:
     """Evaluate a model (and / or the oracle) on a split under every requested setting.
 
@@ -426,7 +426,7 @@ def evaluate_checkpoint(
     ties: str = "random",
     cache_dir: str | os.PathLike | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
-    compose: str = "raw",
+    compose: str = DEFAULT_RULE,
 ) -> dict[str, Any]:
     """Load a checkpoint and a split, evaluate, and write the results when ``out_dir`` is given.
 

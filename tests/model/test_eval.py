@@ -118,7 +118,7 @@ def test_evaluate_rows_markdown_ranks_and_db_records(tiny, tmp_path):
         "oracle-test-audio_source+month+hour.npz", "oracle-test-hour.npz", "oracle-test-none.npz"
     ]
     assert len(list(tmp_path.glob("oracle-text-test-*.npz"))) == 3
-    assert res.config["compose"] == "raw"
+    assert res.config["compose"] == "unit"
     md = results_markdown(res.rows)
     assert md.count("\n| 5 |") == 6 and "oracle I2A R@10%" in md
     rec = db_records(res, "v1", "world", "test")

@@ -23,10 +23,14 @@ def _unit(v: list[float]) -> torch.Tensor:
     return t / t.norm()
 
 
-def test_raw_rule_adds_raw_means_and_is_the_default():
-    mu, lv = compose(MU_A, LV_A, MU_T, LV_T)
+def test_raw_rule_adds_raw_means():
+    mu, lv = compose(MU_A, LV_A, MU_T, LV_T, "raw")
     assert torch.allclose(mu, _unit([3.0, 4.5])) and torch.allclose(lv, LV_A + LV_T)
-    same = compose(MU_A, LV_A, MU_T, LV_T, "raw")
+
+
+def test_unit_rule_is_the_default():
+    mu, lv = compose(MU_A, LV_A, MU_T, LV_T)
+    same = compose(MU_A, LV_A, MU_T, LV_T, "unit")
     assert torch.equal(mu, same[0]) and torch.equal(lv, same[1])
 
 
@@ -34,7 +38,7 @@ def test_unit_rule_normalises_each_mean_first():
     mu, lv = compose(MU_A, LV_A, MU_T, LV_T, "unit")
     assert torch.allclose(mu, _unit([0.6, 1.8]))  # (0.6, 0.8) + (0, 1)
     assert torch.allclose(lv, LV_A + LV_T)
-    assert not torch.allclose(mu, compose(MU_A, LV_A, MU_T, LV_T)[0])  # the short text mean now counts
+    assert not torch.allclose(mu, compose(MU_A, LV_A, MU_T, LV_T, "raw")[0])  # the short text mean now counts
 
 
 def test_precision_rule_is_the_product_of_gaussians():
