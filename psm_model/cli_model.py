@@ -25,6 +25,20 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["objective.alpha=0", ...]`` -> ``{"objective.alpha": 0, ...}`` (values parsed as JSON when they parse)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"--set takes KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
 def train_command(
     dataset: Annotated[Path, typer.Option("--dataset", help="World dataset folder (psm world build).")],
     out: Annotated[Path, typer.Option("--out", help="Output folder: checkpoints and metrics.jsonl.")],
@@ -40,6 +54,9 @@ def train_command(
     val_every: Annotated[int | None, typer.Option(help="Validate every N steps (default: the preset's).")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="Feature cache folder (default: <dataset>/cache).")] = None,
     threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Model config override KEY=VALUE, repeatable (objective.alpha=0, objective.init_a=10, "
+        "embed_dim=512); VALUE is read as JSON when it parses, else as a string.")] = None,
 ) -> None:
     """Train a PSM model; keep the best checkpoint by validation I2A R@10%."""
     from tqdm import tqdm
@@ -68,7 +85,7 @@ def train_command(
         result = train(
             dataset, out, preset=preset, loss=loss, use_metadata=metadata, epochs=epochs, batch_size=batch_size,
             lr=lr, seed=seed, resume=resume, max_minutes=max_minutes, progress=progress, cache_dir=cache_dir,
-            settings={"val_every": val_every} if val_every else None,
+            settings={"val_every": val_every} if val_every else None, **parse_overrides(set_ or []),
         )
     except ValueError as e:
         typer.echo(f"error: {e}", err=True)

@@ -188,3 +188,22 @@ def test_calibrated_b_puts_a_typical_negative_at_the_batch_prior(tiny_world, tmp
     assert 0.2 / 16 < p_typical < 5.0 / 16, p_typical
     # without it, the facts-page b = 5 leaves every negative (and positive) near probability 0
     assert 1.0 / (1.0 + math.exp(-(-a * float(off.median()) + 5.0))) < 1e-6
+
+
+def test_cli_train_set_overrides_the_model_config(tiny_world, tmp_path):
+    from typer.testing import CliRunner
+
+    from psm_model.cli import app
+
+    runner = CliRunner()
+    base = ["train", "--dataset", str(tiny_world), "--preset", "tiny", "--epochs", "1", "--batch-size", "16",
+            "--cache-dir", str(tmp_path / "c"), "--threads", "1"]
+    r = runner.invoke(app, [*base, "--out", str(tmp_path / "r"), "--set", "objective.alpha=0",
+                            "--set", "objective.init_a=7.5"])
+    assert r.exit_code == 0, r.output
+    _, info = load_checkpoint(tmp_path / "r" / "best.safetensors")
+    assert info["config"]["objective"]["alpha"] == 0 and info["config"]["objective"]["init_a"] == 7.5
+    r = runner.invoke(app, [*base, "--out", str(tmp_path / "x"), "--set", "objective.alpha"])
+    assert r.exit_code == 2 and "KEY=VALUE" in r.output
+    r = runner.invoke(app, [*base, "--out", str(tmp_path / "y"), "--set", "objective.bogus=1"])
+    assert r.exit_code == 2 and "unknown config override" in r.output
