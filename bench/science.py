@@ -70,7 +70,7 @@ def region_spread(model: Any, dataset: str, bounds: tuple[float, float, float, f
 def run_one(checkpoint: str, dataset: str, args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     from psm_model import load_checkpoint
     from psm_model.features import load_split
-    from psm_model.fidelity import science_report
+    from psm_model.science import science_report
 
     t0 = time.perf_counter()
     model, info = load_checkpoint(checkpoint)
@@ -98,7 +98,8 @@ def summary_row(r: dict[str, Any]) -> list[str]:
     u, s, h, m, c = r["uncertainty"], r["spread"], r["hourly"], r["seasonal"], r["contrast"]
     g = r.get("hour_gain", {})
     return [
-        f"`{r['version']}`", _f(u["image_vs_ambiguity"]), _f(u["image_vs_entropy"]), _f(u["audio_vs_ambiguity"]),
+        f"`{r['version']}`", _f(u["image_vs_ambiguity"]), _f(u["image_vs_expected_ambiguity"]),
+        _f(u["image_vs_entropy"]), _f(u["audio_vs_ambiguity"]),
         _f(s.get("region", {}).get("cv_percent"), ".1f"), _f(s["split"]["cv_percent"], ".1f"),
         _f(h["median"]), _f(m["median"]),
         f"{_f(c.get('model_ratio'), '.2f')} / {_f(c.get('true_ratio'), '.2f')}",
@@ -106,7 +107,8 @@ def summary_row(r: dict[str, Any]) -> list[str]:
     ]
 
 
-HEADER = ["model", "rho(sum s2, I2A ambiguity)", "rho(sum s2, entropy)", "rho(audio sum s2, A2I ambiguity)",
+HEADER = ["model", "rho(sum s2, I2A ambiguity)", "rho(sum s2, expected ambiguity)", "rho(sum s2, entropy)",
+          "rho(audio sum s2, A2I ambiguity)",
           "CV region %", "CV split %", "hourly rho (median)", "monthly rho (median)",
           "rooster 06/18 model / true", "hour gain model / oracle", "gain ratio"]
 
@@ -119,7 +121,9 @@ def markdown(results: list[dict[str, Any]], command: str) -> str:
         DOC_SECTION, "",
         f"Command: `{command}`", "",
         f"Test split of {first['n']} samples (queries = gallery), zoom {first['zoom']}, score {first['score']}. "
-        "Ambiguity = share of the gallery the oracle (all metadata) scores at least as high as the true match. "
+        "Ambiguity = share of the gallery the oracle (all metadata) scores at least as high as the true match; "
+        "expected ambiguity = the same averaged over clips drawn from the image's own law "
+        "(psm_model.fidelity.expected_ambiguity). "
         f"sum s2 = sum of sigma^2 of the fused image (all metadata) or of the clip. CV of sum s2 at month {s['month']}, "
         f"{s['hour']:02d}:00, {s['audio_source']}, over the split's tiles"
         + (f" and over the {region['n']} zoom-{region['zoom']} map tiles of the box {region['bounds']}" if region else "")

@@ -23,10 +23,7 @@ from psm_model.fidelity import (
     fused_sum_variance,
     is_flat,
     match_probability,
-    metadata_gain,
-    pick_rows,
     rowwise_spearman,
-    science_report,
     spearman,
     sweep,
     sweep_fidelity,
@@ -34,6 +31,7 @@ from psm_model.fidelity import (
     variance_spread,
 )
 from psm_model.fusion import MetadataBatch
+from psm_model.science import metadata_gain, pick_rows, science_report
 from psm_model.world.landcover import LANDCOVER_CLASSES, N_LANDCOVER
 from psm_model.world.law import law
 from psm_model.world.sampler import draw_set
@@ -256,3 +254,20 @@ def test_science_report_on_a_tiny_model(tiny, split, tmp_path):
     assert g["model_gain"] == pytest.approx(g["model_hour"] - g["model_none"])
     assert r["arrays"]["hourly_rho"].shape == (6, 5)
     assert list(tmp_path.glob("oracle-test-*.npz"))  # the oracle matrices were cached
+
+
+def test_expected_ambiguity_reweights_the_gallery_by_the_query_law():
+    from psm_model.fidelity import expected_ambiguity
+
+    # row 0: one clip far more likely than the rest -> a clip drawn from its law is rarely tied
+    # row 1: a flat law -> every clip is tied with every other: ambiguity 1
+    s = np.array([[9.0, 1.0, 0.0], [1.0, 1.0, 1.0], [0.0, 2.0, 2.0]])
+    e = expected_ambiguity(s)
+    # row 0: clip 0 (weight 0.9) has share 1/3, clip 1 (0.1) share 2/3 -> 0.9/3 + 0.1*2/3
+    assert e[0] == pytest.approx(0.9 / 3 + 0.1 * 2 / 3)
+    assert e[1] == pytest.approx(1.0)
+    assert e[2] == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="square"):
+        expected_ambiguity(np.ones((2, 3)))
+    with pytest.raises(ValueError, match="non-negative"):
+        expected_ambiguity(-np.ones((2, 2)))
