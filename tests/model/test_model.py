@@ -160,7 +160,7 @@ def test_compose_adds_raw_means(tiny, toy):
         raw_t, lv_t = tiny.encode_text(toy.captions[:2], raw_mean=True)
         mu_a, _ = tiny.encode_audio(toy.waves(2), toy.sr)
     assert torch.allclose(torch.nn.functional.normalize(raw_a, dim=1), mu_a, atol=1e-6)
-    mu, lv = compose(raw_a, lv_a, raw_t, lv_t)
+    mu, lv = compose(raw_a, lv_a, raw_t, lv_t, "raw")
     expected = (raw_a + raw_t) / (raw_a + raw_t).norm(dim=1, keepdim=True)
     assert torch.allclose(mu, expected, atol=1e-6) and torch.allclose(lv, lv_a + lv_t)
     one_text = compose(raw_a, lv_a, raw_t[0], lv_t[0])[0]
