@@ -216,18 +216,24 @@ def _save_cached(path: Path | None, keys: np.ndarray, out: dict[str, np.ndarray]
         logger.warning("could not cache the oracle under %s: %s", path, e)
 
 
+def _digest(facts: list[Any]) -> str:
+    """A short hash of the inputs an oracle was scored from (so a rebuilt world is never served stale scores)."""
+    return hashlib.sha256(json.dumps(facts, default=lambda a: np.asarray(a).tolist()).encode()).hexdigest()[:16]
+
+
 def compute_oracle(data: SplitData, known: tuple[str, ...], cache_dir: Path | None = None) -> dict[str, np.ndarray]:
     """Oracle score matrices for a split, cached as ``oracle-<known>.npz`` under ``cache_dir``."""
     if data.fractions is None:
         raise ValueError("this split has no land-cover fractions; the oracle needs a world dataset index")
     path = Path(cache_dir) / f"oracle-{data.name}-{'+'.join(known) or 'none'}.npz" if cache_dir is not None else None
-    cached = _load_cached(path, data.keys)
+    digest = _digest([data.classes, data.fractions, data.lat, data.month, data.hour, data.audio_source])
+    cached = _load_cached(path, data.keys, digest)
     if cached is not None:
         return cached
     t0 = time.perf_counter()
     out = oracle_scores(data.fractions, data.lat, data.month, data.hour, data.audio_source, data.classes, known)
     logger.info("oracle (%s) for %d samples in %.1f s", known, len(data), time.perf_counter() - t0)
-    _save_cached(path, data.keys, out)
+    _save_cached(path, data.keys, out, digest)
     return out
 
 
@@ -250,7 +256,7 @@ def compute_caption_oracle(data: SplitData, meta: str, cache_dir: Path | None = 
     checked = tuple(t for t in METADATA_TYPES if t in keep and t != "latlon")
     facts = [data.classes, data.caption_named, data.caption_source, data.month, data.hour, data.audio_source,
              data.fractions.argmax(1)]
-    digest = hashlib.sha256(json.dumps(facts, default=lambda a: np.asarray(a).tolist()).encode()).hexdigest()[:16]
+    digest = _digest(facts)
     path = None
     if cache_dir is not None:
         path = Path(cache_dir) / f"oracle-text-{data.name}-{'+'.join(checked) or 'none'}.npz"
