@@ -100,6 +100,7 @@ def summary_row(r: dict[str, Any]) -> list[str]:
     return [
         f"`{r['version']}`", _f(u["image_vs_ambiguity"]), _f(u["image_vs_expected_ambiguity"]),
         _f(u["image_vs_entropy"]), _f(u["audio_vs_ambiguity"]),
+        _f(u.get("image_vs_crowding")), _f(u.get("crowding_vs_ambiguity")), _f(u.get("model_vs_oracle_ambiguity")),
         _f(s.get("region", {}).get("cv_percent"), ".1f"), _f(s["split"]["cv_percent"], ".1f"),
         _f(h["median"]), _f(m["median"]),
         f"{_f(c.get('model_ratio'), '.2f')} / {_f(c.get('true_ratio'), '.2f')}",
@@ -108,7 +109,8 @@ def summary_row(r: dict[str, Any]) -> list[str]:
 
 
 HEADER = ["model", "rho(sum s2, I2A ambiguity)", "rho(sum s2, expected ambiguity)", "rho(sum s2, entropy)",
-          "rho(audio sum s2, A2I ambiguity)",
+          "rho(audio sum s2, A2I ambiguity)", "rho(sum s2, crowding)", "rho(crowding, ambiguity)",
+          "rho(model ambiguity, oracle ambiguity)",
           "CV region %", "CV split %", "hourly rho (median)", "monthly rho (median)",
           "rooster 06/18 model / true", "hour gain model / oracle", "gain ratio"]
 
@@ -123,7 +125,9 @@ def markdown(results: list[dict[str, Any]], command: str) -> str:
         f"Test split of {first['n']} samples (queries = gallery), zoom {first['zoom']}, score {first['score']}. "
         "Ambiguity = share of the gallery the oracle (all metadata) scores at least as high as the true match; "
         "expected ambiguity = the same averaged over clips drawn from the image's own law "
-        "(psm_model.fidelity.expected_ambiguity). "
+        "(psm_model.fidelity.expected_ambiguity). Crowding = how many non-matching clips a training batch "
+        "of 64 would give a match probability, with the image's own sum s2 set to the mean "
+        "(psm_model.fidelity.crowding); model ambiguity = the ambiguity of the model's own scores. "
         f"sum s2 = sum of sigma^2 of the fused image (all metadata) or of the clip. CV of sum s2 at month {s['month']}, "
         f"{s['hour']:02d}:00, {s['audio_source']}, over the split's tiles"
         + (f" and over the {region['n']} zoom-{region['zoom']} map tiles of the box {region['bounds']}" if region else "")

@@ -145,6 +145,33 @@ def expected_ambiguity(scores: np.ndarray) -> np.ndarray:
     return np.where(total > 0, (s * share).sum(axis=1) / np.maximum(total, 1e-300), 1.0)
 
 
+def crowding(scores: np.ndarray, query_sum_var: np.ndarray, a: float, b: float, batch_size: int) -> np.ndarray:
+    """Per query: how many non-matching gallery items a training batch would give a match probability.
+
+    ``scores`` are the model's ``-CSD`` (row i, column i the true match). The query's own
+    ``sum sigma^2`` is first replaced by the mean over queries, so the number measures how
+    crowded the query's neighbourhood is in the *mean* space, not its variance:
+
+        crowding_i = (B - 1) / (N - 1) * sum_{j != i} sigmoid(a * (s_ij + V_i - mean V) + b)
+
+    Without the pseudo-positive term, PCME++'s match loss pushes each query's ``sum sigma^2``
+    until its row's expected match mass in a batch of ``B`` is 1; a query in a crowded
+    neighbourhood therefore needs a large ``sum sigma^2``. Spearman's rho between the two tells
+    whether the variance head does what its loss asks; rho between crowding and the oracle's
+    ambiguity tells whether the mean space puts ambiguous places in crowded neighbourhoods.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    v = np.asarray(query_sum_var, dtype=np.float64)
+    if s.ndim != 2 or s.shape[0] != s.shape[1] or v.shape != (s.shape[0],):
+        raise ValueError(f"crowding needs square scores and one variance per row, got {s.shape} and {v.shape}")
+    if batch_size < 2:
+        raise ValueError(f"batch_size must be at least 2, got {batch_size}")
+    n = s.shape[0]
+    p = expit(a * (s + (v - v.mean())[:, None]) + b)
+    off = p.sum(1) - np.diag(p)
+    return off * (batch_size - 1) / max(n - 1, 1)
+
+
 def entropy(probs: np.ndarray) -> np.ndarray:
     """Entropy in nats of each row of a ``[N, C]`` probability table."""
     p = np.asarray(probs, dtype=np.float64)
@@ -269,6 +296,8 @@ def uncertainty_correlations(
     audio_sum_var: np.ndarray,
     oracle: Mapping[str, np.ndarray],
     probs: np.ndarray,
+    model_scores: np.ndarray | None = None,
+    match: tuple[float, float, int] | None = None,
 ) -> dict[str, Any]:
     """Spearman's rho of the model's ``sum sigma^2`` with the oracle's ambiguity and the true entropy.
 
@@ -277,10 +306,15 @@ def uncertainty_correlations(
         audio_sum_var: ``[N]`` sum sigma^2 of each clip.
         oracle: ``{"i2a": [N, N], "a2i": [N, N]}`` oracle scores, all metadata known.
         probs: ``[N, C]`` each sample's true class distribution.
+        model_scores: ``[N, N]`` the model's I2A ``-CSD`` (all metadata); with ``match`` it adds
+            the crowding checks.
+        match: ``(a, b, batch_size)`` of training, for :func:`crowding`.
 
     Returns:
         ``image_vs_ambiguity``, ``image_vs_entropy``, ``audio_vs_ambiguity`` (A2I ambiguity of the
-        clip as a query), ``audio_vs_entropy`` and the mean ambiguities.
+        clip as a query), ``audio_vs_entropy`` and the mean ambiguities; with model scores also
+        ``image_vs_crowding``, ``crowding_vs_ambiguity``, ``crowding_vs_entropy`` and
+        ``model_vs_oracle_ambiguity`` (the model's own I2A ambiguity against the oracle's).
     """
     n = len(image_sum_var)
     for name, arr in (("audio_sum_var", audio_sum_var), ("probs", probs),
@@ -292,6 +326,16 @@ def uncertainty_correlations(
     expected = expected_ambiguity(oracle["i2a"]) if np.min(oracle["i2a"]) >= 0 else None
     amb_a = ambiguity(oracle["a2i"])
     ent = entropy(probs)
+    extra: dict[str, Any] = {}
+    if model_scores is not None:
+        if np.shape(model_scores) != (n, n):
+            raise ValueError(f"model scores have shape {np.shape(model_scores)}, expected {(n, n)}")
+        extra["model_vs_oracle_ambiguity"] = spearman(ambiguity(model_scores), amb_i)
+        if match is not None:
+            crowd = crowding(model_scores, image_sum_var, *match)
+            extra.update(image_vs_crowding=spearman(image_sum_var, crowd),
+                         crowding_vs_ambiguity=spearman(crowd, amb_i), crowding_vs_entropy=spearman(crowd, ent),
+                         mean_crowding=float(crowd.mean()))
     return {
         "n": int(n),
         "image_vs_ambiguity": spearman(image_sum_var, amb_i),
@@ -301,6 +345,7 @@ def uncertainty_correlations(
         "audio_vs_entropy": spearman(audio_sum_var, ent),
         "mean_ambiguity_i2a": float(amb_i.mean()),
         "mean_ambiguity_a2i": float(amb_a.mean()),
+        **extra,
     }
 
 

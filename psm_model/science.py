@@ -113,6 +113,7 @@ def science_report(
     hour_gain: bool = True,
     cache_dir: str | os.PathLike | None = None,
     batch_size: int = 256,
+    crowding_batch: int = 64,
 ) -> dict[str, Any]:
     """Every check of this module on one split (see the module docstring), as JSON-able numbers.
 
@@ -135,24 +136,31 @@ def science_report(
         hour_gain: Also evaluate R@10% under ``none`` and ``hour`` (model and oracle).
         cache_dir: Where oracle matrices are cached.
         batch_size: Encoding batch size.
+        crowding_batch: The training batch size that :func:`psm_model.fidelity.crowding` assumes
+            (the demo preset's 64).
 
     Returns:
         ``uncertainty``, ``spread``, ``hourly``, ``seasonal``, ``contrast`` and ``hour_gain``
         sections, plus ``arrays`` (per-tile rho and sum sigma^2, numpy) for whoever wants them.
     """
     from psm_model.bayes import SOUND_METADATA
-    from psm_model.evaluate import compute_oracle, embed_split, evaluate, fused_images
+    from psm_model.evaluate import compute_oracle, embed_split, evaluate, fused_images, neg_csd
 
     t0 = time.perf_counter()
     cache = Path(cache_dir) if cache_dir is not None else None
     emb = embed_split(model, data, (zoom,), batch_size)
     feats = emb.image_features[int(zoom)]
-    image_var = sum_variance(fused_images(model, feats, data, METADATA_TYPES)[1])
+    image = fused_images(model, feats, data, METADATA_TYPES)
+    image_var = sum_variance(image[1])
     audio_var = sum_variance(emb.audio[1])
+    variance = uses_variance(model)
+    model_scores = neg_csd((torch.nn.functional.normalize(image[0], dim=-1), image[1]), emb.audio, variance)
+    match = (*model.match_params(), crowding_batch) if variance else None
     oracle = compute_oracle(data, SOUND_METADATA, cache)
     out: dict[str, Any] = {"split": data.name, "n": len(data), "zoom": int(zoom), "score":
                            "-csd" if uses_variance(model) else "-csd without variances (cosine)"}
-    out["uncertainty"] = uncertainty_correlations(image_var, audio_var, oracle, true_probs(data))
+    out["uncertainty"] = uncertainty_correlations(image_var, audio_var, oracle, true_probs(data),
+                                                  model_scores, match)
     split_var = fused_sum_variance(model, feats, data.lat, data.lon, month=spread_month, hour=spread_hour,
                                    audio_source=audio_source or "aporee", caption_source=caption_source)
     out["spread"] = {"month": spread_month, "hour": spread_hour, "audio_source": audio_source or "aporee",

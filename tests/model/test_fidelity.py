@@ -18,6 +18,7 @@ from psm_model.fidelity import (
     class_phrase,
     coefficient_of_variation,
     contrast,
+    crowding,
     dominant_rows,
     entropy,
     fused_sum_variance,
@@ -242,6 +243,39 @@ def test_fused_sum_variance_is_the_sum_of_sigma2(tiny, split, features):
         dominant_rows(split, "moon")
 
 
+def test_crowding_by_hand_and_its_variance_equalisation():
+    s = -np.array([[0.0, 1.0, 3.0], [1.0, 0.5, 2.0], [3.0, 2.0, 0.2]])
+    v = np.array([1.0, 2.0, 6.0])
+    a, b, batch = 2.0, 4.0, 5
+    got = crowding(s, v, a, b, batch)
+    sig = lambda x: 1.0 / (1.0 + np.exp(-x))  # noqa: E731
+    shift = v - v.mean()
+    want = [sum(sig(a * (s[i, j] + shift[i]) + b) for j in range(3) if j != i) * (batch - 1) / 2 for i in range(3)]
+    np.testing.assert_allclose(got, want)
+    # a query's own variance moves every one of its scores alike; crowding takes it out again
+    c = np.array([1.0, -1.5, 0.5])  # more variance on a query lowers its whole row; crowding undoes that
+    np.testing.assert_allclose(crowding(s - c[:, None], v + c, a, b, batch), got)
+    with pytest.raises(ValueError, match="square"):
+        crowding(s[:2], v, a, b, batch)
+    with pytest.raises(ValueError, match="batch_size"):
+        crowding(s, v, a, b, 1)
+
+
+def test_uncertainty_correlations_with_model_scores_report_crowding():
+    rng = np.random.default_rng(4)
+    i2a, a2i, model = rng.standard_normal((3, 10, 10))
+    probs = rng.dirichlet(np.ones(4), 10)
+    v = rng.uniform(1, 2, 10)
+    u = uncertainty_correlations(v, v, {"i2a": i2a, "a2i": a2i}, probs, model, (3.0, 1.0, 8))
+    crowd = crowding(model, v, 3.0, 1.0, 8)
+    assert u["image_vs_crowding"] == pytest.approx(spearmanr(v, crowd).statistic)
+    assert u["crowding_vs_ambiguity"] == pytest.approx(spearmanr(crowd, ambiguity(i2a)).statistic)
+    assert u["model_vs_oracle_ambiguity"] == pytest.approx(spearmanr(ambiguity(model), ambiguity(i2a)).statistic)
+    assert "image_vs_crowding" not in uncertainty_correlations(v, v, {"i2a": i2a, "a2i": a2i}, probs)
+    with pytest.raises(ValueError, match="shape"):
+        uncertainty_correlations(v, v, {"i2a": i2a, "a2i": a2i}, probs, model[:3], (3.0, 1.0, 8))
+
+
 def test_science_report_on_a_tiny_model(tiny, split, tmp_path):
     r = science_report(tiny, split, tiles=6, cache_dir=tmp_path)
     assert r["n"] == len(split) and r["hourly"]["tiles"] == 6 and r["hourly"]["pairs"] == 6 * 5
@@ -250,6 +284,7 @@ def test_science_report_on_a_tiny_model(tiny, split, tmp_path):
               r["spread"]["split"]["cv_percent"], r["contrast"]["true_ratio"]):
         assert math.isfinite(v)
     assert r["contrast"]["true_ratio"] > 1  # the law's rooster crows at dawn
+    assert -1 <= r["uncertainty"]["image_vs_crowding"] <= 1 and r["uncertainty"]["mean_crowding"] > 0
     g = r["hour_gain"]
     assert g["model_gain"] == pytest.approx(g["model_hour"] - g["model_none"])
     assert r["arrays"]["hourly_rho"].shape == (6, 5)
