@@ -125,9 +125,9 @@ def markdown(results: list[dict[str, Any]], command: str) -> str:
         f"Test split of {first['n']} samples (queries = gallery), zoom {first['zoom']}, score {first['score']}. "
         "Ambiguity = share of the gallery the oracle (all metadata) scores at least as high as the true match; "
         "expected ambiguity = the same averaged over clips drawn from the image's own law "
-        "(psm_model.fidelity.expected_ambiguity). Crowding = how many non-matching clips a training batch "
+        "(psm_model.uncertainty.expected_ambiguity). Crowding = how many non-matching clips a training batch "
         "of 64 would give a match probability, with the image's own sum s2 set to the mean "
-        "(psm_model.fidelity.crowding); model ambiguity = the ambiguity of the model's own scores. "
+        "(psm_model.uncertainty.crowding); model ambiguity = the ambiguity of the model's own scores. "
         f"sum s2 = sum of sigma^2 of the fused image (all metadata) or of the clip. CV of sum s2 at month {s['month']}, "
         f"{s['hour']:02d}:00, {s['audio_source']}, over the split's tiles"
         + (f" and over the {region['n']} zoom-{region['zoom']} map tiles of the box {region['bounds']}" if region else "")

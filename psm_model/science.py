@@ -29,12 +29,12 @@ from psm_model.fidelity import (
     sweep,
     sweep_fidelity,
     true_probs,
-    uncertainty_correlations,
     uses_variance,
     variance_spread,
 )
 from psm_model.metadata import METADATA_TYPES
 from psm_model.model import PSMModel
+from psm_model.uncertainty import uncertainty_correlations
 
 # ----------------------------------------------------------------------------- hour gain
 
@@ -136,7 +136,7 @@ def science_report(
         hour_gain: Also evaluate R@10% under ``none`` and ``hour`` (model and oracle).
         cache_dir: Where oracle matrices are cached.
         batch_size: Encoding batch size.
-        crowding_batch: The training batch size that :func:`psm_model.fidelity.crowding` assumes
+        crowding_batch: The training batch size that :func:`psm_model.uncertainty.crowding` assumes
             (the demo preset's 64).
 
     Returns:

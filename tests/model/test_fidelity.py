@@ -14,13 +14,10 @@ from psm_model.evaluate import EvalResult
 from psm_model.features import SplitData
 from psm_model.fidelity import (
     Sweep,
-    ambiguity,
     class_phrase,
     coefficient_of_variation,
     contrast,
-    crowding,
     dominant_rows,
-    entropy,
     fused_sum_variance,
     is_flat,
     match_probability,
@@ -28,11 +25,11 @@ from psm_model.fidelity import (
     spearman,
     sweep,
     sweep_fidelity,
-    uncertainty_correlations,
     variance_spread,
 )
 from psm_model.fusion import MetadataBatch
 from psm_model.science import metadata_gain, pick_rows, science_report
+from psm_model.uncertainty import ambiguity, crowding, entropy, uncertainty_correlations
 from psm_model.world.landcover import LANDCOVER_CLASSES, N_LANDCOVER
 from psm_model.world.law import law
 from psm_model.world.sampler import draw_set
@@ -292,7 +289,7 @@ def test_science_report_on_a_tiny_model(tiny, split, tmp_path):
 
 
 def test_expected_ambiguity_reweights_the_gallery_by_the_query_law():
-    from psm_model.fidelity import expected_ambiguity
+    from psm_model.uncertainty import expected_ambiguity
 
     # row 0: one clip far more likely than the rest -> a clip drawn from its law is rarely tied
     # row 1: a flat law -> every clip is tied with every other: ambiguity 1
