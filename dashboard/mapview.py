@@ -14,8 +14,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-MAX_SIDE = 1600
-"""Largest raster side in cells; bigger regions are binned (mean of the tiles in a cell)."""
+from psm_db.maps.raster import MAX_SIDE, Raster, rasterise_bounds
 
 LAYERS = {
     "probability": ("Match probability", "viridis"),
@@ -61,64 +60,16 @@ class TileScores:
         return int(np.argmin(d2))
 
 
-@dataclass(frozen=True)
-class Raster:
-    """A north-up lon/lat raster: ``values[row, col]``, row 0 at ``top``; NaN where no tile."""
-
-    values: np.ndarray
-    left: float
-    top: float
-    dx: float
-    dy: float
-
-    @property
-    def extent(self) -> tuple[float, float, float, float]:
-        """(left, right, bottom, top) as matplotlib's imshow wants it."""
-        h, w = self.values.shape
-        return (self.left, self.left + w * self.dx, self.top - h * self.dy, self.top)
-
-
 def rasterise(scores: TileScores, values: np.ndarray, max_side: int = MAX_SIDE) -> Raster:
-    """Bin tile values onto a regular lon/lat grid whose cell is the typical tile size.
+    """Draw tile values onto a lon/lat raster where every tile covers its own cells.
 
-    Tiles of a region grid fall one per cell; when the region is too large for ``max_side``
-    cells a side, the cell grows and each cell holds the mean of its tiles.
+    See :func:`psm_db.maps.raster.rasterise_bounds`: the cell is the narrowest tile, large regions
+    are binned to ``max_side`` cells a side, and regions across the antimeridian are unwrapped.
 
     Raises:
         ValueError: If there are no tiles or the values do not match the tiles.
     """
-    n = len(scores)
-    values = np.asarray(values, dtype=np.float64)
-    if n == 0:
-        raise ValueError("no tiles to draw")
-    if values.shape != (n,):
-        raise ValueError(f"expected {n} values, got shape {values.shape}")
-    widths = scores.xmax - scores.xmin
-    heights = scores.ymax - scores.ymin
-    dx = float(np.median(widths)) if np.all(np.isfinite(widths)) else 0.0
-    dy = float(np.median(heights)) if np.all(np.isfinite(heights)) else 0.0
-    left, right = float(scores.xmin.min()), float(scores.xmax.max())
-    bottom, top = float(scores.ymin.min()), float(scores.ymax.max())
-    if dx <= 0 or dy <= 0:  # point-like tiles: fall back to a square-ish grid
-        side = max(1, int(math.sqrt(n)))
-        dx = max((right - left) / side, 1e-9)
-        dy = max((top - bottom) / side, 1e-9)
-    width = max(1, math.ceil((right - left) / dx - 1e-6))
-    height = max(1, math.ceil((top - bottom) / dy - 1e-6))
-    scale = max(1.0, width / max_side, height / max_side)
-    if scale > 1.0:
-        dx, dy = dx * scale, dy * scale
-        width = max(1, math.ceil((right - left) / dx - 1e-6))
-        height = max(1, math.ceil((top - bottom) / dy - 1e-6))
-    col = np.clip(((scores.lon - left) / dx).astype(np.int64), 0, width - 1)
-    row = np.clip(((top - scores.lat) / dy).astype(np.int64), 0, height - 1)
-    flat = row * width + col
-    ok = np.isfinite(values)
-    total = np.bincount(flat[ok], weights=values[ok], minlength=width * height)
-    count = np.bincount(flat[ok], minlength=width * height)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        grid = np.where(count > 0, total / np.maximum(count, 1), np.nan)
-    return Raster(grid.reshape(height, width), left, top, dx, dy)
+    return rasterise_bounds(scores.xmin, scores.ymin, scores.xmax, scores.ymax, values, max_side)
 
 
 def shared_limits(arrays: Iterable[np.ndarray]) -> tuple[float, float]:
