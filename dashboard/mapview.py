@@ -6,7 +6,6 @@ import io
 import math
 import textwrap
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 from matplotlib import colormaps
@@ -15,49 +14,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from psm_db.maps.raster import MAX_SIDE, Raster, rasterise_bounds
-
-LAYERS = {
-    "probability": ("Match probability", "viridis"),
-    "var_sum": ("Uncertainty: sum of sigma^2", "magma"),
-    "distance": ("CSD (lower is closer)", "viridis_r"),
-}
-
-
-@dataclass(frozen=True)
-class TileScores:
-    """Scores of every tile of a region for one query and one metadata condition (numpy arrays)."""
-
-    tile_id: np.ndarray
-    lon: np.ndarray
-    lat: np.ndarray
-    xmin: np.ndarray
-    ymin: np.ndarray
-    xmax: np.ndarray
-    ymax: np.ndarray
-    probability: np.ndarray
-    distance: np.ndarray
-    var_sum: np.ndarray
-    meta: dict = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return int(self.tile_id.shape[0])
-
-    def layer(self, name: str) -> np.ndarray:
-        """The values of one layer (probability, var_sum or distance)."""
-        if name not in LAYERS:
-            raise ValueError(f"unknown layer {name!r}; choose one of {', '.join(LAYERS)}")
-        return np.asarray(getattr(self, name), dtype=np.float64)
-
-    def top(self, k: int = 20) -> np.ndarray:
-        """Indices of the k most probable tiles (ties broken by tile id)."""
-        order = np.lexsort((self.tile_id, -self.probability))
-        return order[:k]
-
-    def nearest(self, lon: float, lat: float) -> int:
-        """Index of the tile whose centre is closest to (lon, lat)."""
-        coslat = math.cos(math.radians(lat))
-        d2 = ((self.lon - lon) * coslat) ** 2 + (self.lat - lat) ** 2
-        return int(np.argmin(d2))
+from psm_db.maps.scores import LAYERS, TileScores
 
 
 def rasterise(scores: TileScores, values: np.ndarray, max_side: int = MAX_SIDE) -> Raster:
