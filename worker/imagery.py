@@ -42,6 +42,10 @@ class ImagerySpec:
             or the raster's own resolution.
         size_px: Tile size at zoom 1 in pixels (Sentinel-2 tiles: 256).
         name: The name the tiles are stored under (default derived from kind and path).
+        bands: 1-based band numbers read as red, green, blue (None: bands 1-3, or band 1 three
+            times for a single-band raster).
+        min_valid: A tile is embedded only when at least this share of its pixels holds data
+            (not nodata, masked or outside the raster); the others are skipped and counted.
     """
 
     kind: str = "world"
@@ -51,7 +55,18 @@ class ImagerySpec:
     gsd: float | None = None
     size_px: int = 256
     name: str | None = None
+    bands: tuple[int, ...] | None = None
+    min_valid: float = 0.5
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.bands is not None:
+            bands = tuple(self.bands)
+            if len(bands) not in (1, 3) or any(isinstance(b, bool) or int(b) != b or b < 1 for b in bands):
+                raise ValueError(f"bands must be one or three 1-based band numbers (e.g. 4,3,2), got {self.bands!r}")
+            object.__setattr__(self, "bands", tuple(int(b) for b in bands))
+        if not 0.0 <= float(self.min_valid) <= 1.0:
+            raise ValueError(f"min_valid must lie in [0, 1], got {self.min_valid!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-compatible data."""
@@ -60,6 +75,9 @@ class ImagerySpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ImagerySpec:
         """Rebuild from :meth:`to_dict` output."""
+        data = dict(data)
+        if data.get("bands") is not None:
+            data["bands"] = tuple(data["bands"])
         return cls(**data)
 
 
@@ -75,6 +93,18 @@ class ImagerySource(Protocol):
 
     def read(self, tiles: TileSet, out_size: int) -> np.ndarray:
         """Float32 (n, 3, out_size, out_size) in [0, 1] for the tiles."""
+
+    def read_valid(self, tiles: TileSet, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """The pixels of :meth:`read` and each tile's share of pixels that hold data, ``(n,)``."""
+
+
+def is_remote(path: str) -> bool:
+    """Whether ``path`` names a remote raster GDAL reads over the network (http(s), s3, /vsi...)."""
+    return path.startswith(("http://", "https://", "s3://", "gs://", "/vsi"))
+
+
+def _gdal_path(path: str) -> str:
+    return f"/vsicurl/{path}" if path.startswith(("http://", "https://")) else path
 
 
 def open_source(spec: ImagerySpec) -> ImagerySource:
@@ -128,30 +158,55 @@ class WorldSource:
         out *= 1.0 / 255.0
         return out
 
+    def read_valid(self, tiles: TileSet, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """The rendered tiles; the renderer covers every place, so every pixel holds data."""
+        return self.read(tiles, out_size), np.ones(len(tiles), dtype=np.float64)
+
 
 # --------------------------------------------------------------------------- rasters
 
 
 @dataclass
 class _Raster:
-    path: Path
+    path: str
     crs: Any
     bounds_ll: tuple[float, float, float, float]
     res_m: float
+    bands: list[int]
+    dtype: str
+    scales: tuple[float, ...]
+    offsets: tuple[float, ...]
+
+    @property
+    def rescaled(self) -> bool:
+        """Whether the file declares a scale or offset (values are then physical, e.g. reflectance)."""
+        return any(s != 1.0 for s in self.scales) or any(o != 0.0 for o in self.offsets)
 
 
-def _scale(arr: np.ndarray, dtype: str) -> np.ndarray:
-    """Raw raster values to [0, 1]: uint8 / 255, uint16 / 10000 (reflectance), floats as they are."""
+def _scale(arr: np.ndarray, raster: _Raster) -> np.ndarray:
+    """Raw raster values to [0, 1].
+
+    A file that declares a scale and offset per band (GDAL metadata) has them applied, and the
+    physical values (reflectance) are clipped to [0, 1]. Otherwise uint8 is divided by 255,
+    (u)int16 by 10000 (reflectance counts) and floats are taken as they are.
+    """
     a = arr.astype(np.float32, copy=False)
-    if dtype == "uint8":
+    if raster.rescaled:
+        a = a * np.asarray(raster.scales, np.float32)[:, None, None] + np.asarray(raster.offsets, np.float32)[:, None, None]
+    elif raster.dtype == "uint8":
         a = a * (1.0 / 255.0)
-    elif dtype in ("uint16", "int16"):
+    elif raster.dtype in ("uint16", "int16"):
         a = a * (1.0 / 10000.0)
     return np.clip(a, 0.0, 1.0, out=a)
 
 
+def _unreadable(path: str, err: Exception) -> ValueError:
+    return ValueError(f"cannot read the imagery file {path}: {err}. The file may be truncated or corrupt; "
+                      "check it with `gdalinfo -checksum` or download it again")
+
+
 class RasterSource:
-    """A GeoTIFF/COG, or a folder of georeferenced GeoTIFF tiles (a mosaic; first file wins)."""
+    """A GeoTIFF/COG (local or remote), or a folder of georeferenced GeoTIFF tiles (first file wins)."""
 
     def __init__(self, spec: ImagerySpec) -> None:
         import rasterio
@@ -160,22 +215,28 @@ class RasterSource:
 
         if not spec.path:
             raise ValueError(f"imagery source {spec.kind} needs a path (--imagery-path)")
-        path = Path(spec.path).expanduser().resolve()
-        if spec.kind == "geotiff":
-            if not path.is_file():
-                raise FileNotFoundError(f"GeoTIFF {path} does not exist")
-            files = [path]
+        files: list[str]
+        if spec.kind == "geotiff" and is_remote(spec.path):
+            files = [spec.path]
+            label = spec.path
         else:
-            if not path.is_dir():
-                raise FileNotFoundError(f"imagery folder {path} does not exist or is not a folder")
-            files = sorted(p for p in path.iterdir() if p.suffix.lower() in RASTER_SUFFIXES)
-            if not files:
-                raise FileNotFoundError(f"imagery folder {path} holds no GeoTIFF tiles (*.tif, *.tiff)")
+            path = Path(spec.path).expanduser().resolve()
+            label = str(path)
+            if spec.kind == "geotiff":
+                if not path.is_file():
+                    raise FileNotFoundError(f"GeoTIFF {path} does not exist")
+                files = [str(path)]
+            else:
+                if not path.is_dir():
+                    raise FileNotFoundError(f"imagery folder {path} does not exist or is not a folder")
+                files = sorted(str(p) for p in path.iterdir() if p.suffix.lower() in RASTER_SUFFIXES)
+                if not files:
+                    raise FileNotFoundError(f"imagery folder {path} holds no GeoTIFF tiles (*.tif, *.tiff)")
         self.spec = spec
         self.rasters: list[_Raster] = []
         for f in files:
             try:
-                with rasterio.open(f) as ds:
+                with rasterio.open(_gdal_path(f)) as ds:
                     if ds.crs is None:
                         raise ValueError(
                             f"GeoTIFF {f} has no CRS (coordinate reference system), so its pixels cannot be "
@@ -183,16 +244,23 @@ class RasterSource:
                         )
                     if ds.count < 1:
                         raise ValueError(f"GeoTIFF {f} has no bands")
+                    bands = list(spec.bands) if spec.bands else ([1, 2, 3] if ds.count >= 3 else [1])
+                    if len(bands) == 1:
+                        bands = bands * 3
+                    if max(bands) > ds.count:
+                        raise ValueError(f"GeoTIFF {f} has {ds.count} band(s); --bands asked for {spec.bands}")
                     bl = transform_bounds(ds.crs, "EPSG:4326", *ds.bounds, densify_pts=21)
-                    res_m = _res_metres(ds)
-                    self.rasters.append(_Raster(f, ds.crs, bl, res_m))
+                    scales = tuple(float(ds.scales[b - 1] if ds.scales[b - 1] is not None else 1.0) for b in bands)
+                    offsets = tuple(float(ds.offsets[b - 1] if ds.offsets[b - 1] is not None else 0.0) for b in bands)
+                    self.rasters.append(_Raster(f, ds.crs, bl, _res_metres(ds), bands, ds.dtypes[bands[0] - 1],
+                                                scales, offsets))
             except RasterioIOError as e:
                 raise ValueError(f"cannot read {f} as a GeoTIFF: {e}") from e
         self.gsd = float(spec.gsd) if spec.gsd is not None else round(self.rasters[0].res_m, 3)
         if not self.gsd > 0:
             raise ValueError(f"gsd must be positive, got {self.gsd}")
         self.size_px = int(spec.size_px)
-        self.name = spec.name or f"{spec.kind}:{path}"
+        self.name = spec.name or f"{spec.kind}:{label}"
 
     def check(self, region: BaseGeometry, zooms: list[int]) -> None:
         """Refuse a region that no raster covers."""
@@ -205,17 +273,33 @@ class RasterSource:
 
     def read(self, tiles: TileSet, out_size: int) -> np.ndarray:
         """Read the chunk's window from each overlapping raster and reproject it per grid row."""
+        return self.read_valid(tiles, out_size)[0]
+
+    def read_valid(self, tiles: TileSet, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """The tiles' pixels (0 where no data) and each tile's share of pixels that hold data.
+
+        Nodata values, mask bands and alpha bands mark pixels without data, as does everything
+        outside the rasters.
+
+        Raises:
+            ValueError: When a file cannot be read (truncated, corrupt, unreachable), naming it.
+        """
+        from rasterio.errors import RasterioError
+
         out = np.zeros((len(tiles), 3, out_size, out_size), dtype=np.float32)
-        if len(tiles) == 0:
-            return out
         filled = np.zeros((len(tiles), out_size, out_size), dtype=bool)
+        if len(tiles) == 0:
+            return out, np.zeros(0)
         w, s, e, n = tiles.bounds()
         chunk_box = (float(w.min()), float(s.min()), float(e.max()), float(n.max()))
         for raster in self.rasters:
             if not box(*raster.bounds_ll).intersects(box(*chunk_box)):
                 continue
-            self._read_one(raster, tiles, out_size, chunk_box, out, filled)
-        return out
+            try:
+                self._read_one(raster, tiles, out_size, chunk_box, out, filled)
+            except RasterioError as err:
+                raise _unreadable(raster.path, err) from err
+        return out, filled.reshape(len(tiles), -1).mean(axis=1)
 
     def _read_one(
         self, raster: _Raster, tiles: TileSet, size: int, chunk_box: tuple[float, float, float, float],
@@ -228,7 +312,7 @@ class RasterSource:
         from rasterio.windows import Window
         from rasterio.windows import from_bounds as window_from_bounds
 
-        with rasterio.open(raster.path) as ds:
+        with rasterio.open(_gdal_path(raster.path)) as ds:
             sb = transform_bounds("EPSG:4326", ds.crs, *chunk_box, densify_pts=21)
             win = window_from_bounds(*sb, transform=ds.transform)
             col0 = max(0, math.floor(win.col_off) - 2)
@@ -243,16 +327,16 @@ class RasterSource:
             factor = max(1.0, tile_m / max(raster.res_m, 1e-9) / 2.0)
             shape_h = max(1, int(math.ceil(win.height / factor)))
             shape_w = max(1, int(math.ceil(win.width / factor)))
-            bands = [1, 2, 3] if ds.count >= 3 else [1, 1, 1]
-            arr = ds.read(bands, window=win, out_shape=(3, shape_h, shape_w),
-                          resampling=Resampling.average if factor > 1 else Resampling.nearest,
+            resampling = Resampling.average if factor > 1 else Resampling.nearest
+            arr = ds.read(raster.bands, window=win, out_shape=(3, shape_h, shape_w), resampling=resampling,
                           masked=True)
-            valid: np.ndarray = np.asarray(~np.ma.getmaskarray(arr).all(axis=0), dtype=bool)
-            data = _scale(np.ma.filled(arr, 0), ds.dtypes[0])
+            # a pixel holds data when every band read has data there (nodata, mask or alpha say not)
+            valid: np.ndarray = np.asarray(~np.ma.getmaskarray(arr).any(axis=0), dtype=bool)
+            data = _scale(np.ma.filled(arr, 0), raster)
+            data[:, ~valid] = 0.0
             src_transform = ds.window_transform(win) @ rasterio.Affine.scale(win.width / shape_w,
                                                                               win.height / shape_h)
             src_crs = ds.crs
-        single = len(self.rasters) == 1
         inv = ~src_transform
         valid_u8: np.ndarray = np.asarray(valid, dtype=np.uint8)
         rows = tiles.rows
@@ -276,12 +360,6 @@ class RasterSource:
             reproject(np.ascontiguousarray(data[:, py0:py1, px0:px1]), dst, src_transform=sub_transform,
                       src_crs=src_crs, dst_transform=dst_transform, dst_crs="EPSG:4326",
                       resampling=Resampling.bilinear)
-            if single:
-                # One raster: pixels it does not cover stay 0, which is the fill anyway.
-                for k, i in enumerate(idx):
-                    j = (int(cols[k]) - c0) * size
-                    out[i] = dst[:, :, j : j + size]
-                continue
             mask = np.zeros((size, ncol * size), dtype=np.uint8)
             reproject(np.ascontiguousarray(valid_u8[py0:py1, px0:px1]), mask, src_transform=sub_transform,
                       src_crs=src_crs, dst_transform=dst_transform, dst_crs="EPSG:4326",
