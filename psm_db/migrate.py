@@ -1,4 +1,10 @@
-"""Run the Alembic migrations from Python (``psm db upgrade`` and the test fixtures)."""
+"""Run the Alembic migrations from Python (``psm db upgrade`` and the test fixtures).
+
+The migrations ship inside the package (``psm_db/migrations``) and the Alembic config is
+built here in code, so ``psm db upgrade`` works from any install of the package, not only
+from a checkout of the repository. The ``alembic.ini`` at the root of a checkout points at
+the same folder, for the plain ``alembic`` command.
+"""
 
 from __future__ import annotations
 
@@ -11,29 +17,24 @@ from alembic.config import Config
 
 from psm_db.settings import to_sqlalchemy_url
 
-ROOT = Path(__file__).resolve().parent.parent
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+"""The Alembic script folder: env.py, script.py.mako and versions/."""
 
 
 def alembic_config(url: str) -> Config:
-    """An Alembic config for our migrations folder, pointed at ``url``."""
-    ini = ROOT / "alembic.ini"
-    if not ini.exists():
-        raise FileNotFoundError(
-            f"{ini} is missing: psm db commands run from a checkout of the repository"
-        )
-    cfg = Config(str(ini))
-    cfg.set_main_option("script_location", str(ROOT / "migrations"))
+    """An Alembic config for the package's migrations folder, pointed at ``url``."""
+    if not (MIGRATIONS / "env.py").is_file():
+        raise FileNotFoundError(f"{MIGRATIONS} has no env.py: the psm_db package is incomplete")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("path_separator", "os")
     cfg.set_main_option("sqlalchemy.url", to_sqlalchemy_url(url).replace("%", "%%"))
     return cfg
 
 
 def revision_module(filename: str) -> ModuleType:
-    """A migration file of ``migrations/versions`` loaded as a module.
-
-    Revision files start with digits, so they cannot be imported by name; a later revision
-    loads an earlier one this way to reuse (or restore) the SQL that one created.
-    """
-    path = ROOT / "migrations" / "versions" / filename
+    """A migration file of ``psm_db/migrations/versions`` loaded as a module."""
+    path = MIGRATIONS / "versions" / filename
     spec = importlib.util.spec_from_file_location(f"psm_migration_{path.stem}", path)
     if spec is None or spec.loader is None:
         raise FileNotFoundError(f"no migration file {path}")
