@@ -1,4 +1,5 @@
--- Rank the regions of a region set by an aggregate of their tiles' match probabilities.
+-- Rank the regions of a region set by an aggregate of their tiles' match probabilities to a
+-- stored query: the stored query's Gaussian ranked by psm.rank_regions_gaussian.
 CREATE OR REPLACE FUNCTION psm.rank_regions(
     p_query_id       bigint,
     p_region_set     text,
@@ -15,9 +16,7 @@ RETURNS TABLE (region_id bigint, region_name text, score double precision, tile_
 LANGUAGE plpgsql STABLE
 AS $$
 DECLARE
-    q      record;
-    cid    integer;
-    n_out  bigint;
+    q record;
 BEGIN
     PERFORM psm.check_ranking_args(p_month, p_hour, p_audio_source, p_caption_source, p_zoom, p_k);
     IF p_agg IS NULL OR p_agg NOT IN ('mean', 'max', 'share') THEN
@@ -28,48 +27,17 @@ BEGIN
         RAISE EXCEPTION 'threshold must be a probability in [0, 1], got %', coalesce(p_threshold::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT qq.model_version, qq.mu, qq.var_sum, m.embed_dim, m.match_a, m.match_b INTO q
-    FROM psm.queries qq JOIN psm.model_versions m ON m.version = qq.model_version
-    WHERE qq.id = p_query_id;
+    SELECT qq.model_version, qq.mu, qq.var INTO q
+    FROM psm.queries qq WHERE qq.id = p_query_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'no stored query with id %', coalesce(p_query_id::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Create one with: psm query embed --model MODEL --text "..."';
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM psm.region_sets s WHERE s.name = p_region_set) THEN
-        RAISE EXCEPTION 'unknown region set %', coalesce(quote_literal(p_region_set), 'NULL')
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Load one with: psm regions load FILE.geojson --set NAME';
-    END IF;
-    cid := psm.find_condition(p_month, p_hour, p_audio_source, p_caption_source);
-    IF cid IS NOT NULL THEN
-        RETURN QUERY
-        WITH scored AS (
-            SELECT r.id, r.name, e.var_sum,
-                   psm.match_probability(vector_l2_squared_distance(e.mu, q.mu) + e.var_sum + q.var_sum,
-                                         q.match_a, q.match_b) AS p
-            FROM psm.regions r
-            JOIN psm.tiles t ON t.zoom = p_zoom AND ST_Intersects(r.geom, t.centroid)
-            JOIN psm.embeddings e
-              ON e.model_version = q.model_version AND e.condition_id = cid AND e.tile_id = t.id
-            WHERE r.set_name = p_region_set)
-        SELECT s.id, s.name,
-               CASE p_agg WHEN 'mean' THEN avg(s.p)
-                          WHEN 'max' THEN max(s.p)
-                          ELSE avg((s.p >= p_threshold)::integer::double precision) END AS score,
-               count(*), avg(s.var_sum)
-        FROM scored s
-        GROUP BY s.id, s.name
-        ORDER BY 3 DESC, avg(s.p) DESC, s.name
-        LIMIT p_k;
-        GET DIAGNOSTICS n_out = ROW_COUNT;
-    END IF;
-    IF cid IS NULL OR n_out = 0 THEN
-        PERFORM psm.raise_not_embedded(q.model_version, cid, p_month, p_hour, p_audio_source,
-            p_caption_source, p_zoom,
-            (SELECT ST_Union(r.geom) FROM psm.regions r WHERE r.set_name = p_region_set),
-            'region set ' || quote_literal(p_region_set));
-    END IF;
+    RETURN QUERY
+    SELECT * FROM psm.rank_regions_gaussian(q.model_version, q.mu, q.var, p_region_set, p_month, p_hour,
+                                            p_audio_source, p_caption_source, p_zoom, p_k, p_agg,
+                                            p_threshold);
 END $$;
 COMMENT ON FUNCTION psm.rank_regions(bigint, text, integer, integer, text, text, integer, integer, text, double precision) IS
     'Regions of a set ranked by mean/max/share-above-threshold of tile match probabilities.';

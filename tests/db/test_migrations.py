@@ -193,3 +193,30 @@ def test_a_database_at_a_retired_revision_is_refused_with_what_to_do(fresh_db_ur
                          env=env, capture_output=True, text=True)
     assert out.returncode != 0 and "retired revision of the old migration chain" in out.stderr
     assert migrate.current(fresh_db_url) == "0005"
+
+
+GAUSSIAN_FORMS = {"check_query_gaussian", "rank_tiles_gaussian", "rank_regions_gaussian"}
+
+
+def test_0008_adds_the_gaussian_forms_and_its_downgrade_restores_0007(fresh_db_url):
+    migrate.upgrade(fresh_db_url, "0007")
+    with psycopg.connect(fresh_db_url) as c:
+        at_0007 = _functions(c)
+    assert not GAUSSIAN_FORMS & {f[0] for f in at_0007.values()}
+    migrate.upgrade(fresh_db_url)
+    assert migrate.current(fresh_db_url) == "0008"
+    with psycopg.connect(fresh_db_url) as c:
+        at_0008 = _functions(c)
+    assert {f[0] for f in at_0008.values()} == {f[0] for f in at_0007.values()} | GAUSSIAN_FORMS
+    # the query-id forms keep their signatures and comments but are new bodies
+    for sig in ("rank_tiles(bigint,geometry,integer,integer,text,text,integer,integer,text)",
+                "rank_regions(bigint,text,integer,integer,text,text,integer,integer,text,double precision)"):
+        assert at_0008[sig][3] == at_0007[sig][3]
+        assert at_0008[sig][2] != at_0007[sig][2] and "_gaussian(" in at_0008[sig][2]
+    for sig, f in at_0008.items():
+        if f[0] in GAUSSIAN_FORMS:
+            assert "psm_reader=X" in f[4] and "psm_writer=X" in f[4], sig
+    migrate.downgrade(fresh_db_url, "0007")
+    assert migrate.current(fresh_db_url) == "0007"
+    with psycopg.connect(fresh_db_url) as c:
+        assert _functions(c) == at_0007
