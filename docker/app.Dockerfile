@@ -11,7 +11,6 @@ COPY psm_model psm_model
 COPY psm_db psm_db
 COPY worker worker
 COPY dashboard dashboard
-COPY migrations migrations
 RUN pip install "torch==2.13.0" --index-url "$TORCH_INDEX_URL" \
     && pip install .
 EXPOSE 8501

@@ -103,6 +103,28 @@ class RankRegions(_PsmFunction):
     inherit_cache = True
 
 
+class RankTilesGaussian(_PsmFunction):
+    """``psm.rank_tiles_gaussian(model_version, mu, var, region, month, hour, audio_source, caption_source, zoom, k, method)``.
+
+    :class:`RankTiles` for a query Gaussian (``var`` is sigma^2) instead of a stored query.
+    Use :func:`rank_tiles_gaussian_table` to select from it with typed columns.
+    """
+
+    name = "rank_tiles_gaussian"
+    inherit_cache = True
+
+
+class RankRegionsGaussian(_PsmFunction):
+    """``psm.rank_regions_gaussian(model_version, mu, var, region_set, month, hour, audio_source, caption_source, zoom, k, agg, threshold)``.
+
+    :class:`RankRegions` for a query Gaussian (``var`` is sigma^2) instead of a stored query.
+    Use :func:`rank_regions_gaussian_table` to select from it with typed columns.
+    """
+
+    name = "rank_regions_gaussian"
+    inherit_cache = True
+
+
 class L2SquaredDistance(GenericFunction[float]):
     """pgvector's ``vector_l2_squared_distance(a, b)`` = ||a - b||^2 (no square root)."""
 
@@ -124,12 +146,8 @@ class ArraySend(GenericFunction[bytes]):
         super().__init__(*args, **kwargs)
 
 
-def rank_tiles_table(*args: Any) -> TableValuedAlias:
-    """``psm.rank_tiles(...)`` as a FROM item with typed columns.
-
-    Columns: tile_id, geom, distance, probability, uncertainty.
-    """
-    return RankTiles(*args).table_valued(
+def _tile_columns(fn: GenericFunction[Any]) -> TableValuedAlias:
+    return fn.table_valued(
         column("tile_id", BigInteger),
         column("geom", Geometry("POLYGON", srid=4326)),
         column("distance", Double),
@@ -139,12 +157,8 @@ def rank_tiles_table(*args: Any) -> TableValuedAlias:
     )
 
 
-def rank_regions_table(*args: Any) -> TableValuedAlias:
-    """``psm.rank_regions(...)`` as a FROM item with typed columns.
-
-    Columns: region_id, region_name, score, tile_count, uncertainty.
-    """
-    return RankRegions(*args).table_valued(
+def _region_columns(fn: GenericFunction[Any]) -> TableValuedAlias:
+    return fn.table_valued(
         column("region_id", BigInteger),
         column("region_name", Text),
         column("score", Double),
@@ -154,8 +168,35 @@ def rank_regions_table(*args: Any) -> TableValuedAlias:
     )
 
 
+def rank_tiles_table(*args: Any) -> TableValuedAlias:
+    """``psm.rank_tiles(...)`` as a FROM item with typed columns.
+
+    Columns: tile_id, geom, distance, probability, uncertainty.
+    """
+    return _tile_columns(RankTiles(*args))
+
+
+def rank_tiles_gaussian_table(*args: Any) -> TableValuedAlias:
+    """``psm.rank_tiles_gaussian(...)`` as a FROM item with the columns of :func:`rank_tiles_table`."""
+    return _tile_columns(RankTilesGaussian(*args))
+
+
+def rank_regions_table(*args: Any) -> TableValuedAlias:
+    """``psm.rank_regions(...)`` as a FROM item with typed columns.
+
+    Columns: region_id, region_name, score, tile_count, uncertainty.
+    """
+    return _region_columns(RankRegions(*args))
+
+
+def rank_regions_gaussian_table(*args: Any) -> TableValuedAlias:
+    """``psm.rank_regions_gaussian(...)`` as a FROM item with the columns of :func:`rank_regions_table`."""
+    return _region_columns(RankRegionsGaussian(*args))
+
+
 __all__ = [
     "AnnVector", "ArraySend", "Csd", "FindCondition", "L2SquaredDistance", "MatchProbability",
-    "RankRegions", "RankTiles", "Region4326", "RegionFromText", "RegionGeom", "rank_regions_table",
-    "rank_tiles_table",
+    "RankRegions", "RankRegionsGaussian", "RankTiles", "RankTilesGaussian", "Region4326",
+    "RegionFromText", "RegionGeom", "rank_regions_gaussian_table", "rank_regions_table",
+    "rank_tiles_gaussian_table", "rank_tiles_table",
 ]

@@ -292,7 +292,7 @@ class EvalMetric(Base):
 
 
 class AnnIndex(Base):
-    """An HNSW index over one (model version, condition) slice of the embeddings (migration 0003)."""
+    """An HNSW index over one (model version, condition) slice of the embeddings (baseline revision 0007)."""
 
     __tablename__ = "ann_indexes"
 

@@ -1,38 +1,9 @@
-"""Exact ranking over a region computes distances only for the region's tiles; threshold 50k.
-
-The planner could sort a whole (model, condition) slice by distance and then probe the
-region (11 s at 1M rows for a 20k-tile region); the region's tile ids are now gathered
-first through the GiST index. The exact/ANN switch moves to 50,000 candidates and can be
-changed per session with ``SET psm.exact_threshold = ...``.
-
-Revision ID: 0005
-Revises: 0004
-Create Date: 2026-11-26
-"""
-
-from alembic import op
-
-from psm_db.migrate import revision_module
-
-revision = "0005"
-down_revision = "0004"
-branch_labels = None
-depends_on = None
-
-EXACT_THRESHOLD = """
-CREATE OR REPLACE FUNCTION psm.exact_threshold() RETURNS integer
-LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT coalesce(nullif(current_setting('psm.exact_threshold', true), '')::integer, 50000) $$;
-"""
-
-OLD_EXACT_THRESHOLD = """
-CREATE OR REPLACE FUNCTION psm.exact_threshold() RETURNS integer
-LANGUAGE sql STABLE PARALLEL SAFE AS $$ SELECT 10000 $$;
-"""
-
-RANK_TILES = """
-CREATE OR REPLACE FUNCTION psm.rank_tiles(
-    p_query_id       bigint,
+-- Top-k tiles by CSD to a query Gaussian (mu, sigma^2) of a model under one metadata condition.
+-- psm.rank_tiles(query_id, ...) ranks a stored query with it.
+CREATE OR REPLACE FUNCTION psm.rank_tiles_gaussian(
+    p_model_version  text,
+    p_mu             vector,
+    p_var            vector,
     p_region         geometry DEFAULT NULL,
     p_month          integer DEFAULT NULL,
     p_hour           integer DEFAULT NULL,
@@ -71,18 +42,8 @@ BEGIN
         RAISE EXCEPTION 'method must be auto, exact or ann, got %', coalesce(quote_literal(p_method), 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT qq.model_version, qq.mu, qq.var_sum, m.embed_dim, m.match_a, m.match_b INTO q
-    FROM psm.queries qq JOIN psm.model_versions m ON m.version = qq.model_version
-    WHERE qq.id = p_query_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'no stored query with id %', coalesce(p_query_id::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Create one with: psm query embed --model MODEL --text "..."';
-    END IF;
-    IF vector_dims(q.mu) <> q.embed_dim THEN
-        RAISE EXCEPTION 'query % has % dimensions but model % embeds in %', p_query_id,
-            vector_dims(q.mu), q.model_version, q.embed_dim USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    SELECT p_model_version AS model_version, p_mu AS mu, g.var_sum, g.embed_dim, g.match_a, g.match_b
+    INTO q FROM psm.check_query_gaussian(p_model_version, p_mu, p_var) g;
     reg := psm.region_4326(p_region);
     cid := psm.find_condition(p_month, p_hour, p_audio_source, p_caption_source);
     IF cid IS NULL THEN
@@ -93,7 +54,7 @@ BEGIN
     region_clause := CASE WHEN reg IS NULL THEN '' ELSE ' AND ST_Intersects($6, t.centroid)' END;
 
     IF p_method <> 'exact' THEN
-        SELECT a.index_name, a.dim INTO idx
+        SELECT a.index_name, a.dim, a.key_type INTO idx
         FROM psm.ann_indexes a
         JOIN pg_class c ON c.relname = a.index_name
         JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'psm'
@@ -122,7 +83,7 @@ BEGIN
     END IF;
 
     IF use_ann THEN
-        PERFORM set_config('hnsw.ef_search', LEAST(GREATEST(coalesce(knob_ef, GREATEST(4 * p_k, 400)), 10), 1000)::text, true);
+        PERFORM set_config('hnsw.ef_search', LEAST(GREATEST(coalesce(knob_ef, 1000), 10), 1000)::text, true);
         -- Candidates come from the HNSW index in [mu, sqrt(var_sum)] L2 order (= CSD order),
         -- then are re-ranked by the exact CSD. Only the index dimension is formatted in.
         EXECUTE format(
@@ -132,11 +93,11 @@ BEGIN
                           vector_l2_squared_distance(e.mu, $3) + e.var_sum + $4 AS d
                    FROM psm.embeddings e JOIN psm.tiles t ON t.id = e.tile_id
                    WHERE e.model_version = $1 AND e.condition_id = $2 AND t.zoom = $5 %s
-                   ORDER BY psm.ann_vector(e.mu, e.var_sum)::vector(%s) <-> $7
-                   LIMIT $8) c', region_clause, idx.dim)
+                   ORDER BY psm.ann_vector(e.mu, e.var_sum)::%s(%s) <-> $7::%s
+                   LIMIT $8) c', region_clause, idx.key_type, idx.dim, idx.key_type)
         INTO ann_ids, ann_d, ann_var
         USING q.model_version, cid, q.mu, q.var_sum, p_zoom, reg,
-              q.mu || '[0]'::vector, LEAST(GREATEST(coalesce(knob_cand, 2 * p_k), p_k), 50000);
+              q.mu || '[0]'::vector, LEAST(GREATEST(coalesce(knob_cand, LEAST(GREATEST(coalesce(knob_ef, 1000), 10), 1000) + p_k), p_k), 50000);
         IF coalesce(cardinality(ann_ids), 0) >= p_k THEN
             RETURN QUERY
             SELECT u.id, t.geom, u.d, psm.match_probability(u.d, q.match_a, q.match_b), u.v
@@ -186,17 +147,5 @@ BEGIN
                                        p_caption_source, p_zoom, reg, NULL);
     END IF;
 END $$;
-
-"""
-
-
-def upgrade() -> None:
-    op.execute(EXACT_THRESHOLD)
-    op.execute(RANK_TILES)
-
-
-def downgrade() -> None:
-    previous = revision_module("0004_ann_knobs.py")
-    op.execute(OLD_EXACT_THRESHOLD)
-    op.execute(previous.RANK_TILES.format(ef=previous.KNOB_EF, cand=previous.KNOB_CAND,
-                                          decls=previous.KNOB_DECLS))
+COMMENT ON FUNCTION psm.rank_tiles_gaussian(text, vector, vector, geometry, integer, integer, text, text, integer, integer, text) IS
+    'Top-k tiles by CSD to a query Gaussian (model, mu, sigma^2) under a metadata condition (NULL = left out) in a region.';

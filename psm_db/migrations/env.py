@@ -1,10 +1,14 @@
-"""Alembic environment: runs our migrations against the configured database."""
+"""Alembic environment: runs our migrations against the configured database.
+
+It imports only psm_db.settings and psm_db.migrate (never psm_model): the revisions are frozen SQL.
+"""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import create_engine, pool
 
+from psm_db.migrate import check_not_retired
 from psm_db.settings import get_settings, to_sqlalchemy_url
 
 config = context.config
@@ -26,6 +30,7 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     engine = create_engine(_url(), poolclass=pool.NullPool)
     with engine.connect() as connection:
+        check_not_retired(connection)
         context.configure(connection=connection, version_table_schema="public")
         with context.begin_transaction():
             context.run_migrations()
