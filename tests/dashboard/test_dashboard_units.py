@@ -119,11 +119,11 @@ def test_audio_upload_checks():
     (b"", "is empty"),
     (b"{not json", "not valid JSON"),
     (b'{"a": 1}', "not GeoJSON"),
-    (b'{"type": "Point", "coordinates": [1, 2]}', "holds a Point, not a polygon"),
+    (b'{"type": "Point", "coordinates": [1, 2]}', "must be a Polygon or MultiPolygon, got Point"),
     (b'{"type": "Feature", "properties": {}, "geometry": {"type": "LineString", "coordinates": [[0,0],[1,1]]}}',
-     "LineString, not a polygon"),
+     "must be a Polygon or MultiPolygon, got LineString"),
     (b'{"type": "Polygon", "coordinates": [[[0,0],[1,1],[1,0],[0,1],[0,0]]]}', "not valid: Self-intersection"),
-    (b'{"type": "Polygon", "coordinates": [[[0,0],[500,0],[500,1],[0,1],[0,0]]]}', "outside longitude/latitude"),
+    (b'{"type": "Polygon", "coordinates": [[[0,0],[500,0],[500,1],[0,1],[0,0]]]}', "outside lon/lat bounds"),
     (b'{"type": "FeatureCollection", "features": []}', "holds no geometry"),
 ])
 def test_geojson_upload_checks(payload, message):
