@@ -62,7 +62,7 @@ def test_bad_geotiffs_fail_clearly(tmp_path, make, error, message):
 @pytest.mark.parametrize(
     "region, message",
     [
-        ("POLYGON((0 0, 1 1, 1 0, 0 1, 0 0))", "invalid: Self-intersection"),
+        ("POLYGON((0 0, 1 1, 1 0, 0 1, 0 0))", "not valid: Self-intersection"),
         ("POLYGON((0 0, 1 0, 1 1, 0 0", "not valid WKT"),
         ("POLYGON EMPTY", "empty"),
         ("1,1,1,2", "empty"),
@@ -74,18 +74,18 @@ def test_bad_geotiffs_fail_clearly(tmp_path, make, error, message):
 )
 def test_bad_regions(conn, region, message):
     with pytest.raises(ValueError, match=message):
-        embed.parse_region(region, conn)
+        embed.resolve_region(region, conn)
 
 
 def test_region_forms(tmp_path):
-    bbox = embed.parse_region("1,2,3,4")
+    bbox = embed.resolve_region("1,2,3,4")
     assert bbox.bounds == (1, 2, 3, 4)
     geojson = '{"type": "Polygon", "coordinates": [[[1, 2], [3, 2], [3, 4], [1, 4], [1, 2]]]}'
-    assert embed.parse_region(geojson).equals(bbox)
+    assert embed.resolve_region(geojson).equals(bbox)
     f = tmp_path / "r.geojson"
     f.write_text('{"type": "Feature", "properties": {}, "geometry": ' + geojson + "}")
-    assert embed.parse_region(str(f)).equals(bbox)
-    assert embed.parse_region("POLYGON((1 2, 3 2, 3 4, 1 4, 1 2))").equals(bbox)
+    assert embed.resolve_region(str(f)).equals(bbox)
+    assert embed.resolve_region("POLYGON((1 2, 3 2, 3 4, 1 4, 1 2))").equals(bbox)
 
 
 @pytest.mark.parametrize(
@@ -163,7 +163,7 @@ def test_stored_region_by_set_and_name(conn):
     conn.execute("INSERT INTO psm.region_sets (name) VALUES ('worker-test') ON CONFLICT DO NOTHING")
     conn.execute("INSERT INTO psm.regions (set_name, name, geom) VALUES ('worker-test', 'square',"
                  " ST_Multi(ST_MakeEnvelope(1, 2, 3, 4, 4326))) ON CONFLICT DO NOTHING")
-    geom = embed.parse_region("worker-test/square", conn)
+    geom = embed.resolve_region("worker-test/square", conn)
     assert geom.bounds == (1, 2, 3, 4)
     conn.rollback()
 
@@ -172,7 +172,7 @@ def test_stored_region_by_set_and_name(conn):
     "change, error, message",
     [
         ({"region": "POLYGON((0 0, 1 1, 1 0, 0 1, 0 0))"}, ValueError, "Self-intersection"),
-        ({"region": "POLYGON((0 0, 1 0, 0 0))"}, ValueError, "invalid|empty"),
+        ({"region": "POLYGON((0 0, 1 0, 0 0))"}, ValueError, "not valid|empty"),
         ({"region": "3,3,3,4"}, ValueError, "empty"),
         ({"region": "0,0,60,60"}, ValueError, "more than the limit"),
         ({"model_version": "0123456789abcdef"}, LookupError, "unknown model version"),
