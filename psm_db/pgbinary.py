@@ -102,10 +102,10 @@ def decode_array(payload: bytes | memoryview | None, kind: str = "f8") -> np.nda
         return np.empty(0, dtype=out_type)
     if ndim != 1:
         raise ValueError(f"decode_array reads 1-D arrays, got {ndim} dimensions")
+    if int.from_bytes(payload[4:8], "big") != 0:  # the has-NULLs flag
+        raise ValueError("decode_array cannot read arrays with NULL elements")
     n = int.from_bytes(payload[12:16], "big")
     body = np.frombuffer(payload, dtype=np.dtype([("len", ">i4"), ("v", ">" + kind)]), count=n, offset=20)
-    if n and (body["len"] < 0).any():
-        raise ValueError("decode_array cannot read arrays with NULL elements")
     return body["v"].astype(out_type)
 
 

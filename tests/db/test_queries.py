@@ -177,6 +177,19 @@ def test_region_in_another_srid_is_transformed(seed, session):
     assert [r.tile_id for r in a] == [r.tile_id for r in b] == [r.tile_id for r in c]
 
 
+def test_stored_region_by_set_and_name(seed, session):
+    by_name = ranking.rank_tiles(session=session, query_id=seed.query_id, region="squares/sq00", month=5, hour=6,
+                                 k=10)
+    by_geom = ranking.rank_tiles(session=session, query_id=seed.query_id,
+                                 region=box(LON0, LAT0, LON0 + 2, LAT0 + 2), month=5, hour=6, k=10)
+    assert [r.tile_id for r in by_name] == [r.tile_id for r in by_geom] and by_name
+    m = ranking.map_scores(session=session, query_id=seed.query_id, region="squares/sq00", month=5, hour=6)
+    assert len(m) == len(ranking.map_scores(session=session, query_id=seed.query_id,
+                                            region=box(LON0, LAT0, LON0 + 2, LAT0 + 2), month=5, hour=6))
+    with pytest.raises(ValueError, match="unknown stored region 'squares/nope'"):
+        ranking.rank_tiles(session=session, query_id=seed.query_id, region="squares/nope", month=5, hour=6)
+
+
 def test_sql_transforms_srid_and_refuses_unknown_srid(seed, conn):
     row = conn.execute(
         "SELECT count(*) FROM psm.rank_tiles(%s, ST_Transform(ST_MakeEnvelope(-99, 41, -98, 42, 4326), 3857),"
@@ -392,6 +405,27 @@ def test_store_query_checks_sizes_and_values(seed, session):
         catalog.store_query(session=session, model_version="00000000", kind="text", mu=good, var=good)
     with pytest.raises(ValueError, match="kind must be one of"):
         catalog.store_query(session=session, model_version=MODEL, kind="video", mu=good, var=good)
+
+
+def test_unknown_model_and_query_have_their_own_errors(seed, session):
+    from psm_db.errors import UnknownModelError, UnknownQueryError
+
+    good = np.ones(D, dtype=np.float32) / 4
+    with pytest.raises(UnknownModelError, match=f"unknown model version '00000000'; known versions: .*{MODEL}"):
+        catalog.store_query(session=session, model_version="00000000", kind="text", mu=good, var=good)
+    with pytest.raises(UnknownModelError):
+        ranking.condition_scores("00000000", good, good, None, month=None, hour=None, audio_source=None,
+                                 caption_source=None, zoom=1, session=session)
+    with pytest.raises(UnknownModelError):
+        ranking.rank_regions_vector("00000000", good, good, "squares", month=None, hour=None, audio_source=None,
+                                    caption_source=None, zoom=1, session=session)
+    with pytest.raises(UnknownModelError):
+        ann.build_ann_index(engine=seed.engine, model_version="00000000", condition_id=seed.cond_a)
+    with pytest.raises(UnknownQueryError, match="no stored query with id 999999"):
+        ranking.map_scores(session=session, query_id=999_999)
+    with pytest.raises(UnknownQueryError):
+        catalog.stored_query_gaussian(999_999, session=session)
+    assert issubclass(UnknownModelError, LookupError) and issubclass(UnknownQueryError, LookupError)
 
 
 def test_unknown_region_set(seed, session):
