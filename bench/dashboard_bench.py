@@ -172,7 +172,7 @@ def breakdown(url: str, version: str) -> dict[str, float]:
     from sqlalchemy.orm import Session
 
     from dashboard import mapview
-    from psm_db import queries_dashboard as qd
+    from psm_db import ranking
     from psm_db.engine import make_engine
     from psm_model import load_checkpoint
 
@@ -187,15 +187,15 @@ def breakdown(url: str, version: str) -> dict[str, float]:
         region = shapely.box(WEST - 1, SOUTH - 1, 0, 60)
         parts = {}
         t = time.perf_counter()
-        tiles = qd.region_tiles(region, 1, session=sess)
+        tiles = ranking.region_tiles(region, 1, session=sess)
         parts["region grid (psm_db, cached per region, loaded when the region is chosen)"] = time.perf_counter() - t
         t = time.perf_counter()
-        c = qd.condition_scores(version, mu, var, region, month=5, hour=HOURS[0], audio_source="inaturalist",
+        c = ranking.condition_scores(version, mu, var, region, month=5, hour=HOURS[0], audio_source="inaturalist",
                                 caption_source=None, zoom=1, tile_ids=tiles["tile_id"], session=sess)
-        a = qd.join_scores(tiles, c)
+        a = ranking.join_scores(tiles, c)
         parts["scores of one condition (psm_db, 100k rows)"] = time.perf_counter() - t
         t = time.perf_counter()
-        qd.rank_regions_vector(version, mu, var, "bench", month=5, hour=HOURS[0], audio_source="inaturalist",
+        ranking.rank_regions_vector(version, mu, var, "bench", month=5, hour=HOURS[0], audio_source="inaturalist",
                                caption_source=None, zoom=1, session=sess)
         parts["rank_regions (after the image)"] = time.perf_counter() - t
     scores = mapview.TileScores(a["tile_id"], a["lon"], a["lat"], a["xmin"], a["ymin"], a["xmax"], a["ymax"],

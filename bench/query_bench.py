@@ -324,8 +324,8 @@ def _sizes(url: str) -> dict:
 
 
 def cmd_index(args: argparse.Namespace) -> None:
+    from psm_db.ann import build_ann_index
     from psm_db.engine import make_engine
-    from psm_db.queries import build_ann_index
 
     _, url = _urls()
     engine = make_engine(url)
@@ -558,11 +558,11 @@ def _faiss(args, out, mu, var_sum, tile_ids, q_mu, q_vs, truth, truth_kth, k) ->
 
 def _whole_map(args, out, url, n, qids) -> None:
 
-    # whole map: ~100k tiles from a stored query to numpy arrays through psm_db.queries.map_scores
+    # whole map: ~100k tiles from a stored query to numpy arrays through psm_db.ranking.map_scores
     from shapely.geometry import box
     from sqlalchemy.orm import Session
 
-    from psm_db import queries
+    from psm_db import ranking
     from psm_db.engine import make_engine
 
     rows, cols = grid_shape(n)
@@ -574,10 +574,10 @@ def _whole_map(args, out, url, n, qids) -> None:
         for i in range(args.map_repeats):
             # a different region each round, so "cold" also finds the tiles cold in the database
             region = box(-100.0 + 0.37 * i, 35.0 - 0.21 * i, -100.0 + 0.37 * i + w, 35.0 - 0.21 * i + h)
-            queries._LAYOUTS.clear()
+            ranking.stored._LAYOUTS.clear()
             for j, times in enumerate((cold, warm, warm)):
                 t0 = time.perf_counter()
-                m = queries.map_scores(session=s, query_id=qids[(3 * i + j) % len(qids)], region=region,
+                m = ranking.map_scores(session=s, query_id=qids[(3 * i + j) % len(qids)], region=region,
                                        month=5, hour=6)
                 times.append(time.perf_counter() - t0)
                 m_len = len(m)

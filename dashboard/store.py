@@ -1,7 +1,7 @@
-"""Cached data access for the pages: the reader engine, psm_db.queries calls, models and encoders.
+"""Cached data access for the pages: the reader engine, psm_db.catalog / psm_db.ranking calls, models and encoders.
 
-Every database read goes through ``psm_db.queries`` (or ``psm_db.queries_dashboard`` for the
-reads it does not offer) on the read-only role (``settings.reader_url``). Query results are
+Every database read goes through ``psm_db.catalog`` (listings) or ``psm_db.ranking`` (scores)
+on the read-only role (``settings.reader_url``). Query results are
 cached with ``st.cache_data``; the engine and the models with ``st.cache_resource``.
 """
 
@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from dashboard.mapview import TileScores
-from psm_db import queries_dashboard as qd
+from psm_db import catalog, ranking
 from psm_db.engine import make_engine
 from psm_db.settings import get_settings
 
@@ -68,13 +68,6 @@ def cached(**cache_kwargs: Any) -> Callable[[Callable[..., T]], Callable[..., T]
     return deco
 
 
-def _queries() -> Any:
-    """``psm_db.queries`` (imported lazily so a page still loads while it is being rebuilt)."""
-    from psm_db import queries
-
-    return queries
-
-
 # ----------------------------------------------------------------------------- listings
 
 
@@ -82,7 +75,7 @@ def _queries() -> Any:
 def models(db_url: str) -> list[dict[str, Any]]:
     """Registered model versions, newest first, as plain dicts."""
     with session() as s:
-        rows = _queries().list_models(session=s)
+        rows = catalog.list_models(session=s)
         return [
             {c: getattr(m, c) for c in ("version", "name", "preset", "loss", "embed_dim", "feature_dim",
                                         "match_a", "match_b", "checkpoint_path", "config", "metrics",
@@ -95,7 +88,7 @@ def models(db_url: str) -> list[dict[str, Any]]:
 def region_sets(db_url: str) -> list[dict[str, Any]]:
     """Loaded region sets: name, description, source, regions."""
     with session() as s:
-        return [r.__dict__.copy() for r in _queries().list_region_sets(session=s)]
+        return [r.__dict__.copy() for r in catalog.list_region_sets(session=s)]
 
 
 @cached(ttl=300, show_spinner=False)
@@ -105,21 +98,21 @@ def regions(db_url: str, set_name: str) -> list[tuple[int, str, Any]]:
 
     with session() as s:
         return [(int(r.id), str(r.name), to_shape(r.geom))
-                for r in _queries().list_regions(session=s, region_set=set_name)]
+                for r in catalog.list_regions(session=s, region_set=set_name)]
 
 
 @cached(ttl=30, show_spinner=False)
 def conditions(db_url: str, model_version: str) -> list[dict[str, Any]]:
     """The conditions embedded for a model with their tile counts."""
     with session() as s:
-        return [c.__dict__.copy() for c in _queries().list_conditions(session=s, model_version=model_version)]
+        return [c.__dict__.copy() for c in catalog.list_conditions(session=s, model_version=model_version)]
 
 
 @cached(ttl=60, show_spinner=False)
 def zooms(db_url: str) -> list[int]:
     """Zoom levels that have tiles."""
     with session() as s:
-        return qd.tile_zooms(session=s)
+        return catalog.tile_zooms(session=s)
 
 
 @cached(ttl=30, show_spinner=False)
@@ -128,7 +121,7 @@ def stored_queries(db_url: str, model_version: str) -> list[dict[str, Any]]:
     with session() as s:
         return [
             {"id": q.id, "name": q.name, "kind": q.kind, "text": q.text, "audio_name": q.audio_name}
-            for q in _queries().list_queries(session=s, model_version=model_version)
+            for q in catalog.list_queries(session=s, model_version=model_version)
         ]
 
 
@@ -138,14 +131,14 @@ def region_tile_count(db_url: str, region_wkt: str | None, zoom: int) -> int:
     import shapely
 
     with session() as s:
-        return qd.count_region_tiles(shapely.from_wkt(region_wkt) if region_wkt else None, zoom, session=s)
+        return catalog.count_region_tiles(shapely.from_wkt(region_wkt) if region_wkt else None, zoom, session=s)
 
 
 @cached(ttl=60, show_spinner=False)
 def tile_detail(db_url: str, tile_id: int) -> dict[str, Any]:
     """Where and what a tile is."""
     with session() as s:
-        return qd.tile_detail(tile_id, session=s)
+        return catalog.tile_detail(tile_id, session=s)
 
 
 # ----------------------------------------------------------------------------- maps
@@ -162,7 +155,7 @@ def region_tiles(db_url: str, region_wkt: str | None, zoom: int) -> dict[str, np
     import shapely
 
     with session() as s:
-        return qd.region_tiles(shapely.from_wkt(region_wkt) if region_wkt else None, zoom, session=s)
+        return ranking.region_tiles(shapely.from_wkt(region_wkt) if region_wkt else None, zoom, session=s)
 
 
 @cached(max_entries=96, show_spinner=False)
@@ -173,7 +166,7 @@ def _condition_scores(db_url: str, model_version: str, query: QueryKey, region_w
 
     tiles = region_tiles(region_wkt, zoom)
     with session() as s:
-        return qd.condition_scores(model_version, query.mu, query.var,
+        return ranking.condition_scores(model_version, query.mu, query.var,
                                    shapely.from_wkt(region_wkt) if region_wkt else None, month=month, hour=hour,
                                    audio_source=audio_source, caption_source=caption_source, zoom=zoom,
                                    tile_ids=tiles["tile_id"], session=s)
@@ -186,7 +179,7 @@ def _stored_map_scores(db_url: str, model_version: str, query_id: int, region_wk
     import shapely
 
     with session() as s:
-        m = _queries().map_scores(session=s, query_id=query_id,
+        m = ranking.map_scores(session=s, query_id=query_id,
                                   region=shapely.from_wkt(region_wkt) if region_wkt else None, month=month,
                                   hour=hour, audio_source=audio_source, caption_source=caption_source,
                                   zoom=zoom, model_version=model_version)
@@ -199,9 +192,9 @@ def map_scores(model_version: str, query: QueryKey, region_wkt: str | None, mont
                zoom: int) -> TileScores:
     """Scores of every tile of a region for a query under one condition (cached).
 
-    A stored query is scored by ``psm_db.queries.map_scores``. An ad-hoc one (text typed or audio
+    A stored query is scored by ``psm_db.ranking.map_scores``. An ad-hoc one (text typed or audio
     uploaded here) cannot be stored on the read-only role: it is scored by its Gaussian, bound as
-    a parameter (``psm_db.queries_dashboard.condition_scores``), and joined with the region's
+    a parameter (``psm_db.ranking.condition_scores``), and joined with the region's
     tile grid, which is cached apart because it does not change with the query or the hour.
 
     Raises:
@@ -211,7 +204,7 @@ def map_scores(model_version: str, query: QueryKey, region_wkt: str | None, mont
         return _stored_map_scores(model_version, query.stored_id, region_wkt, month, hour, audio_source,
                                   caption_source, zoom)
     scores = _condition_scores(model_version, query, region_wkt, month, hour, audio_source, caption_source, zoom)
-    return _scores_from_arrays(qd.join_scores(region_tiles(region_wkt, zoom), scores))
+    return _scores_from_arrays(ranking.join_scores(region_tiles(region_wkt, zoom), scores))
 
 
 def clear_maps() -> None:
@@ -223,16 +216,16 @@ def clear_maps() -> None:
 @cached(max_entries=96, show_spinner=False)
 def rank_regions(db_url: str, model_version: str, query: QueryKey, set_name: str, month: int | None, hour: int | None,
                  audio_source: str | None, caption_source: str | None, zoom: int, k: int = 20) -> list[dict]:
-    """The top regions of a set for a query (``psm_db.queries.rank_regions`` for stored queries)."""
+    """The top regions of a set for a query (``psm_db.ranking.rank_regions`` for stored queries)."""
     with session() as s:
         if query.stored_id is not None:
-            rows = _queries().rank_regions(session=s, query_id=query.stored_id, region_set=set_name,
+            rows = ranking.rank_regions(session=s, query_id=query.stored_id, region_set=set_name,
                                            month=month, hour=hour, audio_source=audio_source,
                                            caption_source=caption_source, zoom=zoom, k=k,
                                            model_version=model_version)
             return [{"rank": i, "region": r.name, "mean probability": r.score, "tiles": r.tile_count,
                      "mean sum sigma^2": r.uncertainty} for i, r in enumerate(rows, start=1)]
-        rows = qd.rank_regions_vector(model_version, query.mu, query.var, set_name, month=month, hour=hour,
+        rows = ranking.rank_regions_vector(model_version, query.mu, query.var, set_name, month=month, hour=hour,
                                       audio_source=audio_source, caption_source=caption_source, zoom=zoom,
                                       k=k, session=s)
         return [{"rank": r["rank"], "region": r["name"], "mean probability": r["score"], "tiles": r["tiles"],
@@ -317,7 +310,7 @@ def eval_runs(db_url: str, model_version: str | None = None) -> list[dict[str, A
         return [
             {"id": r.id, "model_version": r.model_version, "dataset": r.dataset, "split": r.split,
              "config": r.config, "results": r.results, "created_at": r.created_at}
-            for r in _queries().eval_runs(session=s, model_version=model_version)
+            for r in catalog.eval_runs(session=s, model_version=model_version)
         ]
 
 
@@ -325,7 +318,7 @@ def eval_runs(db_url: str, model_version: str | None = None) -> list[dict[str, A
 def eval_metrics(db_url: str, run_id: int) -> Any:
     """Metric rows of one run (a DataFrame)."""
     with session() as s:
-        return _queries().eval_metrics_frame(session=s, run_id=run_id)
+        return catalog.eval_metrics_frame(session=s, run_id=run_id)
 
 
 JOB_FIELDS = ("id", "kind", "status", "model_version", "total", "done", "message", "error", "params",
@@ -335,20 +328,20 @@ JOB_FIELDS = ("id", "kind", "status", "model_version", "total", "done", "message
 def jobs(limit: int = 100) -> list[dict[str, Any]]:
     """Recent jobs, newest first (not cached: the Jobs page polls it)."""
     with session() as s:
-        return [{f: getattr(j, f) for f in JOB_FIELDS} for j in _queries().jobs(session=s, limit=limit)]
+        return [{f: getattr(j, f) for f in JOB_FIELDS} for j in catalog.jobs(session=s, limit=limit)]
 
 
 def job_events(job_id: Any) -> list[dict[str, Any]]:
     """Log lines of one job, oldest first (not cached)."""
     with session() as s:
-        return qd.job_events(job_id, session=s)
+        return catalog.job_events(job_id, session=s)
 
 
 @cached(ttl=30, show_spinner=False)
 def table_counts(db_url: str) -> dict[str, int]:
     """Row counts of the main tables."""
     with session() as s:
-        return qd.table_counts(session=s)
+        return catalog.table_counts(session=s)
 
 
 # ----------------------------------------------------------------------------- job submission

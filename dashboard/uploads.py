@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import io
-import json
-import math
 import re
 
 import numpy as np
-import shapely
 import soundfile as sf
-from shapely.geometry import box, shape
 from shapely.geometry.base import BaseGeometry
-from shapely.validation import explain_validity
+
+from psm_db import geometry
+from psm_db.geometry import parse_region
 
 AUDIO_TYPES = ("wav", "flac", "ogg", "mp3")
 
@@ -65,17 +63,11 @@ def read_audio(name: str, data: bytes, max_seconds: float) -> tuple[np.ndarray, 
     return mono.astype(np.float32), int(sr)
 
 
-def _check_lonlat(geom: BaseGeometry, what: str) -> None:
-    w, s, e, n = geom.bounds
-    if w < -180 or e > 180 or s < -90 or n > 90:
-        raise UploadError(
-            f"The {what} lies outside longitude/latitude bounds ({w:.4g}, {s:.4g}, {e:.4g}, {n:.4g}). "
-            "Give coordinates in EPSG:4326 (degrees), longitude first."
-        )
-
-
 def read_geojson(name: str, data: bytes) -> BaseGeometry:
     """Parse an uploaded GeoJSON (geometry, Feature or FeatureCollection) into one (Multi)Polygon.
+
+    The geometry is read by :func:`psm_db.geometry.parse_region` (a ``crs`` member is honoured
+    and transformed to lon/lat), as every other region of the project is.
 
     Raises:
         UploadError: On an empty file, invalid JSON or GeoJSON, a geometry that is not a polygon,
@@ -84,58 +76,40 @@ def read_geojson(name: str, data: bytes) -> BaseGeometry:
     if not data or not data.strip():
         raise UploadError(f"The file {name!r} is empty. Upload a GeoJSON Polygon or MultiPolygon.")
     try:
-        obj = json.loads(data.decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        text = data.decode("utf-8-sig").strip()
+    except UnicodeDecodeError as e:
         raise UploadError(f"The file {name!r} is not valid JSON: {e}. Upload a GeoJSON Polygon or MultiPolygon.") from e
-    if not isinstance(obj, dict) or "type" not in obj:
-        raise UploadError(f"The file {name!r} is JSON but not GeoJSON: it has no \"type\" member.")
-    if obj["type"] == "FeatureCollection":
-        geoms = [f.get("geometry") for f in obj.get("features") or [] if isinstance(f, dict)]
-    elif obj["type"] == "Feature":
-        geoms = [obj.get("geometry")]
-    else:
-        geoms = [obj]
-    geoms = [g for g in geoms if g]
-    if not geoms:
-        raise UploadError(f"The GeoJSON {name!r} holds no geometry. Upload a Polygon or MultiPolygon.")
-    parts = []
-    for g in geoms:
-        try:
-            geom = shape(g)
-        except Exception as e:
-            raise UploadError(f"The GeoJSON {name!r} has a geometry that cannot be read: {e}") from e
-        if geom.geom_type not in ("Polygon", "MultiPolygon"):
-            raise UploadError(
-                f"The GeoJSON {name!r} holds a {geom.geom_type}, not a polygon. The region must be a "
-                "Polygon or MultiPolygon (buffer points or lines into areas first)."
-            )
-        if geom.is_empty:
-            raise UploadError(f"The GeoJSON {name!r} holds an empty polygon.")
-        if not geom.is_valid:
-            raise UploadError(f"The polygon in {name!r} is not valid: {explain_validity(geom)}. Repair it and upload again.")
-        parts.append(geom)
-    region = shapely.union_all(parts) if len(parts) > 1 else parts[0]
-    _check_lonlat(region, f"region in {name!r}")
-    return region
+    if not text.startswith("{"):
+        raise UploadError(f"The file {name!r} is not valid JSON (it does not start with '{{'). "
+                          "Upload a GeoJSON Polygon or MultiPolygon.")
+    try:
+        return parse_region(text, files=False)
+    except ValueError as e:
+        raise UploadError(f"The region in {name!r}: {e}.") from e
 
 
 def parse_bbox(text: str) -> BaseGeometry:
-    """Parse "west, south, east, north" (degrees) into a box polygon.
+    """Parse "west, south, east, north" (degrees) into a box polygon (:func:`psm_db.geometry.parse_bbox`).
 
     Raises:
         UploadError: On anything that is not four numbers forming a non-empty lon/lat box.
     """
-    parts = [p for p in text.replace(";", ",").replace(" ", ",").split(",") if p.strip()]
-    if len(parts) != 4:
-        raise UploadError(f"Type the box as four numbers: west, south, east, north (got {text!r}).")
     try:
-        w, s, e, n = (float(p) for p in parts)
-    except ValueError as err:
-        raise UploadError(f"Type the box as four numbers: west, south, east, north (got {text!r}).") from err
-    if not all(math.isfinite(v) for v in (w, s, e, n)):
-        raise UploadError("The box coordinates must be finite numbers.")
-    if w >= e or s >= n:
-        raise UploadError(f"The box is empty: west ({w}) must be < east ({e}) and south ({s}) < north ({n}).")
-    geom = box(w, s, e, n)
-    _check_lonlat(geom, "box")
-    return geom
+        return geometry.parse_bbox(text)
+    except ValueError as e:
+        raise UploadError(f"The box: {e}.") from e
+
+
+def parse_region_text(text: str) -> BaseGeometry:
+    """A typed region: a box W,S,E,N, or a WKT / EWKT polygon (``SRID=3857;POLYGON(...)``).
+
+    Read by :func:`psm_db.geometry.parse_region`, so it means the same polygon here as on the
+    command line.
+
+    Raises:
+        UploadError: Saying what is wrong with it.
+    """
+    try:
+        return parse_region(text, files=False)
+    except ValueError as e:
+        raise UploadError(f"The region: {e}.") from e

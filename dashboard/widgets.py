@@ -13,7 +13,14 @@ from shapely.geometry.base import BaseGeometry
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from dashboard import store
-from dashboard.uploads import AUDIO_TYPES, UploadError, parse_bbox, read_audio, read_geojson
+from dashboard.uploads import (
+    AUDIO_TYPES,
+    UploadError,
+    parse_bbox,
+    parse_region_text,
+    read_audio,
+    read_geojson,
+)
 from psm_db.errors import DatabaseURLError, NotEmbeddedError
 from psm_db.settings import get_settings
 from psm_model.errors import CheckpointError
@@ -180,13 +187,13 @@ def region_picker(key: str = "region") -> RegionChoice | None:
         geom = next(g for _, n, g in regs if n == choice)
         return RegionChoice(f"{choice} ({set_name})", geom, set_name, [(choice, geom)])
     if mode == "Type a box":
-        text = st.text_input("Box: west, south, east, north (degrees)", key=f"{key}_bbox",
-                             placeholder="-91.5, 40.0, -90.0, 41.0")
+        text = st.text_input("Box: west, south, east, north (degrees), or a WKT / EWKT polygon",
+                             key=f"{key}_bbox", placeholder="-91.5, 40.0, -90.0, 41.0")
         if not text.strip():
-            st.info("Type the box's four coordinates.")
+            st.info("Type the box's four coordinates (or a polygon, e.g. SRID=3857;POLYGON((...))).")
             return None
         try:
-            geom = parse_bbox(text)
+            geom = parse_region_text(text)
         except UploadError as e:
             st.error(str(e))
             return None

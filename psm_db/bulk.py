@@ -3,26 +3,22 @@
 from __future__ import annotations
 
 import logging
-import struct
 from collections.abc import Sequence
 
 import numpy as np
 import psycopg
 
+from psm_db.errors import EmbeddingValidationError
+from psm_db.pgbinary import COPY_HEADER, COPY_TRAILER, copy_bytes, copy_payload, copy_tuples
+
 log = logging.getLogger(__name__)
 
-COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
-COPY_TRAILER = struct.pack(">h", -1)
 PLAIN_ROW_LIMIT = 7_800
 """Staging rows smaller than this (bytes) are kept inline (STORAGE PLAIN): no TOAST work."""
 
 
 STAGING_TEMP_BUFFERS = "256MB"
 """Session-local buffers for the staging tables (PostgreSQL's default of 8 MB spills to disk)."""
-
-
-class EmbeddingValidationError(ValueError):
-    """A batch of vectors is not fit to store (NaN, wrong dimension, sigma^2 not positive)."""
 
 
 # --------------------------------------------------------------------------- validation
@@ -73,15 +69,6 @@ def check_gaussians(
 # --------------------------------------------------------------------------- COPY encoding
 
 
-def _vec_fields(prefix: str, dim: int) -> list[tuple[str, str] | tuple[str, str, tuple[int]]]:
-    return [
-        (f"{prefix}_len", ">i4"),
-        (f"{prefix}_dim", ">i2"),
-        (f"{prefix}_unused", ">i2"),
-        (prefix, ">f4", (dim,)),
-    ]
-
-
 def encode_embedding_rows(
     condition_ids: np.ndarray, tile_ids: np.ndarray, mu: np.ndarray, var: np.ndarray, var_sum: np.ndarray
 ) -> bytes:
@@ -92,50 +79,13 @@ def encode_embedding_rows(
 def _embedding_tuples(
     condition_ids: np.ndarray, tile_ids: np.ndarray, mu: np.ndarray, var: np.ndarray, var_sum: np.ndarray
 ) -> bytes:
-    n, dim = mu.shape
-    dtype = np.dtype(
-        [("nfields", ">i2"), ("c_len", ">i4"), ("c", ">i4"), ("t_len", ">i4"), ("t", ">i8")]
-        + _vec_fields("mu", dim)
-        + _vec_fields("var", dim)
-        + [("s_len", ">i4"), ("s", ">f8")]
-    )
-    rows = np.empty(n, dtype=dtype)
-    rows["nfields"] = 5
-    rows["c_len"] = 4
-    rows["c"] = condition_ids
-    rows["t_len"] = 8
-    rows["t"] = tile_ids
-    for name, values in (("mu", mu), ("var", var)):
-        rows[f"{name}_len"] = 4 + 4 * dim
-        rows[f"{name}_dim"] = dim
-        rows[f"{name}_unused"] = 0
-        rows[name] = values
-    rows["s_len"] = 8
-    rows["s"] = var_sum
-    return rows.tobytes()
+    return copy_tuples([("int4", condition_ids), ("int8", tile_ids), ("vector", mu), ("vector", var),
+                        ("float8", var_sum)], len(tile_ids))
 
 
 def encode_feature_rows(tile_ids: np.ndarray, features: np.ndarray) -> bytes:
     """Encode rows (tile_id int8, features vector) as COPY BINARY."""
-    n, dim = features.shape
-    dtype = np.dtype([("nfields", ">i2"), ("t_len", ">i4"), ("t", ">i8")] + _vec_fields("f", dim))
-    rows = np.empty(n, dtype=dtype)
-    rows["nfields"] = 2
-    rows["t_len"] = 8
-    rows["t"] = tile_ids
-    rows["f_len"] = 4 + 4 * dim
-    rows["f_dim"] = dim
-    rows["f_unused"] = 0
-    rows["f"] = features
-    return COPY_HEADER + rows.tobytes() + COPY_TRAILER
-
-
-def copy_bytes(conn: psycopg.Connection, sql: str, payload: bytes, block: int = 1 << 20) -> None:
-    """Stream an already-encoded COPY BINARY payload with ``sql`` (a COPY ... FROM STDIN)."""
-    view = memoryview(payload)
-    with conn.cursor() as cur, cur.copy(sql) as copy:
-        for start in range(0, len(view), block):
-            copy.write(view[start : start + block])
+    return copy_payload([("int8", tile_ids), ("vector", features)], len(tile_ids))
 
 
 # --------------------------------------------------------------------------- staging tables

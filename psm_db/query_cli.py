@@ -96,8 +96,8 @@ def embed(
     name: str | None = typer.Option(None, "--name", help="A label for the stored query."),
 ) -> None:
     """Encode a text and/or audio query with a model, store its Gaussian, print its id."""
+    from psm_db.catalog import store_query
     from psm_db.engine import session_scope
-    from psm_db.queries import store_query
     from psm_model import load_checkpoint
 
     try:
@@ -127,8 +127,9 @@ def index(
     memory: str | None = typer.Option(None, "--memory", help="maintenance_work_mem, e.g. 4GB (default: fits the graph)."),
 ) -> None:
     """Build the HNSW index of one (model, condition), or of every embedded condition."""
+    from psm_db.ann import build_ann_index
+    from psm_db.catalog import list_conditions
     from psm_db.functions import FindCondition
-    from psm_db.queries import build_ann_index, list_conditions
 
     try:
         version = _resolve_model(model).version
@@ -154,7 +155,7 @@ def index(
 @query_app.command("list")
 def list_cmd(model: str | None = typer.Option(None, "--model")) -> None:
     """List stored queries."""
-    from psm_db.queries import list_queries
+    from psm_db.catalog import list_queries
 
     version = _resolve_model(model).version if model else None
     table = Table("id", "model", "kind", "name", "text", "audio")
@@ -179,7 +180,7 @@ def rank(
     agg: str = typer.Option("mean", "--agg", help="Region aggregate: mean, max or share."),
 ) -> None:
     """Print the top tiles (or regions of a set) for a stored query."""
-    from psm_db.queries import rank_regions, rank_tiles
+    from psm_db.ranking import rank_regions, rank_tiles
 
     try:
         with Session(_engine()) as session:
@@ -231,7 +232,7 @@ def load(
 @regions_app.command("list")
 def list_sets() -> None:
     """List the loaded region sets."""
-    from psm_db.queries import list_region_sets
+    from psm_db.catalog import list_region_sets
 
     table = Table("set", "regions", "source", "description")
     with Session(_engine()) as session:

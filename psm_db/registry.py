@@ -1,37 +1,34 @@
-"""Model versions: register a checkpoint in psm.model_versions and look versions up."""
+"""Model versions: register a checkpoint in psm.model_versions and look versions up.
+
+These take a psycopg connection (the worker's) and return :class:`psm_db.models.ModelVersion`
+rows, detached from any session; the columns are the ORM mapping's.
+"""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 
+from psm_db.errors import UnknownModelError
+from psm_db.models import ModelVersion
+
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class ModelVersion:
-    """A registered model version (one row of psm.model_versions)."""
-
-    version: str
-    name: str
-    preset: str
-    loss: str
-    embed_dim: int
-    feature_dim: int
-    match_a: float
-    match_b: float
-    checkpoint_path: str
-    config: dict[str, Any]
-    metrics: dict[str, Any]
+_NAMES = tuple(c.name for c in ModelVersion.__table__.columns)
+_COLUMNS = ", ".join(_NAMES)
 
 
-_COLUMNS = ("version, name, preset, loss, embed_dim, feature_dim, match_a, match_b, "
-            "checkpoint_path, config, metrics")
+def _model(row: tuple[Any, ...]) -> ModelVersion:
+    return ModelVersion(**dict(zip(_NAMES, row, strict=True)))
+
+
+def like_prefix(prefix: str) -> str:
+    """A LIKE pattern matching the strings that start with ``prefix`` (``%``, ``_`` and backslash escaped)."""
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 def register_model(
@@ -66,52 +63,56 @@ def register_model(
     feature_dim = int(feats.shape[-1])
     a, b = model.match_params()
     all_metrics = {**(info.get("metrics") or {}), **(metrics or {})}
+    values: dict[str, Any] = {
+        "version": info["version"],
+        "name": name or f"{info.get('preset') or cfg.preset}-{info['version'][:8]}",
+        "preset": info.get("preset") or cfg.preset,
+        "loss": cfg.loss,
+        "embed_dim": int(cfg.embed_dim),
+        "feature_dim": feature_dim,
+        "match_a": float(a),
+        "match_b": float(b),
+        "checkpoint_path": str(path),
+        "config": Jsonb(info.get("config") or cfg.to_dict()),
+        "metrics": Jsonb(all_metrics),
+    }
     row = conn.execute(
-        f"INSERT INTO psm.model_versions ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+        f"INSERT INTO psm.model_versions ({', '.join(values)}) VALUES ({', '.join(['%s'] * len(values))}) "
         "ON CONFLICT (version) DO UPDATE SET metrics = psm.model_versions.metrics || EXCLUDED.metrics, "
         "checkpoint_path = EXCLUDED.checkpoint_path "
         f"RETURNING {_COLUMNS}",
-        (
-            info["version"],
-            name or f"{info.get('preset') or cfg.preset}-{info['version'][:8]}",
-            info.get("preset") or cfg.preset,
-            cfg.loss,
-            int(cfg.embed_dim),
-            feature_dim,
-            float(a),
-            float(b),
-            str(path),
-            Jsonb(info.get("config") or cfg.to_dict()),
-            Jsonb(all_metrics),
-        ),
+        tuple(values.values()),
     ).fetchone()
     conn.commit()
     assert row is not None
-    log.info("registered model version %s (%s) from %s", row[0], row[2], path)
-    return ModelVersion(*row)
+    mv = _model(row)
+    log.info("registered model version %s (%s) from %s", mv.version, mv.preset, path)
+    return mv
 
 
 def get_model_version(conn: psycopg.Connection, version: str) -> ModelVersion:
     """The registered version ``version`` (a unique prefix of at least 8 hex digits also works).
 
+    The prefix is matched literally: LIKE wildcards in it are escaped.
+
     Raises:
-        LookupError: naming the known versions when there is no (unique) match.
+        UnknownModelError: naming the known versions when nothing matches.
+        LookupError: when a prefix matches several versions.
     """
     v = (version or "").strip().lower()
     rows = []
     if len(v) >= 8:
         rows = conn.execute(
-            f"SELECT {_COLUMNS} FROM psm.model_versions WHERE version LIKE %s ORDER BY version",
-            (v.replace("%", "").replace("_", "") + "%",),
+            f"SELECT {_COLUMNS} FROM psm.model_versions WHERE version LIKE %s ESCAPE '\\' ORDER BY version",
+            (like_prefix(v),),
         ).fetchall()
     if len(rows) == 1:
-        return ModelVersion(*rows[0])
-    known = [r[0] for r in conn.execute(
-        "SELECT version FROM psm.model_versions ORDER BY created_at DESC LIMIT 10").fetchall()]
+        return _model(rows[0])
     if len(rows) > 1:
         raise LookupError(f"model version prefix {version!r} is ambiguous: {', '.join(r[0] for r in rows)}")
-    hint = f"known versions: {', '.join(known)}" if known else "no model is registered yet (psm train or psm register-model)"
-    raise LookupError(f"unknown model version {version!r}; {hint}")
+    known = [r[0] for r in conn.execute(
+        "SELECT version FROM psm.model_versions ORDER BY created_at DESC LIMIT 10").fetchall()]
+    raise UnknownModelError.of(version, known)
 
 
 def update_metrics(conn: psycopg.Connection, version: str, metrics: dict[str, Any]) -> None:

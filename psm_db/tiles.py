@@ -21,7 +21,7 @@ import psycopg
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from psm_db.bulk import COPY_HEADER, COPY_TRAILER, copy_bytes
+from psm_db.pgbinary import copy_bytes, copy_payload
 
 EARTH_RADIUS_M = 6_371_008.8
 """Mean Earth radius (IUGG), used to turn metres into degrees on the grid's sphere."""
@@ -175,21 +175,10 @@ def grid_tiles(region: BaseGeometry, spec: GridSpec) -> TileSet:
 
 
 def _tile_rows_payload(tiles: TileSet) -> bytes:
+    """COPY BINARY rows (grid_row int4, grid_col int4, west, south, east, north float8) of ``tiles``."""
     w, s, e, n = tiles.bounds()
-    rows = np.empty(
-        len(tiles),
-        dtype=np.dtype(
-            [("nf", ">i2"), ("r_len", ">i4"), ("r", ">i4"), ("c_len", ">i4"), ("c", ">i4"),
-             ("w_len", ">i4"), ("w", ">f8"), ("s_len", ">i4"), ("s", ">f8"),
-             ("e_len", ">i4"), ("e", ">f8"), ("n_len", ">i4"), ("n", ">f8")]
-        ),
-    )
-    rows["nf"] = 6
-    rows["r_len"], rows["r"] = 4, tiles.rows
-    rows["c_len"], rows["c"] = 4, tiles.cols
-    for key, val in (("w", w), ("s", s), ("e", e), ("n", n)):
-        rows[f"{key}_len"], rows[key] = 8, val
-    return COPY_HEADER + rows.tobytes() + COPY_TRAILER
+    return copy_payload([("int4", tiles.rows), ("int4", tiles.cols), ("float8", w), ("float8", s),
+                         ("float8", e), ("float8", n)], len(tiles))
 
 
 def upsert_tiles(conn: psycopg.Connection, tiles: TileSet) -> np.ndarray:

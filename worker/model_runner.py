@@ -13,8 +13,8 @@ import numpy as np
 
 if TYPE_CHECKING:
     from psm_db.tiles import GridSpec, TileSet
-    from worker.embed import ConditionSpec
     from worker.imagery import ImagerySource
+    from worker.plan import ConditionSpec
 
 log = logging.getLogger(__name__)
 

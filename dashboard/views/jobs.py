@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import samples, store, widgets
-from dashboard.uploads import UploadError, parse_bbox
+from dashboard.uploads import UploadError, parse_region_text
 from psm_db.settings import get_settings
 
 STATUS_ICONS = {"queued": "⏳", "running": "🔄", "succeeded": "✅", "failed": "❌", "cancelled": "⛔"}
@@ -20,12 +20,13 @@ def start_embed() -> None:
     if model is None:
         return
     with st.form("embed_form"):
-        bbox = st.text_input("Region box: west, south, east, north", value="", placeholder="-91, 40, -88, 41")
+        bbox = st.text_input("Region box: west, south, east, north (or a WKT / EWKT polygon)", value="",
+                             placeholder="-91, 40, -88, 41")
         meta = widgets.metadata_picker("jobs_meta", store.conditions(model["version"]))
         submitted = st.form_submit_button("Queue embed_region", type="primary")
     if submitted:
         try:
-            region = parse_bbox(bbox)
+            region = parse_region_text(bbox)
         except UploadError as e:
             st.error(str(e))
             return

@@ -134,7 +134,7 @@ def test_map_in_a_real_browser(server, artifacts, tmp_path):
             point = tmp_path / "point.geojson"
             point.write_text('{"type": "Point", "coordinates": [-90.5, 40.5]}')
             page.locator('[data-testid="stFileUploader"] input[type="file"]').last.set_input_files(str(point))
-            expect(page.get_by_text("holds a Point, not a polygon")).to_be_visible(timeout=60_000)
+            expect(page.get_by_text("must be a Polygon or MultiPolygon, got Point")).to_be_visible(timeout=60_000)
             assert not page.locator('[data-testid="stException"]').count()
 
             # the metrics page renders its tables and plots in the browser too

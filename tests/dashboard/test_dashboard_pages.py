@@ -287,7 +287,7 @@ def test_geojson_uploads_in_the_page(dash_env):
     at.run()
     at.radio(key="region_mode").set_value("Upload GeoJSON").run()
     for data, message in ((b"{oops", "not valid JSON"),
-                          (b'{"type": "Point", "coordinates": [-90.5, 40.5]}', "holds a Point, not a polygon"),
+                          (b'{"type": "Point", "coordinates": [-90.5, 40.5]}', "must be a Polygon or MultiPolygon, got Point"),
                           (b'{"type": "Polygon", "coordinates": [[[0,0],[1,1],[1,0],[0,1],[0,0]]]}', "Self-intersection")):
         at.file_uploader(key="region_upload").set_value(("region.geojson", data, "application/geo+json")).run()
         assert not at.exception

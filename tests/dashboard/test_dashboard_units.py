@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from dashboard import exports, mapview
-from dashboard.uploads import UploadError, parse_bbox, read_audio, read_geojson
+from dashboard.uploads import UploadError, parse_bbox, parse_region_text, read_audio, read_geojson
 
 
 def _grid_scores(nx: int = 4, ny: int = 3, step: float = 0.5) -> mapview.TileScores:
@@ -119,11 +119,11 @@ def test_audio_upload_checks():
     (b"", "is empty"),
     (b"{not json", "not valid JSON"),
     (b'{"a": 1}', "not GeoJSON"),
-    (b'{"type": "Point", "coordinates": [1, 2]}', "holds a Point, not a polygon"),
+    (b'{"type": "Point", "coordinates": [1, 2]}', "must be a Polygon or MultiPolygon, got Point"),
     (b'{"type": "Feature", "properties": {}, "geometry": {"type": "LineString", "coordinates": [[0,0],[1,1]]}}',
-     "LineString, not a polygon"),
+     "must be a Polygon or MultiPolygon, got LineString"),
     (b'{"type": "Polygon", "coordinates": [[[0,0],[1,1],[1,0],[0,1],[0,0]]]}', "not valid: Self-intersection"),
-    (b'{"type": "Polygon", "coordinates": [[[0,0],[500,0],[500,1],[0,1],[0,0]]]}', "outside longitude/latitude"),
+    (b'{"type": "Polygon", "coordinates": [[[0,0],[500,0],[500,1],[0,1],[0,0]]]}', "outside lon/lat bounds"),
     (b'{"type": "FeatureCollection", "features": []}', "holds no geometry"),
 ])
 def test_geojson_upload_checks(payload, message):
@@ -146,3 +146,23 @@ def test_bbox_parsing():
                      ("0,0,200,1", "outside")):
         with pytest.raises(UploadError, match=msg):
             parse_bbox(bad)
+
+
+def test_typed_and_uploaded_regions_in_other_srids_are_transformed():
+    """The dashboard reads regions through psm_db.geometry: an EWKT SRID or a GeoJSON crs is transformed."""
+    from psm_db.geometry import parse_region
+
+    ewkt = "SRID=3857;POLYGON((1 1,2 1,2 2,1 2,1 1))"
+    expected = parse_region(ewkt)
+    typed = parse_region_text(ewkt)
+    assert typed.wkb == expected.wkb
+    w, s, e, n = typed.bounds
+    assert 8e-6 < w < e < 2e-5 and 8e-6 < s < n < 2e-5  # a square metre near (0, 0), not a degree box
+    upload = {"type": "Feature", "properties": {}, "crs": {"type": "name", "properties": {"name": "EPSG:3857"}},
+              "geometry": {"type": "Polygon", "coordinates": [[[1, 1], [2, 1], [2, 2], [1, 2], [1, 1]]]}}
+    assert read_geojson("metres.geojson", json.dumps(upload).encode()).wkb == expected.wkb
+    assert parse_region_text("-91, 40, -90, 41").bounds == (-91, 40, -90, 41)
+    for bad, msg in (("10, 20, 5", "four numbers"), ("SRID=999999;POLYGON((0 0,1 0,1 1,0 0))", "unknown SRID"),
+                     ("/etc/passwd.json", "not read here"), ("POINT(1 2)", "got Point")):
+        with pytest.raises(UploadError, match=msg):
+            parse_region_text(bad)

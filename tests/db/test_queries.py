@@ -11,7 +11,7 @@ import shapely.geometry
 import shapely.ops
 from shapely.geometry import box
 
-from psm_db import queries
+from psm_db import ann, catalog, ranking
 from psm_db.errors import NotEmbeddedError
 from psm_db.regions import load_regions
 
@@ -99,10 +99,10 @@ def seed(db_url):
     q_mu, q_var = _gaussians(rng, 1, D, centres)
     engine = make_engine(db_url)
     with Session(engine) as s, s.begin():
-        qid = queries.store_query(session=s, model_version=MODEL, kind="text", mu=q_mu[0], var=q_var[0],
+        qid = catalog.store_query(session=s, model_version=MODEL, kind="text", mu=q_mu[0], var=q_var[0],
                                   text="rooster at dawn", name="rooster")
         o_mu, o_var = _gaussians(rng, 1, 8, rng.normal(size=(3, 8)))
-        other = queries.store_query(session=s, model_version=OTHER, kind="text", mu=o_mu[0], var=o_var[0],
+        other = catalog.store_query(session=s, model_version=OTHER, kind="text", mu=o_mu[0], var=o_var[0],
                                     text="x")
         squares = {"type": "FeatureCollection", "features": [
             {"type": "Feature", "properties": {"name": f"sq{i}{j}"},
@@ -137,7 +137,7 @@ def _in(seed, geom):
 
 
 def test_rank_tiles_exact_matches_numpy(seed, session):
-    rows = queries.rank_tiles(session=session, query_id=seed.query_id, month=5, hour=6, k=25,
+    rows = ranking.rank_tiles(session=session, query_id=seed.query_id, month=5, hour=6, k=25,
                               method="exact")
     ids, d = _exact(seed, 25)
     assert [r.tile_id for r in rows] == ids.tolist()
@@ -150,7 +150,7 @@ def test_rank_tiles_exact_matches_numpy(seed, session):
 
 def test_rank_tiles_in_region_keeps_only_tiles_inside(seed, session):
     region = box(-99.0, 41.0, -98.0, 42.0)
-    rows = queries.rank_tiles(session=session, query_id=seed.query_id, region=region, month=5, hour=6, k=10)
+    rows = ranking.rank_tiles(session=session, query_id=seed.query_id, region=region, month=5, hour=6, k=10)
     ids, _ = _exact(seed, 10, _in(seed, region))
     assert [r.tile_id for r in rows] == ids.tolist()
 
@@ -170,11 +170,24 @@ def test_region_in_another_srid_is_transformed(seed, session):
     to_merc = Transformer.from_crs(4326, 3857, always_xy=True).transform
     region = box(-99.0, 41.0, -98.0, 42.0)
     merc = shapely.transform(region, to_merc, interleaved=False)
-    a = queries.rank_tiles(session=session, query_id=seed.query_id, region=region, month=5, hour=6, k=10)
-    b = queries.rank_tiles(session=session, query_id=seed.query_id, region=merc, srid=3857, month=5, hour=6, k=10)
-    c = queries.rank_tiles(session=session, query_id=seed.query_id, region=f"SRID=3857;{merc.wkt}",
+    a = ranking.rank_tiles(session=session, query_id=seed.query_id, region=region, month=5, hour=6, k=10)
+    b = ranking.rank_tiles(session=session, query_id=seed.query_id, region=merc, srid=3857, month=5, hour=6, k=10)
+    c = ranking.rank_tiles(session=session, query_id=seed.query_id, region=f"SRID=3857;{merc.wkt}",
                            month=5, hour=6, k=10)
     assert [r.tile_id for r in a] == [r.tile_id for r in b] == [r.tile_id for r in c]
+
+
+def test_stored_region_by_set_and_name(seed, session):
+    by_name = ranking.rank_tiles(session=session, query_id=seed.query_id, region="squares/sq00", month=5, hour=6,
+                                 k=10)
+    by_geom = ranking.rank_tiles(session=session, query_id=seed.query_id,
+                                 region=box(LON0, LAT0, LON0 + 2, LAT0 + 2), month=5, hour=6, k=10)
+    assert [r.tile_id for r in by_name] == [r.tile_id for r in by_geom] and by_name
+    m = ranking.map_scores(session=session, query_id=seed.query_id, region="squares/sq00", month=5, hour=6)
+    assert len(m) == len(ranking.map_scores(session=session, query_id=seed.query_id,
+                                            region=box(LON0, LAT0, LON0 + 2, LAT0 + 2), month=5, hour=6))
+    with pytest.raises(ValueError, match="unknown stored region 'squares/nope'"):
+        ranking.rank_tiles(session=session, query_id=seed.query_id, region="squares/nope", month=5, hour=6)
 
 
 def test_sql_transforms_srid_and_refuses_unknown_srid(seed, conn):
@@ -189,56 +202,56 @@ def test_sql_transforms_srid_and_refuses_unknown_srid(seed, conn):
 
 @pytest.mark.parametrize("key_type", ["halfvec", "vector"])
 def test_ann_index_gives_the_exact_order(seed, session, key_type):
-    entry = queries.build_ann_index(engine=seed.engine, model_version=MODEL, condition_id=seed.cond_a,
-                                    key_type=key_type)
+    entry = ann.build_ann_index(engine=seed.engine, model_version=MODEL, condition_id=seed.cond_a,
+                                key_type=key_type)
     assert entry.rows == len(seed.tile_ids) and entry.dim == D + 1 and entry.key_type == key_type
-    exact = queries.rank_tiles(session=session, query_id=seed.query_id, month=5, hour=6, k=50, method="exact")
-    ann = queries.rank_tiles(session=session, query_id=seed.query_id, month=5, hour=6, k=50, method="ann")
-    recall = len({r.tile_id for r in ann} & {r.tile_id for r in exact}) / 50
+    exact = ranking.rank_tiles(session=session, query_id=seed.query_id, month=5, hour=6, k=50, method="exact")
+    by_index = ranking.rank_tiles(session=session, query_id=seed.query_id, month=5, hour=6, k=50, method="ann")
+    recall = len({r.tile_id for r in by_index} & {r.tile_id for r in exact}) / 50
     assert recall >= 0.95
-    assert [r.distance for r in ann] == sorted(r.distance for r in ann)
+    assert [r.distance for r in by_index] == sorted(r.distance for r in by_index)
     # whatever the key's precision, the returned distances are the exact float32 CSD
     by_tile = {r.tile_id: r.distance for r in exact}
-    shared = [r for r in ann if r.tile_id in by_tile]
+    shared = [r for r in by_index if r.tile_id in by_tile]
     assert shared and all(r.distance == pytest.approx(by_tile[r.tile_id], rel=1e-9) for r in shared)
     # a small region is ranked exactly even when asked for the index (fallback when the walk runs out)
     small = box(-99.0, 41.0, -98.8, 41.2)
-    rows = queries.rank_tiles(session=session, query_id=seed.query_id, region=small, month=5, hour=6, k=4,
+    rows = ranking.rank_tiles(session=session, query_id=seed.query_id, region=small, month=5, hour=6, k=4,
                               method="ann")
     assert [r.tile_id for r in rows] == _exact(seed, 4, _in(seed, small))[0].tolist()
-    summary = {c.condition_id: c for c in queries.list_conditions(session=session, model_version=MODEL)}
+    summary = {c.condition_id: c for c in catalog.list_conditions(session=session, model_version=MODEL)}
     assert summary[seed.cond_a].has_ann_index and summary[seed.cond_a].tiles == len(seed.tile_ids)
     assert not summary[seed.cond_b].has_ann_index
 
 
 @pytest.mark.parametrize("key_type", ["halfvec", "vector"])
 def test_ann_plan_uses_the_partial_hnsw_index(seed, conn, key_type):
-    queries.build_ann_index(engine=seed.engine, model_version=MODEL, condition_id=seed.cond_a,
+    ann.build_ann_index(engine=seed.engine, model_version=MODEL, condition_id=seed.cond_a,
                             key_type=key_type)
     q = np.append(seed.q_mu, 0).astype(np.float32)
     plan = "\n".join(r[0] for r in conn.execute(
         f"EXPLAIN SELECT tile_id FROM psm.embeddings WHERE model_version = %s AND condition_id = %s "
         f"ORDER BY psm.ann_vector(mu, var_sum)::{key_type}({D + 1}) <-> %s::vector::{key_type} LIMIT 10",
         (MODEL, seed.cond_a, q)).fetchall())
-    assert queries.ann_index_name(MODEL, seed.cond_a) in plan
+    assert ann.ann_index_name(MODEL, seed.cond_a) in plan
 
 
 def test_ann_build_arguments_are_checked(seed):
     with pytest.raises(ValueError, match="key_type must be one of vector, halfvec"):
-        queries.build_ann_index(engine=seed.engine, model_version=MODEL, condition_id=seed.cond_a,
+        ann.build_ann_index(engine=seed.engine, model_version=MODEL, condition_id=seed.cond_a,
                                 key_type="float8")
     with pytest.raises(ValueError, match="maintenance_work_mem"):
-        queries.build_ann_index(engine=seed.engine, model_version=MODEL, condition_id=seed.cond_a,
+        ann.build_ann_index(engine=seed.engine, model_version=MODEL, condition_id=seed.cond_a,
                                 maintenance_work_mem="lots")
 
 
 def test_hnsw_build_memory_holds_the_graph():
     # 1M keys of 513 dimensions: float32 keys need about twice the memory of float16 ones
-    half = int(queries.hnsw_build_memory(1_000_000, 513, 16, "halfvec")[:-2])
-    full = int(queries.hnsw_build_memory(1_000_000, 513, 16, "vector")[:-2])
+    half = int(ann.hnsw_build_memory(1_000_000, 513, 16, "halfvec")[:-2])
+    full = int(ann.hnsw_build_memory(1_000_000, 513, 16, "vector")[:-2])
     assert 1_000_000 * 513 * 2 / 2**20 < half < full and 1_000_000 * 513 * 4 / 2**20 < full < 8192
-    assert queries.hnsw_build_memory(10, 33, 16, "vector") == "64MB"
-    assert queries.hnsw_build_memory(10**9, 513, 16, "vector") == "8192MB"
+    assert ann.hnsw_build_memory(10, 33, 16, "vector") == "64MB"
+    assert ann.hnsw_build_memory(10**9, 513, 16, "vector") == "8192MB"
 
 
 def test_rank_regions_aggregates_match_numpy(seed, session):
@@ -246,7 +259,7 @@ def test_rank_regions_aggregates_match_numpy(seed, session):
     p = _prob(d)
     thr = float(np.median(p))
     for agg, fn in (("mean", np.mean), ("max", np.max), ("share", lambda x: np.mean(x >= thr))):
-        rows = queries.rank_regions(session=session, query_id=seed.query_id, region_set="squares",
+        rows = ranking.rank_regions(session=session, query_id=seed.query_id, region_set="squares",
                                     month=5, hour=6, agg=agg, threshold=thr)
         assert len(rows) == 4
         for r in rows:
@@ -256,7 +269,7 @@ def test_rank_regions_aggregates_match_numpy(seed, session):
             assert r.score == pytest.approx(fn(p[inside]), rel=1e-4, abs=1e-12)
             assert r.uncertainty == pytest.approx(seed.var[inside].astype(np.float64).sum(1).mean(), rel=1e-5)
         assert [r.score for r in rows] == sorted((r.score for r in rows), reverse=True)
-    frame = queries.rank_regions_frame(session=session, query_id=seed.query_id, region_set="squares",
+    frame = ranking.rank_regions_frame(session=session, query_id=seed.query_id, region_set="squares",
                                        month=5, hour=6, k=2)
     assert list(frame.columns) == ["region_id", "name", "score", "tile_count", "uncertainty"]
     assert len(frame) == 2
@@ -270,7 +283,7 @@ def test_rank_regions_sql(seed, conn):
 
 def test_map_scores_returns_every_tile_as_arrays(seed, session):
     region = box(-100.0, 40.0, -99.0, 41.0)
-    m = queries.map_scores(session=session, query_id=seed.query_id, region=region, month=5, hour=6)
+    m = ranking.map_scores(session=session, query_id=seed.query_id, region=region, month=5, hour=6)
     inside = _in(seed, region)
     assert len(m) == inside.sum() == 100
     order = np.argsort(m.tile_id)
@@ -282,7 +295,7 @@ def test_map_scores_returns_every_tile_as_arrays(seed, session):
     assert m.bounds.shape == (100, 4)
     assert np.all(m.bounds[:, 0] < m.lon) and np.all(m.lon < m.bounds[:, 2])
     assert m.to_frame().shape == (100, 10)
-    everything = queries.map_scores(session=session, query_id=seed.query_id, month=5, hour=6)
+    everything = ranking.map_scores(session=session, query_id=seed.query_id, month=5, hour=6)
     assert len(everything) == len(seed.tile_ids)
 
 
@@ -292,20 +305,20 @@ def test_map_scores_returns_every_tile_as_arrays(seed, session):
 def test_condition_never_embedded_names_the_command(seed, session):
     with pytest.raises(NotEmbeddedError, match=r"no embeddings for month=7.*psm embed-region --model "
                                                + MODEL + r".*--month 7"):
-        queries.rank_tiles(session=session, query_id=seed.query_id, month=7)
+        ranking.rank_tiles(session=session, query_id=seed.query_id, month=7)
     with pytest.raises(NotEmbeddedError, match="celery -A worker embed_region"):
-        queries.rank_regions(session=session, query_id=seed.query_id, region_set="squares", month=7)
+        ranking.rank_regions(session=session, query_id=seed.query_id, region_set="squares", month=7)
     with pytest.raises(NotEmbeddedError, match="psm embed-region"):
-        queries.map_scores(session=session, query_id=seed.query_id, month=7)
+        ranking.map_scores(session=session, query_id=seed.query_id, month=7)
 
 
 def test_region_not_embedded_for_a_condition(seed, session):
     east = box(-97.0, 40.0, -96.0, 44.0)      # condition B covers the west half only
     with pytest.raises(NotEmbeddedError, match="audio_source=aporee.*zoom 1.*--audio-source aporee"):
-        queries.rank_tiles(session=session, query_id=seed.query_id, region=east, audio_source="aporee")
+        ranking.rank_tiles(session=session, query_id=seed.query_id, region=east, audio_source="aporee")
     with pytest.raises(NotEmbeddedError, match="zoom 3"):
-        queries.rank_tiles(session=session, query_id=seed.query_id, month=5, hour=6, zoom=3)
-    west = queries.rank_tiles(session=session, query_id=seed.query_id, region=box(-100, 40, -99, 41),
+        ranking.rank_tiles(session=session, query_id=seed.query_id, month=5, hour=6, zoom=3)
+    west = ranking.rank_tiles(session=session, query_id=seed.query_id, region=box(-100, 40, -99, 41),
                               audio_source="aporee", k=3)
     assert len(west) == 3
 
@@ -319,8 +332,8 @@ def test_sql_not_embedded_raises_with_hint(seed, conn):
 
 def test_session_stays_usable_after_an_error(seed, session):
     with pytest.raises(ValueError):
-        queries.rank_tiles(session=session, query_id=seed.query_id, month=13)
-    assert len(queries.rank_tiles(session=session, query_id=seed.query_id, month=5, hour=6, k=2)) == 2
+        ranking.rank_tiles(session=session, query_id=seed.query_id, month=13)
+    assert len(ranking.rank_tiles(session=session, query_id=seed.query_id, month=5, hour=6, k=2)) == 2
 
 
 # --------------------------------------------------------------------------- bad input
@@ -351,7 +364,7 @@ def test_session_stays_usable_after_an_error(seed, session):
 def test_rank_tiles_bad_input(seed, session, kwargs, message):
     args = {"session": session, "query_id": seed.query_id, "month": 5, "hour": 6, **kwargs}
     with pytest.raises(ValueError, match=message):
-        queries.rank_tiles(**args)
+        ranking.rank_tiles(**args)
 
 
 def test_sql_bad_input_messages(seed, conn):
@@ -373,34 +386,55 @@ def test_sql_bad_input_messages(seed, conn):
 
 def test_query_of_another_model_is_refused(seed, session):
     with pytest.raises(ValueError, match=f"encoded by model {OTHER} \\(8-d\\), not by {MODEL} \\(16-d\\)"):
-        queries.rank_tiles(session=session, query_id=seed.other_query_id, model_version=MODEL)
+        ranking.rank_tiles(session=session, query_id=seed.other_query_id, model_version=MODEL)
     with pytest.raises(ValueError, match="encoded by model"):
-        queries.map_scores(session=session, query_id=seed.other_query_id, model_version=MODEL)
+        ranking.map_scores(session=session, query_id=seed.other_query_id, model_version=MODEL)
     with pytest.raises(NotEmbeddedError, match=f"model {OTHER} has no embeddings"):
-        queries.rank_tiles(session=session, query_id=seed.other_query_id)
+        ranking.rank_tiles(session=session, query_id=seed.other_query_id)
 
 
 def test_store_query_checks_sizes_and_values(seed, session):
     good = np.ones(D, dtype=np.float32) / 4
     with pytest.raises(ValueError, match="sizes 8 and 8, but model .* embeds in 16"):
-        queries.store_query(session=session, model_version=MODEL, kind="text", mu=good[:8], var=good[:8])
+        catalog.store_query(session=session, model_version=MODEL, kind="text", mu=good[:8], var=good[:8])
     with pytest.raises(ValueError, match="sigma\\^2 of the query must be > 0"):
-        queries.store_query(session=session, model_version=MODEL, kind="text", mu=good, var=-good)
+        catalog.store_query(session=session, model_version=MODEL, kind="text", mu=good, var=-good)
     with pytest.raises(ValueError, match="NaN"):
-        queries.store_query(session=session, model_version=MODEL, kind="text", mu=good * np.nan, var=good)
+        catalog.store_query(session=session, model_version=MODEL, kind="text", mu=good * np.nan, var=good)
     with pytest.raises(ValueError, match="unknown model version"):
-        queries.store_query(session=session, model_version="00000000", kind="text", mu=good, var=good)
+        catalog.store_query(session=session, model_version="00000000", kind="text", mu=good, var=good)
     with pytest.raises(ValueError, match="kind must be one of"):
-        queries.store_query(session=session, model_version=MODEL, kind="video", mu=good, var=good)
+        catalog.store_query(session=session, model_version=MODEL, kind="video", mu=good, var=good)
+
+
+def test_unknown_model_and_query_have_their_own_errors(seed, session):
+    from psm_db.errors import UnknownModelError, UnknownQueryError
+
+    good = np.ones(D, dtype=np.float32) / 4
+    with pytest.raises(UnknownModelError, match=f"unknown model version '00000000'; known versions: .*{MODEL}"):
+        catalog.store_query(session=session, model_version="00000000", kind="text", mu=good, var=good)
+    with pytest.raises(UnknownModelError):
+        ranking.condition_scores("00000000", good, good, None, month=None, hour=None, audio_source=None,
+                                 caption_source=None, zoom=1, session=session)
+    with pytest.raises(UnknownModelError):
+        ranking.rank_regions_vector("00000000", good, good, "squares", month=None, hour=None, audio_source=None,
+                                    caption_source=None, zoom=1, session=session)
+    with pytest.raises(UnknownModelError):
+        ann.build_ann_index(engine=seed.engine, model_version="00000000", condition_id=seed.cond_a)
+    with pytest.raises(UnknownQueryError, match="no stored query with id 999999"):
+        ranking.map_scores(session=session, query_id=999_999)
+    with pytest.raises(UnknownQueryError):
+        catalog.stored_query_gaussian(999_999, session=session)
+    assert issubclass(UnknownModelError, LookupError) and issubclass(UnknownQueryError, LookupError)
 
 
 def test_unknown_region_set(seed, session):
     with pytest.raises(ValueError, match="unknown region set 'nowhere'.*psm regions load"):
-        queries.rank_regions(session=session, query_id=seed.query_id, region_set="nowhere", month=5, hour=6)
+        ranking.rank_regions(session=session, query_id=seed.query_id, region_set="nowhere", month=5, hour=6)
     with pytest.raises(ValueError, match="unknown region set"):
-        queries.list_regions(session=session, region_set="nowhere")
+        catalog.list_regions(session=session, region_set="nowhere")
     with pytest.raises(ValueError, match="threshold must be a probability"):
-        queries.rank_regions(session=session, query_id=seed.query_id, region_set="squares", threshold=2.0)
+        ranking.rank_regions(session=session, query_id=seed.query_id, region_set="squares", threshold=2.0)
 
 
 # --------------------------------------------------------------------------- hostile strings
@@ -419,16 +453,16 @@ HOSTILE = [
 @pytest.mark.parametrize("evil", HOSTILE)
 def test_hostile_strings_are_data(seed, session, evil):
     good = seed.q_mu
-    qid = queries.store_query(session=session, model_version=MODEL, kind="text", mu=good, var=seed.q_var,
+    qid = catalog.store_query(session=session, model_version=MODEL, kind="text", mu=good, var=seed.q_var,
                               text=evil, name=evil)
-    assert queries.get_query(session=session, query_id=qid).text == evil
+    assert catalog.get_query(session=session, query_id=qid).text == evil
     with pytest.raises(ValueError, match="unknown audio source"):
-        queries.rank_tiles(session=session, query_id=seed.query_id, audio_source=evil)
+        ranking.rank_tiles(session=session, query_id=seed.query_id, audio_source=evil)
     with pytest.raises(ValueError, match="unknown region set"):
-        queries.rank_regions(session=session, query_id=seed.query_id, region_set=evil)
+        ranking.rank_regions(session=session, query_id=seed.query_id, region_set=evil)
     with pytest.raises(ValueError):
-        queries.rank_tiles(session=session, query_id=seed.query_id, region=evil)
-    assert len(queries.rank_tiles(session=session, query_id=seed.query_id, month=5, hour=6, k=3)) == 3
+        ranking.rank_tiles(session=session, query_id=seed.query_id, region=evil)
+    assert len(ranking.rank_tiles(session=session, query_id=seed.query_id, month=5, hour=6, k=3)) == 3
 
 
 def test_tables_survive_hostile_inputs(seed, conn):
@@ -441,15 +475,15 @@ def test_tables_survive_hostile_inputs(seed, conn):
 
 
 def test_listings(seed, session):
-    assert {m.version for m in queries.list_models(session=session)} >= {MODEL, OTHER}
-    sets = {s.name: s for s in queries.list_region_sets(session=session)}
+    assert {m.version for m in catalog.list_models(session=session)} >= {MODEL, OTHER}
+    sets = {s.name: s for s in catalog.list_region_sets(session=session)}
     assert sets["squares"].regions == 4
-    assert [r.name for r in queries.list_regions(session=session, region_set="squares")] == [
+    assert [r.name for r in catalog.list_regions(session=session, region_set="squares")] == [
         "sq00", "sq01", "sq10", "sq11"]
-    assert {q.id for q in queries.list_queries(session=session, model_version=MODEL)} >= {seed.query_id}
-    assert queries.eval_runs(session=session) == [] or all(r.id for r in queries.eval_runs(session=session))
-    assert isinstance(queries.jobs(session=session, limit=5), list)
-    frame = queries.rank_tiles_frame(session=session, query_id=seed.query_id, month=5, hour=6, k=4)
+    assert {q.id for q in catalog.list_queries(session=session, model_version=MODEL)} >= {seed.query_id}
+    assert catalog.eval_runs(session=session) == [] or all(r.id for r in catalog.eval_runs(session=session))
+    assert isinstance(catalog.jobs(session=session, limit=5), list)
+    frame = ranking.rank_tiles_frame(session=session, query_id=seed.query_id, month=5, hour=6, k=4)
     assert list(frame.columns) == ["tile_id", "geom", "distance", "probability", "uncertainty"]
     assert frame["distance"].is_monotonic_increasing
 
@@ -485,16 +519,16 @@ def test_reader_can_rank_but_not_write(seed):
     reader = make_engine(_as(seed.url, "psm_reader"))
     try:
         with Session(reader) as s:
-            assert len(queries.rank_tiles(session=s, query_id=seed.query_id, month=5, hour=6, k=3)) == 3
-            assert len(queries.map_scores(session=s, query_id=seed.query_id, month=5, hour=6)) == GRID * GRID
-            assert len(queries.rank_regions(session=s, query_id=seed.query_id, region_set="squares",
+            assert len(ranking.rank_tiles(session=s, query_id=seed.query_id, month=5, hour=6, k=3)) == 3
+            assert len(ranking.map_scores(session=s, query_id=seed.query_id, month=5, hour=6)) == GRID * GRID
+            assert len(ranking.rank_regions(session=s, query_id=seed.query_id, region_set="squares",
                                             month=5, hour=6)) == 4
             with pytest.raises(Exception, match="read-only|permission denied"):
-                queries.store_query(session=s, model_version=MODEL, kind="text", mu=seed.q_mu, var=seed.q_var)
+                catalog.store_query(session=s, model_version=MODEL, kind="text", mu=seed.q_mu, var=seed.q_var)
     finally:
         reader.dispose()
     with pytest.raises(Exception, match="must be owner|permission denied"):
-        queries.build_ann_index(engine=make_engine(_as(seed.url, "psm_writer")), model_version=MODEL,
+        ann.build_ann_index(engine=make_engine(_as(seed.url, "psm_writer")), model_version=MODEL,
                                 condition_id=seed.cond_b, concurrently=False)
 
 
@@ -502,7 +536,7 @@ def test_reader_can_rank_but_not_write(seed):
 
 
 def test_ann_settings_are_honoured_and_clamped(seed, conn):
-    queries.build_ann_index(engine=seed.engine, model_version=MODEL, condition_id=seed.cond_a)
+    ann.build_ann_index(engine=seed.engine, model_version=MODEL, condition_id=seed.cond_a)
     conn.execute("SET psm.ann_ef_search = 5000")
     conn.execute("SET psm.ann_candidates = 1")
     rows = conn.execute("SELECT tile_id FROM psm.rank_tiles(%s, NULL, 5, 6, NULL, NULL, 1, 20, 'ann')",
@@ -539,7 +573,7 @@ def test_cli_rank_index_and_errors(seed, cli):
     assert out.exit_code == 1 and "month must be in 1..12" in out.output
     out = cli("index", "--model", MODEL, "--audio-source", "aporee")
     assert out.exit_code == 0, out.output
-    assert f"{queries.ann_index_name(MODEL, seed.cond_b)}: {GRID * GRID // 2} rows" in out.output
+    assert f"{ann.ann_index_name(MODEL, seed.cond_b)}: {GRID * GRID // 2} rows" in out.output
     out = cli("index", "--model", MODEL, "--month", 2)
     assert out.exit_code == 1 and "never embedded" in out.output
     out = cli("list", "--model", MODEL)
@@ -556,16 +590,16 @@ def test_embeddings_keep_mu_inline(conn):
 
 
 def test_exact_threshold_setting_switches_a_region_to_the_index(seed, conn):
-    queries.build_ann_index(engine=seed.engine, model_version=MODEL, condition_id=seed.cond_a)
+    ann.build_ann_index(engine=seed.engine, model_version=MODEL, condition_id=seed.cond_a)
     region = "POLYGON((-99 41, -98 41, -98 42, -99 42, -99 41))"
     sql = ("SELECT tile_id FROM psm.rank_tiles(%s, psm.region_from_text(%s), 5, 6, NULL, NULL, 1, 10)")
     exact = [r[0] for r in conn.execute(sql, (seed.query_id, region)).fetchall()]
     conn.execute("SET psm.exact_threshold = 5")
     assert conn.execute("SELECT psm.exact_threshold()").fetchone()[0] == 5
-    ann = [r[0] for r in conn.execute(sql, (seed.query_id, region)).fetchall()]
+    by_index = [r[0] for r in conn.execute(sql, (seed.query_id, region)).fetchall()]
     conn.execute("RESET psm.exact_threshold")
     assert exact == _exact(seed, 10, _in(seed, box(-99, 41, -98, 42)))[0].tolist()
-    assert len(set(ann) & set(exact)) >= 9
+    assert len(set(by_index) & set(exact)) >= 9
 
 
 def test_map_layout_is_cached_per_region_and_refreshed_when_tiles_arrive(fresh_db_url):
@@ -605,18 +639,18 @@ def test_map_layout_is_cached_per_region_and_refreshed_when_tiles_arrive(fresh_d
         engine = make_engine(fresh_db_url)
         try:
             with Session(engine) as s:
-                first = queries.map_scores(session=s, query_id=qid, region=region, month=5, hour=6)
-                again = queries.map_scores(session=s, query_id=qid, region=region, month=5, hour=6)
+                first = ranking.map_scores(session=s, query_id=qid, region=region, month=5, hour=6)
+                again = ranking.map_scores(session=s, query_id=qid, region=region, month=5, hour=6)
                 assert len(first) == 4
                 np.testing.assert_array_equal(np.sort(first.tile_id), np.sort(again.tile_id))
                 np.testing.assert_allclose(first.distance[np.argsort(first.tile_id)],
                                            again.distance[np.argsort(again.tile_id)])
-                west = queries.map_scores(session=s, query_id=qid, region=box(-0.1, -0.1, 1.9, 1.1),
+                west = ranking.map_scores(session=s, query_id=qid, region=box(-0.1, -0.1, 1.9, 1.1),
                                           month=5, hour=6)
                 assert len(west) == 2  # another region gets its own layout
                 s.rollback()
                 add_tile(4)
-                later = queries.map_scores(session=s, query_id=qid, region=region, month=5, hour=6)
+                later = ranking.map_scores(session=s, query_id=qid, region=region, month=5, hour=6)
                 assert len(later) == 5
                 i = int(np.argmax(later.tile_id))
                 assert later.bounds[i].tolist() == [4.0, 0.0, 5.0, 1.0] and later.lon[i] == 4.5

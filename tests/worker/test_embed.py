@@ -62,7 +62,7 @@ def test_bad_geotiffs_fail_clearly(tmp_path, make, error, message):
 @pytest.mark.parametrize(
     "region, message",
     [
-        ("POLYGON((0 0, 1 1, 1 0, 0 1, 0 0))", "invalid: Self-intersection"),
+        ("POLYGON((0 0, 1 1, 1 0, 0 1, 0 0))", "not valid: Self-intersection"),
         ("POLYGON((0 0, 1 0, 1 1, 0 0", "not valid WKT"),
         ("POLYGON EMPTY", "empty"),
         ("1,1,1,2", "empty"),
@@ -74,18 +74,18 @@ def test_bad_geotiffs_fail_clearly(tmp_path, make, error, message):
 )
 def test_bad_regions(conn, region, message):
     with pytest.raises(ValueError, match=message):
-        embed.parse_region(region, conn)
+        embed.resolve_region(region, conn)
 
 
 def test_region_forms(tmp_path):
-    bbox = embed.parse_region("1,2,3,4")
+    bbox = embed.resolve_region("1,2,3,4")
     assert bbox.bounds == (1, 2, 3, 4)
     geojson = '{"type": "Polygon", "coordinates": [[[1, 2], [3, 2], [3, 4], [1, 4], [1, 2]]]}'
-    assert embed.parse_region(geojson).equals(bbox)
+    assert embed.resolve_region(geojson).equals(bbox)
     f = tmp_path / "r.geojson"
     f.write_text('{"type": "Feature", "properties": {}, "geometry": ' + geojson + "}")
-    assert embed.parse_region(str(f)).equals(bbox)
-    assert embed.parse_region("POLYGON((1 2, 3 2, 3 4, 1 4, 1 2))").equals(bbox)
+    assert embed.resolve_region(str(f)).equals(bbox)
+    assert embed.resolve_region("POLYGON((1 2, 3 2, 3 4, 1 4, 1 2))").equals(bbox)
 
 
 @pytest.mark.parametrize(
@@ -163,7 +163,7 @@ def test_stored_region_by_set_and_name(conn):
     conn.execute("INSERT INTO psm.region_sets (name) VALUES ('worker-test') ON CONFLICT DO NOTHING")
     conn.execute("INSERT INTO psm.regions (set_name, name, geom) VALUES ('worker-test', 'square',"
                  " ST_Multi(ST_MakeEnvelope(1, 2, 3, 4, 4326))) ON CONFLICT DO NOTHING")
-    geom = embed.parse_region("worker-test/square", conn)
+    geom = embed.resolve_region("worker-test/square", conn)
     assert geom.bounds == (1, 2, 3, 4)
     conn.rollback()
 
@@ -172,7 +172,7 @@ def test_stored_region_by_set_and_name(conn):
     "change, error, message",
     [
         ({"region": "POLYGON((0 0, 1 1, 1 0, 0 1, 0 0))"}, ValueError, "Self-intersection"),
-        ({"region": "POLYGON((0 0, 1 0, 0 0))"}, ValueError, "invalid|empty"),
+        ({"region": "POLYGON((0 0, 1 0, 0 0))"}, ValueError, "not valid|empty"),
         ({"region": "3,3,3,4"}, ValueError, "empty"),
         ({"region": "0,0,60,60"}, ValueError, "more than the limit"),
         ({"model_version": "0123456789abcdef"}, LookupError, "unknown model version"),
@@ -205,3 +205,42 @@ def test_bad_input_is_refused_before_anything_is_queued_or_written(conn, model_v
     assert row[0] == "failed" and row[1].startswith("invalid request:")
     assert conn.execute("SELECT (SELECT count(*) FROM psm.tiles), (SELECT count(*) FROM psm.embeddings),"
                         " (SELECT count(*) FROM psm.tile_features)").fetchone() == before
+
+
+EWKT_3857 = "SRID=3857;POLYGON((1 1,2 1,2 2,1 2,1 1))"
+
+
+def test_ewkt_srid_is_transformed_before_planning(conn, model_version):
+    """A square metre given in EPSG:3857 is planned as that square metre, not as a 1 x 1 degree box."""
+    from psm_db.geometry import parse_region
+
+    region = embed.resolve_region(EWKT_3857, conn)
+    assert region.wkb == parse_region(EWKT_3857).wkb  # the same polygon as every other path
+    w, s, e, n = region.bounds
+    assert 8e-6 < w < e < 2e-5 and 8e-6 < s < n < 2e-5
+    request = EmbedRequest(region=EWKT_3857, model_version=model_version.version, imagery=ImagerySpec(kind="world"))
+    plan = embed.plan_job(conn, request, LIMITS)
+    assert plan.region.wkb == region.wkb
+    assert plan.total <= 4  # the tiles touching one square metre (was 97: a degree box)
+    tw, ts, te, tn = (float(np.min(b)) if i < 2 else float(np.max(b)) for i, b in enumerate(plan.tiles(0).bounds()))
+    side = plan.specs[0].dlat  # one tile, in degrees (about 0.02 here)
+    assert tw <= w and ts <= s and te >= e and tn >= n  # the tiles cover the square metre...
+    assert te - tw <= 2 * side + 1e-12 and tn - ts <= 2 * side + 1e-12  # ...and no more than it needs
+    conn.rollback()
+    # a planned job re-reads its resolved region (WKT in lon/lat) to the same polygon
+    assert embed.resolve_region(plan.region.wkt, conn).equals_exact(region, 1e-15)
+
+
+def test_model_prefix_is_matched_literally(conn, model_version):
+    from psm_db.errors import UnknownModelError
+    from psm_db.registry import get_model_version
+
+    assert get_model_version(conn, model_version.version[:10]).version == model_version.version
+    for pattern in ("%%%%%%%%", "________", model_version.version[:4] + "%%%%", model_version.version[:7] + "_",
+                    "\\\\\\\\\\\\\\\\"):
+        with pytest.raises(UnknownModelError, match="unknown model version"):
+            get_model_version(conn, pattern)
+    with pytest.raises(LookupError):  # callers catching LookupError (or ValueError) still work
+        get_model_version(conn, "%%%%%%%%")
+    with pytest.raises(ValueError):
+        get_model_version(conn, "%%%%%%%%")

@@ -1,8 +1,9 @@
-"""Read-only queries the dashboard needs that ``psm_db.queries`` does not provide.
+"""Scores of a query Gaussian bound as parameters (nothing stored: this runs on the reader role).
 
-Every function takes a keyword-only ``session`` (a SQLAlchemy session on the reader role) and
-returns plain Python / numpy values. Query vectors are bound as parameters, so nothing has to
-be written to ``psm.queries`` first: the dashboard runs on the read-only role.
+The dashboard scores typed text and uploaded audio this way. The whole-map path reads the
+columns back as binary arrays (``array_send``, :mod:`psm_db.pgbinary`) decoded into numpy, so
+a 100k-tile map costs no per-row Python work; :func:`psm_db.ranking.map_scores` reuses it for
+stored queries.
 """
 
 from __future__ import annotations
@@ -10,70 +11,21 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from geoalchemy2 import Geometry
 from pgvector.sqlalchemy import Vector
 from shapely.geometry.base import BaseGeometry
-from sqlalchemy import ARRAY, BigInteger, LargeBinary, and_, bindparam, func, literal, select
+from sqlalchemy import ARRAY, BigInteger, and_, bindparam, func, literal, select
 from sqlalchemy.orm import Session
 
+from psm_db.catalog import find_condition_id, get_model
 from psm_db.errors import NotEmbeddedError
-from psm_db.models import (
-    Condition,
-    Embedding,
-    EvalRun,
-    Job,
-    JobEvent,
-    ModelVersion,
-    Region,
-    StoredQuery,
-    Tile,
-)
+from psm_db.geometry import geometry_arg
+from psm_db.models import Embedding, ModelVersion, Region, Tile
+from psm_db.pgbinary import array_send_row, decode_array
 
 TILE_COLUMNS = ("tile_id", "lon", "lat", "xmin", "ymin", "xmax", "ymax")
 MAP_COLUMNS = (*TILE_COLUMNS, "distance", "var_sum")
 RANGE_SLACK = 4
 """condition_scores reads a tile-id range when it spans at most this many times the region's tiles."""
-
-
-def _region_expr(region: BaseGeometry | None):  # type: ignore[no-untyped-def]
-    if region is None:
-        return None
-    return func.ST_GeomFromText(bindparam("region_wkt", region.wkt), 4326, type_=Geometry(srid=4326))
-
-
-def tile_zooms(*, session: Session) -> list[int]:
-    """The zoom levels that have tiles."""
-    return [int(z) for z in session.scalars(select(Tile.zoom).distinct().order_by(Tile.zoom))]
-
-
-def find_condition_id(month: int | None, hour: int | None, audio_source: str | None,
-                      caption_source: str | None, *, session: Session) -> int | None:
-    """The id of a condition (None fields = left out), or None when it was never created."""
-    q = select(Condition.id).where(
-        Condition.month.is_not_distinct_from(month),
-        Condition.hour.is_not_distinct_from(hour),
-        Condition.audio_source.is_not_distinct_from(audio_source),
-        Condition.caption_source.is_not_distinct_from(caption_source),
-    )
-    return session.scalar(q)
-
-
-def count_region_tiles(region: BaseGeometry | None, zoom: int, *, session: Session) -> int:
-    """How many tiles at ``zoom`` have their centre in the region."""
-    q = select(func.count()).select_from(Tile).where(Tile.zoom == zoom)
-    reg = _region_expr(region)
-    if reg is not None:
-        q = q.where(func.ST_Intersects(reg, Tile.centroid))
-    return int(session.scalar(q) or 0)
-
-
-def _array_row(session: Session, sub: Any, columns: tuple[str, ...]) -> tuple[Any, ...]:
-    """One row of binary arrays (``array_send(array_agg(column))``) for the columns of a subquery.
-
-    Decoding them with numpy avoids building 100k Python row objects.
-    """
-    return session.execute(select(*(
-        func.array_send(func.array_agg(sub.c[name]), type_=LargeBinary) for name in columns))).one()
 
 
 def region_tiles(region: BaseGeometry | None, zoom: int, *, session: Session) -> dict[str, np.ndarray]:
@@ -86,14 +38,12 @@ def region_tiles(region: BaseGeometry | None, zoom: int, *, session: Session) ->
                 func.ST_YMin(Tile.geom).label("ymin"), func.ST_XMax(Tile.geom).label("xmax"),
                 func.ST_YMax(Tile.geom).label("ymax"))
          .where(Tile.zoom == zoom).order_by(Tile.id))
-    reg = _region_expr(region)
-    if reg is not None:
-        q = q.where(func.ST_Intersects(reg, Tile.centroid))
-    row = _array_row(session, q.subquery(), TILE_COLUMNS)
+    if region is not None:
+        q = q.where(func.ST_Intersects(geometry_arg(region), Tile.centroid))
+    row = array_send_row(session, q.subquery(), TILE_COLUMNS)
     if row[0] is None:
         return {name: np.empty(0, dtype=np.int64 if name == "tile_id" else np.float64) for name in TILE_COLUMNS}
-    out = {name: _binary_array(row[i], "f8") for i, name in enumerate(TILE_COLUMNS)}
-    out["tile_id"] = _binary_array(row[0], "i8")
+    out = {name: decode_array(row[i], "i8" if name == "tile_id" else "f8") for i, name in enumerate(TILE_COLUMNS)}
     order = np.argsort(out["tile_id"], kind="stable")  # array_agg keeps no order by itself
     return {k: v[order] for k, v in out.items()}
 
@@ -124,14 +74,13 @@ def condition_scores(
         Arrays ``tile_id``, ``distance``, ``var_sum``, ``probability`` (unordered).
 
     Raises:
+        UnknownModelError: On an unknown model.
         NotEmbeddedError: When the model has no embeddings for this condition in the region.
         ValueError: When the query's dimension is not the model's.
     """
     mu = np.asarray(mu, dtype=np.float32).ravel()
     var = np.asarray(var, dtype=np.float64).ravel()
-    model = session.get(ModelVersion, model_version)
-    if model is None:
-        raise LookupError(f"unknown model version {model_version!r}")
+    model = get_model(session=session, model_version=model_version)
     if mu.shape[0] != model.embed_dim:
         raise ValueError(f"query has {mu.shape[0]} dimensions but model {model_version} embeds in {model.embed_dim}")
     cid = find_condition_id(month, hour, audio_source, caption_source, session=session)
@@ -147,9 +96,8 @@ def condition_scores(
         q = (select(Embedding.tile_id.label("tile_id"), d, Embedding.var_sum.label("var_sum"))
              .where(Embedding.model_version == model_version, Embedding.condition_id == cid)
              .join(Tile, Tile.id == Embedding.tile_id).where(Tile.zoom == zoom))
-        reg = _region_expr(region)
-        if reg is not None:
-            q = q.where(func.ST_Intersects(reg, Tile.centroid))
+        if region is not None:
+            q = q.where(func.ST_Intersects(geometry_arg(region), Tile.centroid))
         out = _score_arrays(session, q, model)
     if len(out["tile_id"]) == 0:
         raise NotEmbeddedError(f"model {model_version} has no embeddings for {label} in this region")
@@ -193,12 +141,12 @@ def scores_for_tiles(
 
 def _score_arrays(session: Session, q: Any, model: ModelVersion) -> dict[str, np.ndarray]:
     """Run a (tile_id, distance, var_sum) select as binary arrays; add the match probability."""
-    row = None if q is None else _array_row(session, q.subquery(), ("tile_id", "distance", "var_sum"))
+    row = None if q is None else array_send_row(session, q.subquery(), ("tile_id", "distance", "var_sum"))
     if row is None or row[0] is None:
         empty = np.empty(0, dtype=np.float64)
         return {"tile_id": np.empty(0, dtype=np.int64), "distance": empty, "var_sum": empty, "probability": empty}
-    out = {"tile_id": _binary_array(row[0], "i8"), "distance": _binary_array(row[1], "f8"),
-           "var_sum": _binary_array(row[2], "f8")}
+    out = {"tile_id": decode_array(row[0], "i8"), "distance": decode_array(row[1], "f8"),
+           "var_sum": decode_array(row[2], "f8")}
     z = np.clip(model.match_a * out["distance"] - model.match_b, -700, 700)
     out["probability"] = 1.0 / (1.0 + np.exp(z))
     return out
@@ -242,16 +190,6 @@ def map_scores_vector(
     return join_scores(tiles, scores)
 
 
-def _binary_array(payload: bytes, kind: str) -> np.ndarray:
-    """Decode PostgreSQL's binary 1-D array (``array_send``) of float8 or int8 without NULLs."""
-    payload = bytes(payload)
-    if int.from_bytes(payload[0:4], "big") == 0:
-        return np.empty(0, dtype=np.float64 if kind == "f8" else np.int64)
-    n = int.from_bytes(payload[12:16], "big")
-    body = np.frombuffer(payload, dtype=np.dtype([("len", ">i4"), ("v", ">" + kind)]), count=n, offset=20)
-    return body["v"].astype(np.float64 if kind == "f8" else np.int64)
-
-
 def rank_regions_vector(
     model_version: str,
     mu: np.ndarray,
@@ -272,9 +210,7 @@ def rank_regions_vector(
         NotEmbeddedError: When no tile of the set is embedded under this condition.
     """
     mu = np.asarray(mu, dtype=np.float32).ravel()
-    model = session.get(ModelVersion, model_version)
-    if model is None:
-        raise LookupError(f"unknown model version {model_version!r}")
+    model = get_model(session=session, model_version=model_version)
     cid = find_condition_id(month, hour, audio_source, caption_source, session=session)
     label = _condition_label(month, hour, audio_source, caption_source, zoom)
     if cid is None:
@@ -301,41 +237,6 @@ def rank_regions_vector(
     return rows
 
 
-def stored_query_gaussian(query_id: int, *, session: Session) -> tuple[np.ndarray, np.ndarray]:
-    """(mu, sigma^2) of a stored query."""
-    row = session.get(StoredQuery, query_id)
-    if row is None:
-        raise LookupError(f"no stored query with id {query_id}")
-    return np.asarray(row.mu, dtype=np.float32), np.asarray(row.var, dtype=np.float32)
-
-
-def tile_detail(tile_id: int, *, session: Session) -> dict[str, Any]:
-    """Where and what a tile is."""
-    q = select(Tile.id, Tile.imagery_source, Tile.gsd, Tile.size_px, Tile.zoom, Tile.pixel_ref,
-               func.ST_X(Tile.centroid).label("lon"), func.ST_Y(Tile.centroid).label("lat")).where(Tile.id == tile_id)
-    row = session.execute(q).first()
-    if row is None:
-        raise LookupError(f"no tile with id {tile_id}")
-    return dict(row._mapping)
-
-
-def job_events(job_id: Any, limit: int = 500, *, session: Session) -> list[dict[str, Any]]:
-    """Log lines of a job, oldest first."""
-    q = (select(JobEvent.at, JobEvent.level, JobEvent.message).where(JobEvent.job_id == job_id)
-         .order_by(JobEvent.at, JobEvent.id).limit(limit))
-    return [dict(r._mapping) for r in session.execute(q)]
-
-
-def table_counts(*, session: Session) -> dict[str, int]:
-    """Row counts of the main tables (estimates are not used: these are exact)."""
-    out = {}
-    for name, model in (("model versions", ModelVersion), ("tiles", Tile), ("conditions", Condition),
-                        ("embeddings", Embedding), ("stored queries", StoredQuery), ("regions", Region),
-                        ("jobs", Job), ("eval runs", EvalRun)):
-        out[name] = int(session.scalar(select(func.count()).select_from(model)) or 0)
-    return out
-
-
 def _condition_label(month: int | None, hour: int | None, audio_source: str | None,
                      caption_source: str | None, zoom: int) -> str:
     def show(v: object) -> str:
@@ -346,7 +247,6 @@ def _condition_label(month: int | None, hour: int | None, audio_source: str | No
 
 
 __all__ = [
-    "MAP_COLUMNS", "RANGE_SLACK", "TILE_COLUMNS", "condition_scores", "count_region_tiles", "find_condition_id",
-    "job_events", "join_scores", "map_scores_vector", "rank_regions_vector", "region_tiles",
-    "stored_query_gaussian", "table_counts", "tile_detail", "tile_zooms",
+    "MAP_COLUMNS", "RANGE_SLACK", "TILE_COLUMNS", "condition_scores", "join_scores", "map_scores_vector",
+    "rank_regions_vector", "region_tiles", "scores_for_tiles",
 ]

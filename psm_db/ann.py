@@ -1,0 +1,145 @@
+"""ANN (HNSW) indexes of (model, condition) slices: their names, build memory and the build itself."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+import psycopg
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from psm_db.catalog import get_model
+from psm_db.models import AnnIndex, Condition, Embedding
+from psm_db.settings import MEMORY_SIZE
+
+log = logging.getLogger(__name__)
+
+
+def ann_index_name(model_version: str, condition_id: int) -> str:
+    """The name of the HNSW index of one (model, condition) slice."""
+    return f"embeddings_ann_{model_version[:16]}_{int(condition_id)}"
+
+
+ANN_KEY_TYPES = ("vector", "halfvec")
+"""How an HNSW key can be stored: float32 (the default) or float16 (half the index)."""
+
+
+def hnsw_build_memory(rows: int, dim: int, m: int, key_type: str) -> str:
+    """maintenance_work_mem that holds the whole HNSW graph of ``rows`` keys while it is built.
+
+    Per element: the key (2 or 4 bytes per dimension), 2m layer-0 neighbours plus the upper
+    layers' (about one more per element) at 16 bytes each, and a fixed overhead; plus a fifth
+    for slack. At least 64 MB, at most 8 GB (pass ``maintenance_work_mem`` for more).
+    """
+    per_key = dim * (2 if key_type == "halfvec" else 4) + 8
+    per_element = per_key + 16 * (2 * m + 1) + 200
+    mb = min(8192, max(64, math.ceil(rows * per_element * 1.2 / (1 << 20))))
+    return f"{mb}MB"
+
+
+def build_ann_index(
+    *,
+    engine: Engine,
+    model_version: str,
+    condition_id: int,
+    m: int = 8,
+    ef_construction: int = 64,
+    key_type: str = "vector",
+    concurrently: bool = True,
+    maintenance_work_mem: str | None = None,
+    workers: int = 1,
+) -> AnnIndex:
+    """Build (or rebuild) the HNSW index of one (model, condition) slice and register it.
+
+    The index is a partial expression index on ``psm.ann_vector(mu, var_sum)::vector(d+1)``
+    (or ``::halfvec(d+1)``) with the matching L2 operator class; ``psm.rank_tiles`` uses it for
+    large candidate sets and re-ranks what it proposes with the exact CSD. Needs the table
+    owner (the migration role), not psm_writer.
+
+    Args:
+        engine: An engine connected as the owner of psm.embeddings.
+        model_version: A registered model version.
+        condition_id: A condition id (``psm.find_condition``).
+        m: HNSW graph degree. 8 (the default) measured best on the demo model's embeddings,
+            which are nearly one-dimensional; try 16-32 for richer ones (docs/benchmarks.md).
+        ef_construction: HNSW build beam width.
+        key_type: ``vector`` (float32 key, the default) or ``halfvec`` (float16: half the index,
+            but float16 rounds sqrt(sum sigma^2) to ~0.002, which costs recall when sigma^2
+            barely varies between tiles; docs/benchmarks.md, "Queries").
+        concurrently: Build without blocking writers (CREATE INDEX CONCURRENTLY).
+        maintenance_work_mem: Memory for the build, like ``2GB``; None sizes it so the whole
+            graph fits (a build that spills is several times slower).
+        workers: Parallel maintenance workers.
+
+    Returns:
+        The registry row.
+
+    Raises:
+        UnknownModelError: On an unknown model.
+        ValueError: On an unknown condition or bad HNSW parameters.
+    """
+    from psycopg import sql
+
+    if not (2 <= m <= 100 and 4 <= ef_construction <= 1000 and ef_construction >= 2 * m):
+        raise ValueError(
+            f"HNSW needs 2 <= m <= 100 and 2*m <= ef_construction <= 1000, got m={m}, "
+            f"ef_construction={ef_construction}"
+        )
+    if key_type not in ANN_KEY_TYPES:
+        raise ValueError(f"key_type must be one of {', '.join(ANN_KEY_TYPES)}, got {key_type!r}")
+    if maintenance_work_mem is not None and not MEMORY_SIZE.fullmatch(maintenance_work_mem):
+        raise ValueError(f"maintenance_work_mem must look like 512MB or 2GB, got {maintenance_work_mem!r}")
+    if not 0 <= workers <= 64:
+        raise ValueError(f"workers must be in 0..64, got {workers}")
+    with Session(engine) as session:
+        model = get_model(session=session, model_version=model_version)
+        if session.get(Condition, int(condition_id)) is None:
+            raise ValueError(f"unknown condition id {condition_id}")
+        rows = session.scalar(select(func.count()).select_from(Embedding).where(
+            Embedding.model_version == model_version, Embedding.condition_id == condition_id))
+    name = ann_index_name(model.version, condition_id)
+    dim = model.embed_dim + 1
+    memory = maintenance_work_mem or hnsw_build_memory(int(rows or 0), dim, m, key_type)
+    ddl = sql.SQL(
+        "CREATE INDEX {conc} {name} ON psm.embeddings USING hnsw "
+        "((psm.ann_vector(mu, var_sum)::{key}({dim})) {ops}) "
+        "WITH (m = {m}, ef_construction = {ef}) "
+        "WHERE model_version = {version} AND condition_id = {cid}"
+    ).format(
+        conc=sql.SQL("CONCURRENTLY" if concurrently else ""), name=sql.Identifier(name),
+        key=sql.SQL(key_type), ops=sql.SQL(f"{key_type}_l2_ops"),
+        dim=sql.Literal(dim), m=sql.Literal(int(m)), ef=sql.Literal(int(ef_construction)),
+        version=sql.Literal(model.version), cid=sql.Literal(int(condition_id)),
+    )
+    raw = engine.raw_connection()
+    pg = raw.driver_connection
+    assert isinstance(pg, psycopg.Connection)
+    try:
+        pg.autocommit = True
+        pg.execute("SELECT set_config('maintenance_work_mem', %s, false)", (memory,))
+        pg.execute("SELECT set_config('max_parallel_maintenance_workers', %s, false)", (str(workers),))
+        pg.execute(sql.SQL("DROP INDEX {conc} IF EXISTS psm.{name}").format(
+            conc=sql.SQL("CONCURRENTLY" if concurrently else ""), name=sql.Identifier(name)))
+        started = time.perf_counter()
+        pg.execute(ddl)
+        seconds = time.perf_counter() - started
+    finally:
+        if not pg.closed:
+            pg.execute("RESET maintenance_work_mem")
+            pg.execute("RESET max_parallel_maintenance_workers")
+            pg.autocommit = False  # the connection goes back to the pool
+        raw.close()
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        entry = session.get(AnnIndex, (model_version, int(condition_id)))
+        if entry is None:
+            entry = AnnIndex(model_version=model_version, condition_id=int(condition_id))
+            session.add(entry)
+        entry.index_name, entry.dim, entry.m, entry.key_type = name, dim, int(m), key_type
+        entry.ef_construction, entry.rows, entry.build_seconds = int(ef_construction), int(rows or 0), seconds
+    log.info("built %s over %s rows in %.1f s", name, rows, seconds)
+    return entry
+
+
+__all__ = ["ANN_KEY_TYPES", "ann_index_name", "build_ann_index", "hnsw_build_memory"]
