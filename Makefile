@@ -28,13 +28,15 @@ demo-fast: migrate    ## the same with a tiny world and the tiny preset (used by
 stop:                 ## stop the demo's worker and dashboard, then the services
 	@bash scripts/stop.sh
 
-lint:
+lint:                 ## ruff, mypy and the import contracts (pyproject [tool.importlinter])
 	@$(BIN)/ruff check .
 	@$(BIN)/mypy
+	@$(BIN)/lint-imports --no-logo
 
-test: services        ## lint, type-check and run the whole test suite against real services
+test: services        ## lint, type-check, check the import contracts and run the whole test suite against real services
 	@$(BIN)/ruff check .
 	@$(BIN)/mypy
+	@$(BIN)/lint-imports --no-logo
 	@$(BIN)/pytest $(PYTEST_ARGS)
 
 test-fast: services

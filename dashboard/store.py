@@ -280,24 +280,20 @@ def load_model(checkpoint_path: str, version: str) -> Any:
 
 @st.cache_data(max_entries=256, show_spinner="Encoding the text query…")
 def encode_text(checkpoint_path: str, version: str, text: str) -> tuple[np.ndarray, np.ndarray]:
-    """(mu, sigma^2) of a free-text query."""
-    import torch
+    """(mu, sigma^2) of a free-text query (``psm_model.encode_query``, as ``psm query embed``)."""
+    from psm_model import encode_query
 
-    model = load_model(checkpoint_path, version)
-    with torch.no_grad():
-        mu, logvar = model.encode_text([text])
-    return mu[0].cpu().numpy().astype(np.float32), logvar[0].exp().cpu().numpy().astype(np.float32)
+    q = encode_query(load_model(checkpoint_path, version), text=text)
+    return q.mu, q.var
 
 
 @st.cache_data(max_entries=32, show_spinner="Encoding the audio query…")
 def encode_audio(checkpoint_path: str, version: str, wave: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
-    """(mu, sigma^2) of an audio clip."""
-    import torch
+    """(mu, sigma^2) of an audio clip (``psm_model.encode_query``, as ``psm query embed``)."""
+    from psm_model import encode_query
 
-    model = load_model(checkpoint_path, version)
-    with torch.no_grad():
-        mu, logvar = model.encode_audio([wave], sample_rate)
-    return mu[0].cpu().numpy().astype(np.float32), logvar[0].exp().cpu().numpy().astype(np.float32)
+    q = encode_query(load_model(checkpoint_path, version), audio=(wave, sample_rate))
+    return q.mu, q.var
 
 
 # ----------------------------------------------------------------------------- metrics, jobs, data
@@ -349,9 +345,9 @@ def table_counts(db_url: str) -> dict[str, int]:
 
 def _send_task(name: str, job_id: str) -> str:
     """Queue a Celery task by name on the broker; return its task id (tests replace this)."""
-    from worker.celery import app as celery_app
+    from worker.api import send_task
 
-    return str(celery_app.send_task(name, args=[job_id]).id)
+    return send_task(name, job_id)
 
 
 def _writer() -> Any:
@@ -361,41 +357,36 @@ def _writer() -> Any:
 
 
 def submit_embed_region(model_version: str, region_wkt: str | None, meta: Any, world_seed: int = 0) -> str:
-    """Queue ``psm.embed_region`` for one condition over a region with the worker's helper.
+    """Queue ``psm.embed_region`` for one condition over a region (``worker.api``).
 
-    The job row is written by ``worker.embed.submit`` on the writer role (the only write the
-    dashboard makes); the embedding itself runs on the workers.
+    The job row is written by ``worker.api.submit_embed_region`` on the writer role (the only
+    write the dashboard makes); the embedding itself runs on the workers.
 
     Raises:
         ValueError: On a request the worker refuses (kept as a failed job, message says why).
     """
-    from worker.embed import ConditionSpec, EmbedRequest, Limits, submit
-    from worker.imagery import ImagerySpec
+    from worker.api import submit_embed_region as submit
 
     if region_wkt is None:
         raise ValueError("choose a region to embed; the whole world is too large for one job")
-    s = get_settings()
-    request = EmbedRequest(
-        region=region_wkt, model_version=model_version, zooms=(int(meta.zoom),),
-        imagery=ImagerySpec(kind="world", seed=int(world_seed)),
-        conditions=(ConditionSpec(meta.month, meta.hour, meta.audio_source, meta.caption_source),),
-    )
-    limits = Limits(max_region_tiles=s.max_region_tiles, chunk_tiles=s.chunk_tiles, batch_size=s.embed_batch_size)
     with _writer() as conn:
-        job_id, _plan = submit(conn, request, limits, lambda j: _send_task("psm.embed_region", j))
-    return str(job_id)
+        job_id, _plan = submit(conn, get_settings(), region=region_wkt, model_version=model_version,
+                               zooms=(int(meta.zoom),), world_seed=int(world_seed),
+                               conditions=((meta.month, meta.hour, meta.audio_source, meta.caption_source),),
+                               send=lambda name, j: _send_task(name, j))
+    return job_id
 
 
 def submit_train(dataset_dir: str, preset: str, loss: str, use_metadata: bool, epochs: int,
                  name: str | None = None) -> str:
-    """Queue ``psm.train`` with the worker's helper; return the job id.
+    """Queue ``psm.train`` (``worker.api``); return the job id.
 
     Raises:
         ValueError, FileNotFoundError: On a request the worker refuses (kept as a failed job).
     """
-    from worker.training import TrainRequest, submit_training
+    from worker.api import submit_training
 
-    request = TrainRequest(dataset_dir, preset, loss, use_metadata, int(epochs), name=name or None)
     with _writer() as conn:
-        job_id = submit_training(conn, request, lambda j: _send_task("psm.train", j))
-    return str(job_id)
+        return submit_training(conn, dataset_dir=dataset_dir, preset=preset, loss=loss,
+                               use_metadata=use_metadata, epochs=int(epochs), name=name or None,
+                               send=lambda n, j: _send_task(n, j))

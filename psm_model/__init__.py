@@ -25,11 +25,12 @@ from psm_model.fusion import MetadataBatch
 from psm_model.image_encoder import zoom_transform
 from psm_model.loss import InfoNCELoss, PCMEppLoss, TriModalLoss
 from psm_model.model import PSMModel
-from psm_model.query import compose
+from psm_model.query import EncodedQuery, compose, encode_query
 
 __all__ = [
     "AudioInputs",
     "CheckpointError",
+    "EncodedQuery",
     "InfoNCELoss",
     "MetadataBatch",
     "ModelConfig",
@@ -39,6 +40,7 @@ __all__ = [
     "compose",
     "create_model",
     "csd",
+    "encode_query",
     "load_checkpoint",
     "model_version",
     "preset_config",

@@ -1,7 +1,16 @@
-"""Query composition: "add the text to the query" as the paper does at inference."""
+"""Queries: encode a text, an audio clip or both as one Gaussian, and compose Gaussians.
+
+:func:`encode_query` is the one query encoder: the ``psm query embed`` command, the workers and
+the dashboard all call it. :func:`compose` is "add the text to the query" as the paper does at
+inference.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -77,3 +86,79 @@ def compose(
     if bool((raw.norm(dim=-1) < 1e-12).any()):
         raise ValueError("the query and text means cancel out; the composed mean is undefined")
     return F.normalize(raw, dim=-1), logvar
+
+
+QUERY_KINDS: tuple[str, ...] = ("text", "audio", "audio+text")
+"""What a query holds (the ``kind`` stored beside its Gaussian in ``psm.queries``)."""
+
+
+class EncodedQuery(NamedTuple):
+    """A query's Gaussian: ``kind`` (one of :data:`QUERY_KINDS`), unit-norm ``mu`` and ``var``.
+
+    ``mu`` and ``var`` (sigma^2, not its log) are (d,) float32 arrays.
+    """
+
+    kind: str
+    mu: np.ndarray
+    var: np.ndarray
+
+
+AudioQuery = str | Path | tuple[np.ndarray, int]
+"""An audio query: a file (WAV, FLAC, OGG, MP3; any sample rate) or ``(mono samples, rate)``."""
+
+
+def encode_query(
+    model: Any,
+    *,
+    text: str | None = None,
+    audio: AudioQuery | None = None,
+    rule: str = DEFAULT_RULE,
+) -> EncodedQuery:
+    """Encode a text, an audio clip, or both (composed as in the paper) with a PSM model.
+
+    With both, the raw audio and text means are composed by ``rule`` (see :func:`compose`);
+    alone, each is the model's own unit-mean Gaussian.
+
+    Args:
+        model: A loaded ``psm_model`` model (``encode_text``, ``encode_audio``).
+        text: The query text.
+        audio: An audio file (the model resamples any rate), or ``(samples, sample_rate)`` of a
+            clip already in memory (an upload).
+        rule: How the text joins the audio when both are given; one of :data:`COMPOSE_RULES`.
+
+    Returns:
+        (kind, mu, sigma^2) with mu unit-norm and sigma^2 = exp(log sigma^2), both (d,) float32.
+
+    Raises:
+        ValueError: When neither is given, the text is blank, the audio file is missing,
+            unreadable, corrupt or empty, or the samples or rate are not usable.
+    """
+    from psm_model.audio_io import check_sample_rate, check_waveform, load_audio
+
+    if text is not None and not text.strip():
+        raise ValueError("the query text is empty")
+    if text is None and audio is None:
+        raise ValueError("give --text, --audio, or both")
+    if audio is not None:
+        if isinstance(audio, tuple):
+            if len(audio) != 2:
+                raise ValueError("in-memory audio is a (samples, sample_rate) pair")
+            wave, rate = check_waveform(audio[0], "audio clip"), check_sample_rate(audio[1])
+        else:
+            wave, rate = load_audio(audio)
+    both = text is not None and audio is not None
+    with torch.no_grad():
+        if audio is not None:
+            mu_a, logvar_a = model.encode_audio([wave], rate, raw_mean=both)
+        if text is not None:
+            mu_t, logvar_t = model.encode_text([text], raw_mean=both)
+        if both:
+            mu, logvar = compose(mu_a, logvar_a, mu_t, logvar_t, rule)
+            kind = "audio+text"
+        elif audio is not None:
+            mu, logvar, kind = mu_a, logvar_a, "audio"
+        else:
+            mu, logvar, kind = mu_t, logvar_t, "text"
+    mu_np = mu.detach().cpu().numpy().astype(np.float32).reshape(-1)
+    var_np = np.exp(logvar.detach().cpu().numpy().astype(np.float64)).astype(np.float32).reshape(-1)
+    return EncodedQuery(kind, mu_np, var_np)

@@ -102,13 +102,13 @@ def _seed(url: str) -> World:
 
 
 def _build_index(url: str, cond: int) -> None:
-    """An HNSW index over one slice, registered as psm_db.queries.build_ann_index does."""
-    from psm_db import queries
+    """An HNSW index over one slice, registered as psm_db.ann.build_ann_index does."""
+    from psm_db import ann
     from psm_db.engine import make_engine
 
     engine = make_engine(url)
     try:
-        queries.build_ann_index(engine=engine, model_version=MODEL, condition_id=cond, concurrently=False)
+        ann.build_ann_index(engine=engine, model_version=MODEL, condition_id=cond, concurrently=False)
     finally:
         engine.dispose()
 

@@ -551,8 +551,8 @@ def test_ann_settings_are_honoured_and_clamped(seed, conn):
 def cli(seed, monkeypatch):
     from typer.testing import CliRunner
 
-    from psm_db.query_cli import query_app
     from psm_db.settings import get_settings
+    from worker.cli.query import app as query_app
 
     monkeypatch.setenv("PSM_DATABASE_URL", seed.url)
     get_settings.cache_clear()

@@ -24,8 +24,8 @@ def tiny_model(db_url, tmp_path_factory):
 def cli(db_url, monkeypatch):
     from typer.testing import CliRunner
 
-    from psm_db.query_cli import query_app
     from psm_db.settings import get_settings
+    from worker.cli.query import app as query_app
 
     monkeypatch.setenv("PSM_DATABASE_URL", db_url)
     get_settings.cache_clear()

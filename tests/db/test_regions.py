@@ -125,8 +125,8 @@ def test_packaged_continents():
 def test_cli_load_file_and_errors(db_url, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from psm_db.query_cli import regions_app
     from psm_db.settings import get_settings
+    from worker.cli.regions import app as regions_app
 
     monkeypatch.setenv("PSM_DATABASE_URL", db_url)
     get_settings.cache_clear()

@@ -109,3 +109,81 @@ def test_evaluate_uses_and_records_the_rule(tiny, monkeypatch):
     res = evaluate(tiny, _model_split(), zooms=(1,), text=(True,), metadata=("none",), oracle=False,
                    compose="precision")
     assert used == ["precision", "precision"] and res.config["compose"] == "precision"
+
+
+# ----------------------------------------------------------------------------- encode_query
+
+
+def _tone(rate: int, seconds: float = 1.0) -> np.ndarray:
+    t = np.arange(int(rate * seconds)) / rate
+    return (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+
+
+def test_encode_query_text_is_the_models_gaussian(tiny):
+    from psm_model import encode_query
+
+    q = encode_query(tiny, text="sound of insects")
+    with torch.no_grad():
+        mu, logvar = tiny.encode_text(["sound of insects"])
+    assert q.kind == "text" and q.mu.dtype == np.float32 and q.var.dtype == np.float32
+    assert q.mu.shape == q.var.shape == (tiny.config.embed_dim,)
+    np.testing.assert_allclose(q.mu, mu[0].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(q.var, logvar[0].exp().numpy(), rtol=1e-5)
+    kind, mu_, var_ = q  # still unpacks as (kind, mu, var)
+    assert kind == "text" and mu_ is q.mu and var_ is q.var
+
+
+def test_encode_query_audio_file_equals_the_same_clip_in_memory(tiny, tmp_path):
+    import soundfile as sf
+
+    from psm_model import encode_query
+
+    path = tmp_path / "clip.wav"
+    sf.write(str(path), _tone(22050), 22050, subtype="FLOAT")
+    from_file = encode_query(tiny, audio=path)
+    in_memory = encode_query(tiny, audio=(_tone(22050), 22050))
+    assert from_file.kind == in_memory.kind == "audio"
+    np.testing.assert_allclose(from_file.mu, in_memory.mu, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(from_file.var, in_memory.var, rtol=1e-5)
+    assert np.linalg.norm(from_file.mu) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_encode_query_both_composes_the_raw_means_by_the_rule(tiny):
+    from psm_model import encode_query
+
+    clip = (_tone(16000), 16000)
+    with torch.no_grad():
+        mu_a, lv_a = tiny.encode_audio([clip[0]], clip[1], raw_mean=True)
+        mu_t, lv_t = tiny.encode_text(["birds"], raw_mean=True)
+    for rule in COMPOSE_RULES:
+        q = encode_query(tiny, text="birds", audio=clip, rule=rule)
+        want_mu, want_lv = compose(mu_a, lv_a, mu_t, lv_t, rule)
+        assert q.kind == "audio+text"
+        np.testing.assert_allclose(q.mu, want_mu[0].numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(q.var, want_lv[0].exp().numpy(), rtol=1e-5)
+    assert not np.allclose(encode_query(tiny, text="birds", audio=clip).mu, encode_query(tiny, text="birds").mu)
+
+
+def test_encode_query_refuses_bad_input(tiny, tmp_path):
+    import soundfile as sf
+
+    from psm_model import encode_query
+
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunkjunk" * 3)
+    empty = tmp_path / "empty.wav"
+    sf.write(str(empty), np.zeros(0, dtype=np.float32), 16000)
+    cases = [
+        ({"audio": corrupt}, "could not read audio file"),
+        ({"audio": empty}, "holds no samples"),
+        ({"audio": tmp_path / "missing.mp3"}, "does not exist"),
+        ({}, "give --text, --audio, or both"),
+        ({"text": "   "}, "the query text is empty"),
+        ({"audio": (np.zeros(0, np.float32), 16000)}, "audio clip is empty"),
+        ({"audio": (np.full(100, np.nan, np.float32), 16000)}, "NaN or infinite"),
+        ({"audio": (_tone(16000), 7)}, "sample_rate must be"),
+        ({"text": "birds", "audio": (_tone(16000), 16000), "rule": "sum"}, "unknown compose rule"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            encode_query(tiny, **kwargs)

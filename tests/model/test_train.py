@@ -128,7 +128,7 @@ def test_schedule_and_settings():
 def test_cli_train_then_eval_writes_results(tiny_world, tmp_path):
     from typer.testing import CliRunner
 
-    from psm_model.cli import app
+    from worker.cli import app
 
     runner = CliRunner()
     run = tmp_path / "run"
@@ -193,7 +193,7 @@ def test_calibrated_b_puts_a_typical_negative_at_the_batch_prior(tiny_world, tmp
 def test_cli_train_set_overrides_the_model_config(tiny_world, tmp_path):
     from typer.testing import CliRunner
 
-    from psm_model.cli import app
+    from worker.cli import app
 
     runner = CliRunner()
     base = ["train", "--dataset", str(tiny_world), "--preset", "tiny", "--epochs", "1", "--batch-size", "16",

@@ -405,7 +405,7 @@ def test_captions_per_source():
 def test_cli_world_build(tmp_path):
     from typer.testing import CliRunner
 
-    from psm_model.cli import app
+    from worker.cli import app
 
     out = tmp_path / "cli"
     args = [

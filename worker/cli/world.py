@@ -1,4 +1,4 @@
-"""The ``psm`` command line for the library: ``psm world build`` (more command groups can be added)."""
+"""``psm world``: build synthetic world datasets."""
 
 from __future__ import annotations
 
@@ -9,12 +9,8 @@ from typing import Annotated
 import typer
 
 app = typer.Typer(
-    help="PSM Maps: probabilistic soundscape mapping.", no_args_is_help=True, add_completion=False
-)
-world_app = typer.Typer(
     help="Synthetic world: build datasets from a seeded world.", no_args_is_help=True
 )
-app.add_typer(world_app, name="world")
 
 
 def _floats(text: str, n: int, what: str) -> tuple[float, ...]:
@@ -27,7 +23,7 @@ def _floats(text: str, n: int, what: str) -> tuple[float, ...]:
     return vals
 
 
-@world_app.command("build")
+@app.command("build")
 def world_build(
     out: Annotated[Path, typer.Option("--out", help="Output folder for the dataset.")],
     seed: Annotated[int, typer.Option(help="World seed: same seed, same bytes.")] = 0,
@@ -117,19 +113,3 @@ def world_build(
     typer.echo(
         f"wrote {samples} samples to {out} (train {c['train']}, val {c['val']}, test {c['test']})"
     )
-
-
-# Training and evaluation (psm_model.cli_model).
-from psm_model.cli_model import eval_command, train_command  # noqa: E402
-
-app.command("train")(train_command)
-app.command("eval")(eval_command)
-
-
-def main() -> None:
-    """Entry point for ``python -m psm_model.cli``."""
-    app()
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,82 @@
+"""The ``psm`` command line in worker/cli/: one table of embed-region options, two entry points."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from typer.main import get_command
+from worker_helpers import CELERY, ROOT
+
+from worker.cli import app, embed_region
+from worker.cli.embed import EMBED_OPTIONS
+
+ARGV = ["--region", "0,51,0.1,51.1", "-m", "deadbeef", "-z", "1,3", "--zoom", "5", "--imagery", "geotiff",
+        "--imagery-path", "/data/x.tif", "--seed", "7", "--world-imagery", "highres", "--gsd", "2.5",
+        "--size-px", "64", "--source-name", "s", "-c", "month=5,hour=20", "--condition", "caption=metadata",
+        "--month", "6", "--hour", "12", "--audio-source", "aporee", "--caption-source", "metadata",
+        "--chunk-tiles", "9", "--wait", "--no-progress", "--timeout", "30"]
+
+
+def _typer_embed():
+    return get_command(app).commands["embed-region"]  # type: ignore[attr-defined]
+
+
+def _params(cmd, argv):
+    """The values a command would call its handler with (parsing only; nothing runs)."""
+    ctx = cmd.make_context("embed-region", list(argv))
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in ctx.params.items()}
+
+
+def _options(cmd):
+    return {p.name: (tuple(p.opts), tuple(p.secondary_opts), bool(p.required), bool(p.multiple), p.help)
+            for p in cmd.params if p.name != "help"}
+
+
+def test_both_entry_points_declare_the_same_options():
+    table = {s.name for s in EMBED_OPTIONS}
+    assert len(table) == len(EMBED_OPTIONS) == 19
+    assert _options(embed_region) == _options(_typer_embed())
+    assert set(_options(embed_region)) == table
+
+
+def test_both_entry_points_parse_the_same_values():
+    full = _params(embed_region, ARGV)
+    assert full == _params(_typer_embed(), ARGV)
+    assert full["zoom"] == ("1,3", "5") and full["condition"] == ("month=5,hour=20", "caption=metadata")
+    assert (full["wait"], full["progress"], full["gsd"], full["seed"]) == (True, False, 2.5, 7)
+    minimal = ["-r", "0,51,0.1,51.1", "-m", "deadbeef"]
+    defaults = _params(embed_region, minimal)
+    assert defaults == _params(_typer_embed(), minimal)
+    assert (defaults["zoom"], defaults["condition"], defaults["imagery"], defaults["size_px"],
+            defaults["wait"], defaults["progress"], defaults["month"]) == ((), (), "world", 256, False, True, None)
+
+
+@pytest.mark.parametrize("argv", [["-m", "deadbeef"], ["-r", "x", "-m", "y", "--imagery", "s3"],
+                                  ["-r", "x", "-m", "y", "--seed", "one"]])
+def test_both_entry_points_refuse_the_same_bad_input(argv):
+    import click
+
+    with pytest.raises(click.UsageError):
+        embed_region.make_context("embed_region", list(argv))
+    with pytest.raises(Exception) as typer_err:  # typer raises its own (vendored) click's UsageError
+        _typer_embed().make_context("embed-region", list(argv))
+    assert type(typer_err.value).__name__ in ("MissingParameter", "BadParameter", "UsageError")
+
+
+def test_celery_subcommand_help_lists_the_table():
+    """The ``celery.commands`` entry point still mounts the command (nothing connects for --help)."""
+    out = subprocess.run([CELERY, "-A", "worker", "embed_region", "--help"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    for spec in EMBED_OPTIONS:
+        assert spec.flags[0].split("/")[0] in out.stdout, spec.flags[0]
+    assert "prints the job" in out.stdout
+
+
+def test_every_group_is_mounted():
+    cli = get_command(app)
+    assert list(cli.commands) == ["embed-region", "register-model", "job", "submit-train", "services", "db",  # type: ignore[attr-defined]
+                                  "query", "regions", "train", "eval", "world"]
+    assert set(cli.commands["query"].commands) == {"embed", "index", "list", "rank"}  # type: ignore[attr-defined]
+    assert set(cli.commands["world"].commands) == {"build"}  # type: ignore[attr-defined]

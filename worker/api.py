@@ -1,0 +1,80 @@
+"""The workers' public interface: validate a job, write its row and queue its Celery task.
+
+This is the one module of ``worker`` that other packages import (the dashboard; the import
+contracts in pyproject.toml forbid the rest). It takes plain values and the caller's settings,
+imports the worker's internals (and with them torch) only when a job is submitted, and sends
+tasks by name (``psm.embed_region``, ``psm.train``): the work itself runs on the workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from psm_db.settings import Settings
+    from worker.embed import Limits
+
+Condition = tuple[int | None, int | None, str | None, str | None]
+"""(month, hour, audio_source, caption_source) of one metadata condition; None leaves it out."""
+
+
+def send_task(name: str, job_id: str) -> str:
+    """Queue the Celery task ``name`` for the job row ``job_id``; return the task id."""
+    from worker.celery import app as celery_app
+
+    return str(celery_app.send_task(name, args=[job_id]).id)
+
+
+def embed_limits(settings: Settings) -> Limits:
+    """The region-size, chunk and batch limits of embedding jobs, from ``settings``."""
+    from worker.embed import Limits
+
+    return Limits(max_region_tiles=settings.max_region_tiles, chunk_tiles=settings.chunk_tiles,
+                  batch_size=settings.embed_batch_size)
+
+
+def submit_embed_region(conn: Any, settings: Settings, *, region: str, model_version: str,
+                        zooms: Sequence[int], conditions: Sequence[Condition], world_seed: int = 0,
+                        send: Callable[[str, str], str] = send_task) -> tuple[str, Any]:
+    """Queue ``psm.embed_region`` over the synthetic world's imagery; return (job id, plan).
+
+    Args:
+        conn: A psycopg connection on the writer role (the job row is written on it).
+        settings: Supplies the limits (:func:`embed_limits`).
+        region: bbox, WKT or GeoJSON polygon, or a stored region set/name.
+        model_version: A registered model version (or a unique prefix).
+        zooms: Zoom levels to embed.
+        conditions: The metadata conditions to embed.
+        world_seed: Seed of the synthetic world the tiles are rendered from.
+        send: ``send(task name, job id) -> task id`` (default: :func:`send_task`).
+
+    Raises:
+        ValueError, LookupError: On a request the workers refuse (kept as a failed job).
+    """
+    from worker.embed import ConditionSpec, EmbedRequest, submit
+    from worker.imagery import ImagerySpec
+
+    request = EmbedRequest(
+        region=region, model_version=model_version, zooms=tuple(int(z) for z in zooms),
+        imagery=ImagerySpec(kind="world", seed=int(world_seed)),
+        conditions=tuple(ConditionSpec(*c) for c in conditions),
+    )
+    job_id, plan = submit(conn, request, embed_limits(settings), lambda j: send("psm.embed_region", j))
+    return str(job_id), plan
+
+
+def submit_training(conn: Any, *, dataset_dir: str, preset: str, loss: str, use_metadata: bool,
+                    epochs: int | None, options: dict[str, Any] | None = None, name: str | None = None,
+                    send: Callable[[str, str], str] = send_task) -> str:
+    """Queue ``psm.train`` on a world dataset; return the job id.
+
+    Raises:
+        ValueError, FileNotFoundError: On a request the workers refuse (kept as a failed job).
+    """
+    from worker.training import TrainRequest
+    from worker.training import submit_training as _submit
+
+    request = TrainRequest(dataset_dir, preset, loss, use_metadata, epochs, options=options or {},
+                           name=name)
+    return str(_submit(conn, request, lambda j: send("psm.train", j)))

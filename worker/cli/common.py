@@ -1,0 +1,82 @@
+"""What the command groups share: the settings, consoles, connections and waiting for a job.
+
+The command line reads the settings (``psm_db.settings``) here and only here; the libraries
+below it (``psm_db``, ``psm_model``) are handed URLs and values.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+if TYPE_CHECKING:
+    from psm_db.settings import Settings
+
+console = Console(stderr=True)
+"""Progress, errors and messages (stderr: stdout carries only ids and tables)."""
+out_console = Console()
+"""Tables and status lines of the psm_db-backed groups (stdout, as before the move)."""
+
+
+def settings() -> Settings:
+    """The process-wide settings (environment and ``PSM_*`` variables), read once."""
+    from psm_db.settings import get_settings
+
+    return get_settings()
+
+
+def connect(url: str | None = None) -> Any:
+    """A psycopg connection to ``url`` (default: the writer URL of the settings)."""
+    from psm_db.engine import connect as _connect
+
+    return _connect(url or settings().db_url)
+
+
+def engine() -> Any:
+    """A SQLAlchemy engine on the writer URL of the settings."""
+    from psm_db.engine import make_engine
+
+    return make_engine(settings().db_url)
+
+
+def resolve_model(version: str) -> Any:
+    """The registered model version matching ``version`` (or a unique 8+ digit prefix)."""
+    from psm_db.registry import get_model_version
+
+    with connect() as conn:
+        return get_model_version(conn, version)
+
+
+def fail(message: str) -> typer.Exit:
+    """Print ``error: message`` on stderr; return the exit (code 1) to raise."""
+    console.print(f"[red]error:[/] {message}", soft_wrap=True)
+    return typer.Exit(1)
+
+
+def wait_for_job(db_url: str, job_id: str, *, timeout: float | None = None, poll: float = 0.5,
+                 show: bool = True) -> dict[str, Any]:
+    """Poll the job row until it finishes, with a progress bar; returns the final row."""
+    from psm_db import jobs
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("{task.fields[message]}")]
+    with Progress(*columns, console=console, disable=not show, transient=False) as bar:
+        task = bar.add_task(f"job {job_id[:8]}", total=None, message="queued")
+        while True:
+            with connect(db_url) as conn:
+                row = jobs.get_job(conn, job_id)
+            if row is None:
+                raise click.ClickException(f"job {job_id} does not exist")
+            bar.update(task, total=row["total"] or None, completed=row["done"],
+                       message=row["message"] or row["status"])
+            if row["status"] in jobs.FINAL_STATES:
+                return row
+            if deadline is not None and time.monotonic() > deadline:
+                raise click.ClickException(f"job {job_id} is still {row['status']} after {timeout} s")
+            time.sleep(poll)
