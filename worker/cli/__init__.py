@@ -27,8 +27,8 @@ import logging
 import typer
 
 from worker.cli import db, embed, jobs, models, query, regions, services, train, world
-from worker.cli import map as map_
 from worker.cli import eval as eval_
+from worker.cli import map as map_
 from worker.cli.embed import embed_region
 
 app = typer.Typer(help="PSM Maps: probabilistic soundscape maps.", no_args_is_help=True)
