@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -15,7 +16,7 @@ from worker.cli.common import resolve_model as _resolve_model
 app = typer.Typer()
 
 
-def _tile_scores(data: dict) -> object:
+def _tile_scores(data: dict[str, Any]) -> Any:
     from psm_db.maps.scores import TileScores
 
     return TileScores(data["tile_id"], data["lon"], data["lat"], data["xmin"], data["ymin"], data["xmax"],
@@ -57,7 +58,8 @@ def map_cmd(
     except ValueError as e:
         raise _fail(str(e)) from e
     started = time.perf_counter()
-    condition = {"month": month, "hour": hour, "audio_source": audio_source, "caption_source": caption_source}
+    condition: dict[str, Any] = {"month": month, "hour": hour, "audio_source": audio_source,
+                                 "caption_source": caption_source}
     try:
         with Session(_engine()) as session:
             if query_id is not None:
@@ -74,7 +76,7 @@ def map_cmd(
                 _kind, mu, var = encode_query(loaded, text=text, audio=audio)
                 geom = parse_region(region, db=session)
                 data = map_scores_vector(version.version, mu, var, geom, zoom=zoom, session=session, **condition)
-                scores = _tile_scores(data)  # type: ignore[assignment]
+                scores = _tile_scores(data)
                 label = text if text is not None else str(audio)
         fetched = time.perf_counter()
         tags = {"query": label, "region": region, "zoom": zoom,
