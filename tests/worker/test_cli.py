@@ -77,6 +77,6 @@ def test_celery_subcommand_help_lists_the_table():
 def test_every_group_is_mounted():
     cli = get_command(app)
     assert list(cli.commands) == ["embed-region", "register-model", "job", "submit-train", "services", "db",  # type: ignore[attr-defined]
-                                  "query", "regions", "train", "eval", "world"]
+                                  "query", "regions", "train", "eval", "world", "map"]
     assert set(cli.commands["query"].commands) == {"embed", "index", "list", "rank"}  # type: ignore[attr-defined]
     assert set(cli.commands["world"].commands) == {"build"}  # type: ignore[attr-defined]
