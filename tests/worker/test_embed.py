@@ -373,3 +373,29 @@ def test_a_chunk_that_fails_on_a_truncated_cog_leaves_nothing_behind(conn, model
     row = jobs.get_job(conn, str(job))
     assert row["status"] == "failed"
     assert f"cannot read the imagery file {cog}" in row["error"] and "truncated" in row["error"]
+
+
+def test_the_raster_of_stored_tiles_is_found_by_their_source_name(conn, db_url, model_version, tmp_path):
+    """What the dashboard reads to show a tile's real imagery (psm_db.rasters, no worker code)."""
+    from sqlalchemy.orm import Session
+
+    from psm_db import rasters
+    from psm_db.engine import make_engine
+
+    tif = write_geotiff(tmp_path / "named.tif", size=200)
+    region = geotiff_region(tif, 0.3)
+    for name in ("my-scene", None):
+        imagery = ImagerySpec(kind="geotiff", path=str(tif), size_px=32, name=name, bands=(3, 2, 1))
+        _run_job(conn, EmbedRequest(region=region, model_version=model_version.version, imagery=imagery))
+    stored = {r[0] for r in conn.execute("SELECT DISTINCT imagery_source FROM psm.tiles WHERE imagery_source"
+                                         " IN ('my-scene', %s)", (f"geotiff:{tif}",)).fetchall()}
+    assert stored == {"my-scene", f"geotiff:{tif}"}
+    engine = make_engine(db_url)
+    try:
+        with Session(engine) as s:
+            for name in stored:
+                assert rasters.raster_of_source(name, s) == rasters.RasterRef("geotiff", str(tif), (3, 2, 1))
+            assert rasters.raster_of_source("world-0-sentinel", s) is None
+    finally:
+        engine.dispose()
+    assert rasters.raster_of_source(f"geotiff:{tif}") == rasters.RasterRef("geotiff", str(tif))
