@@ -148,6 +148,8 @@ class Plan:
     chunks: list[tuple[int, int, int]]
     """(index into specs, start, stop) per chunk, in a fixed order."""
     conditions: list[ConditionSpec]
+    min_valid: float = 0.5
+    """Tiles with a smaller share of pixels holding data are skipped (:attr:`ImagerySpec.min_valid`)."""
 
     @property
     def total(self) -> int:
@@ -269,7 +271,7 @@ def plan_job(conn: psycopg.Connection, request: EmbedRequest, limits: Limits) ->
         chunks += [(i, s, min(n, s + chunk_tiles)) for s in range(0, n, chunk_tiles)]
     if total == 0:
         raise ValueError("the region covers no tiles")
-    return Plan(region, model, source, specs, chunks, conditions)
+    return Plan(region, model, source, specs, chunks, conditions, float(request.imagery.min_valid))
 
 
 def expected_rows(plan: Plan) -> int:

@@ -125,7 +125,8 @@ def embed_chunk(self: Any, job_id: str, chunk: int) -> dict[str, Any]:
     return {
         "job_id": job_id, "chunk": chunk, "tiles": result.tiles, "skipped": result.skipped,
         "features_computed": result.features_computed, "features_reused": result.features_reused,
-        "embeddings_written": result.embeddings_written, "job_finished": result.job_finished,
+        "embeddings_written": result.embeddings_written, "tiles_skipped_nodata": result.tiles_skipped_nodata,
+        "job_finished": result.job_finished,
         "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
         "pid": os.getpid(),
     }

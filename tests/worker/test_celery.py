@@ -76,6 +76,11 @@ def test_celery_cli_embeds_a_geotiff_region(db_url, model_version, geotiff, work
     [
         (PSM, ["--region", "POLYGON((0 0, 1 1, 1 0, 0 1, 0 0))"], "Self-intersection"),
         (CELERY, ["--hour", "24"], "hour must be"),
+        (PSM, ["--min-valid", "1.5"], "--min-valid is a share of a tile's pixels between 0 and 1"),
+        (CELERY, ["--imagery", "geotiff", "--imagery-path", "/x.tif", "--bands", "1,2"],
+         "bands must be one or three 1-based band numbers"),
+        (PSM, ["--imagery", "geotiff", "--imagery-path", "/x.tif", "--bands", "red"], "--bands takes 1-based"),
+        (CELERY, ["--bands", "4,3,2"], "--bands picks bands of a GeoTIFF"),
     ],
 )
 def test_bad_input_fails_fast_in_cli_and_job_row(db_url, model_version, queue_name, program, args, message):
@@ -211,3 +216,39 @@ def test_worker_module_loads_lazily():
                          text=True, timeout=120, env={**os.environ, "PSM_BROKER_URL": "redis://127.0.0.1:1/0"})
     assert out.returncode == 0, out.stderr
     assert "psm.embed_chunk" in out.stdout and "psm.embed_region" in out.stdout and "psm.train" in out.stdout
+
+
+def test_nodata_tiles_are_skipped_and_a_truncated_cog_fails_whole(db_url, model_version, workers, queue_name,
+                                                                  tmp_path):
+    """On real workers: `psm job` says how many tiles had no data; a truncated file leaves no rows."""
+    from test_embed import _fraction_box, _nodata_border_tif, _truncated_cog
+
+    workers.start()
+    tif = _nodata_border_tif(tmp_path / "border.tif")
+    border = f"border-{uuid.uuid4().hex[:6]}"
+    job, plan = _submit(db_url, queue_name, EmbedRequest(
+        region=_fraction_box(tif, 0.05, 0.45), model_version=model_version.version, chunk_tiles=64,
+        imagery=ImagerySpec(kind="geotiff", path=str(tif), size_px=32, name=border)), Limits())
+    row = wait_job(db_url, str(job), timeout=150)
+    assert row["status"] == "succeeded", (row, workers.logs())
+    assert _table_counts(db_url, border, model_version.version)["tiles"] == 0
+    out = subprocess.run([PSM, "job", str(job)], cwd=ROOT, env=worker_env(db_url, queue_name),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert f"skipped for lack of data: {plan.total} tile(s) (under 50% of their pixels hold data)" in out.stdout
+    assert "nothing was embedded" in out.stdout
+
+    cog = _truncated_cog(tmp_path)
+    name = f"trunc-{uuid.uuid4().hex[:6]}"
+    job, _ = _submit(db_url, queue_name, EmbedRequest(
+        region=geotiff_region(cog, 0.02), model_version=model_version.version, chunk_tiles=400,
+        imagery=ImagerySpec(kind="geotiff", path=str(cog), size_px=32, name=name)), Limits())
+    row = wait_job(db_url, str(job), timeout=150)
+    assert row["status"] == "failed", (row, workers.logs())
+    assert f"cannot read the imagery file {cog}" in row["error"]
+    with connect(db_url) as conn:
+        states = jobs.chunk_states(conn, str(job))
+    done = sum(c["tiles"] for c in states if c["status"] == "succeeded")
+    counts = _table_counts(db_url, name, model_version.version)
+    assert counts["tiles"] == counts["features"] == counts["embeddings"] == done  # failed chunks: nothing
+    assert any(c["status"] == "failed" for c in states)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import shapely
@@ -244,3 +246,156 @@ def test_model_prefix_is_matched_literally(conn, model_version):
         get_model_version(conn, "%%%%%%%%")
     with pytest.raises(ValueError):
         get_model_version(conn, "%%%%%%%%")
+
+
+# --------------------------------------------------------------------------- real imagery: nodata and failures
+
+
+def _nodata_border_tif(path):
+    """A UTM GeoTIFF whose west half is the nodata border of a scene (value 0, declared nodata)."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    data = np.full((3, 600, 600), 120, np.uint8)
+    data += np.random.default_rng(3).integers(0, 60, data.shape, dtype=np.uint8)
+    data[:, :, :300] = 0
+    with rasterio.open(path, "w", driver="GTiff", width=600, height=600, count=3, dtype="uint8",
+                       crs="EPSG:32631", transform=from_origin(300_000.0, 5_660_000.0, 10.0, 10.0),
+                       nodata=0, tiled=True, blockxsize=256, blockysize=256) as ds:
+        ds.write(data)
+    return path
+
+
+def _fraction_box(path, west: float, east: float) -> str:
+    import rasterio
+    from rasterio.warp import transform_bounds
+
+    with rasterio.open(path) as ds:
+        w, s, e, n = transform_bounds(ds.crs, "EPSG:4326", *ds.bounds)
+    return f"{w + (e - w) * west},{s + (n - s) * 0.1},{w + (e - w) * east},{n - (n - s) * 0.1}"
+
+
+def _source_rows(conn, source: str) -> tuple[int, int, int]:
+    """(tiles, features, embeddings) rows of an imagery source."""
+    return conn.execute(
+        "SELECT (SELECT count(*) FROM psm.tiles WHERE imagery_source = %(s)s),"
+        " (SELECT count(*) FROM psm.tile_features f JOIN psm.tiles t ON t.id = f.tile_id"
+        "   WHERE t.imagery_source = %(s)s),"
+        " (SELECT count(*) FROM psm.embeddings e JOIN psm.tiles t ON t.id = e.tile_id"
+        "   WHERE t.imagery_source = %(s)s)", {"s": source}).fetchone()
+
+
+def _run_job(conn, request, limits=LIMITS):
+    job, plan = embed.submit(conn, request, limits, lambda j: "no-celery")
+    results = [embed.run_chunk(conn, str(job), c, limits) for c in embed.prepare_job(conn, str(job), limits)]
+    return str(job), plan, results
+
+
+def test_a_region_in_the_nodata_border_embeds_nothing_and_says_why(conn, model_version, tmp_path):
+    from psm_db import jobs
+
+    tif = _nodata_border_tif(tmp_path / "border.tif")
+    imagery = ImagerySpec(kind="geotiff", path=str(tif), size_px=32, name="nodata-border")
+    request = EmbedRequest(region=_fraction_box(tif, 0.05, 0.45), model_version=model_version.version,
+                           imagery=imagery)
+    job, plan, results = _run_job(conn, request, Limits(max_region_tiles=2000, chunk_tiles=64, batch_size=32))
+    assert plan.total > 100
+    assert _source_rows(conn, "nodata-border") == (0, 0, 0)  # was (n, n, n) with n identical features
+    assert sum(r.tiles_skipped_nodata for r in results) == plan.total
+    row = jobs.get_job(conn, job)
+    assert row["status"] == "succeeded"
+    assert row["result"]["tiles_skipped_nodata"] == plan.total
+    assert f"{plan.total} tile(s) skipped" in row["message"]
+    events = " ".join(m for _, m in jobs.job_events(conn, job))
+    assert "under 50% of their pixels hold data" in events
+
+    # across the edge of the data: only the tiles with enough data are embedded
+    both = replace(request, region=_fraction_box(tif, 0.3, 0.7))
+    job2, plan2, results2 = _run_job(conn, both, Limits(max_region_tiles=2000, chunk_tiles=64, batch_size=32))
+    skipped = sum(r.tiles_skipped_nodata for r in results2)
+    tiles, feats, embs = _source_rows(conn, "nodata-border")
+    assert 0 < skipped < plan2.total and tiles == feats == embs == plan2.total - skipped
+    assert jobs.get_job(conn, job2)["result"]["tiles_skipped_nodata"] == skipped
+    # the stored tiles all lie east of the data edge (their features differ: real pixels)
+    distinct = conn.execute("SELECT count(DISTINCT f.features::text) FROM psm.tile_features f JOIN psm.tiles t"
+                            " ON t.id = f.tile_id WHERE t.imagery_source = 'nodata-border'").fetchone()[0]
+    assert distinct == feats
+    # min_valid 0 embeds everything, even tiles without a single pixel of data
+    everything = replace(both, imagery=replace(imagery, name="nodata-all", min_valid=0.0))
+    _, plan3, results3 = _run_job(conn, everything, Limits(max_region_tiles=2000, chunk_tiles=64, batch_size=32))
+    assert sum(r.tiles_skipped_nodata for r in results3) == 0
+    assert _source_rows(conn, "nodata-all") == (plan3.total,) * 3
+
+
+def _truncated_cog(tmp_path):
+    import rasterio
+    import rasterio.shutil
+
+    local = write_geotiff(tmp_path / "scene.tif", size=1200)
+    cog = tmp_path / "cog.tif"
+    with rasterio.open(local) as ds:
+        rasterio.shutil.copy(ds, str(cog), driver="COG", COMPRESS="DEFLATE")
+    cog.write_bytes(cog.read_bytes()[: cog.stat().st_size // 2])
+    return cog
+
+
+def test_a_chunk_that_fails_on_a_truncated_cog_leaves_nothing_behind(conn, model_version, tmp_path):
+    from psm_db import jobs
+
+    cog = _truncated_cog(tmp_path)
+    request = EmbedRequest(region=geotiff_region(cog, 0.02), model_version=model_version.version,
+                           imagery=ImagerySpec(kind="geotiff", path=str(cog), size_px=32, name="truncated-cog"))
+    limits = Limits(max_region_tiles=5000, chunk_tiles=400, batch_size=32)
+    job, plan = embed.submit(conn, request, limits, lambda j: "no-celery")
+    chunks = embed.prepare_job(conn, str(job), limits)
+    before = conn.execute("SELECT (SELECT count(*) FROM psm.tiles), (SELECT count(*) FROM psm.tile_features),"
+                          " (SELECT count(*) FROM psm.embeddings)").fetchone()
+    failed = None
+    for c in chunks:
+        try:
+            embed.run_chunk(conn, str(job), c, limits)
+        except ValueError as e:  # what psm.embed_chunk does with a permanent error
+            jobs.fail_chunk(conn, str(job), c, str(e), final=True)
+            failed = c
+            break
+    assert failed is not None, "the truncated half of the file was read without an error"
+    after = conn.execute("SELECT (SELECT count(*) FROM psm.tiles), (SELECT count(*) FROM psm.tile_features),"
+                         " (SELECT count(*) FROM psm.embeddings)").fetchone()
+    succeeded = sum(1 for s in jobs.chunk_states(conn, str(job)) if s["status"] == "succeeded")
+    written = sum(len(plan.tiles(c)) for c in range(succeeded))
+    assert succeeded == failed  # chunks run in order: the ones before the failing one finished
+    assert tuple(a - b for a, b in zip(after, before, strict=True)) == (written, written, written)
+    failing = plan.tiles(failed)
+    left = conn.execute("SELECT count(*) FROM psm.tiles WHERE imagery_source = 'truncated-cog'"
+                        " AND zoom = 1 AND (grid_row, grid_col) IN (SELECT * FROM unnest(%s::int[], %s::int[]))",
+                        (failing.rows.tolist(), failing.cols.tolist())).fetchone()[0]
+    assert left == 0, f"{left} tiles of the failed chunk were left in psm.tiles"
+    row = jobs.get_job(conn, str(job))
+    assert row["status"] == "failed"
+    assert f"cannot read the imagery file {cog}" in row["error"] and "truncated" in row["error"]
+
+
+def test_the_raster_of_stored_tiles_is_found_by_their_source_name(conn, db_url, model_version, tmp_path):
+    """What the dashboard reads to show a tile's real imagery (psm_db.rasters, no worker code)."""
+    from sqlalchemy.orm import Session
+
+    from psm_db import rasters
+    from psm_db.engine import make_engine
+
+    tif = write_geotiff(tmp_path / "named.tif", size=200)
+    region = geotiff_region(tif, 0.3)
+    for name in ("my-scene", None):
+        imagery = ImagerySpec(kind="geotiff", path=str(tif), size_px=32, name=name, bands=(3, 2, 1))
+        _run_job(conn, EmbedRequest(region=region, model_version=model_version.version, imagery=imagery))
+    stored = {r[0] for r in conn.execute("SELECT DISTINCT imagery_source FROM psm.tiles WHERE imagery_source"
+                                         " IN ('my-scene', %s)", (f"geotiff:{tif}",)).fetchall()}
+    assert stored == {"my-scene", f"geotiff:{tif}"}
+    engine = make_engine(db_url)
+    try:
+        with Session(engine) as s:
+            for name in stored:
+                assert rasters.raster_of_source(name, s) == rasters.RasterRef("geotiff", str(tif), (3, 2, 1))
+            assert rasters.raster_of_source("world-0-sentinel", s) is None
+    finally:
+        engine.dispose()
+    assert rasters.raster_of_source(f"geotiff:{tif}") == rasters.RasterRef("geotiff", str(tif))
