@@ -9,6 +9,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from sqlalchemy import Connection, Engine
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("PSM_HOME", str(ROOT / ".psm"))
@@ -110,11 +111,31 @@ def fresh_db_url(admin_url) -> Iterator[str]:
     drop_database(admin_url, url)
 
 
-@pytest.fixture
-def conn(db_url) -> Iterator[psycopg.Connection]:
-    """A psycopg connection to the session database with pgvector types registered."""
-    from psm_db.engine import connect
+@pytest.fixture(scope="session")
+def db_engine(db_url) -> Iterator[Engine]:
+    """A SQLAlchemy engine on the session database."""
+    from psm_db.engine import make_engine
 
-    with connect(db_url) as c:
+    engine = make_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def db(db_engine) -> Iterator[Connection]:
+    """A SQLAlchemy connection to the session database: what psm_db's row functions take."""
+    with db_engine.connect() as c:
         yield c
         c.rollback()
+        c.invalidate()  # a fresh connection for each test: no session setting or temp table is carried over
+
+
+@pytest.fixture
+def conn(db) -> psycopg.Connection:
+    """The psycopg connection under ``db`` (pgvector types registered), in the same transaction.
+
+    Tests read and write rows on it with plain SQL and hand ``db`` to the code under test.
+    """
+    from psm_db.engine import driver_connection
+
+    return driver_connection(db)

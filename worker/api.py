@@ -40,7 +40,7 @@ def submit_embed_region(conn: Any, settings: Settings, *, region: str, model_ver
     """Queue ``psm.embed_region`` over the synthetic world's imagery; return (job id, plan).
 
     Args:
-        conn: A psycopg connection on the writer role (the job row is written on it).
+        conn: A SQLAlchemy connection (or session) on the writer role (the job row is written on it).
         settings: Supplies the limits (:func:`embed_limits`).
         region: bbox, WKT or GeoJSON polygon, or a stored region set/name.
         model_version: A registered model version (or a unique prefix).

@@ -13,10 +13,20 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-import psycopg
-from psycopg.types.json import Jsonb
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Integer,
+    Text,
+    any_,
+    func,
+    literal,
+    select,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from psm_db import bulk, jobs
+from psm_db.models import Embedding, TileFeature
 from psm_db.tiles import TileSet, upsert_tiles
 from worker.model_runner import compute_gaussians, get_model, read_and_compute_features
 from worker.plan import (
@@ -42,7 +52,7 @@ ProgressFn = Callable[[int, int, str], None]
 
 
 def submit(
-    conn: psycopg.Connection,
+    conn: Connection,
     request: EmbedRequest,
     limits: Limits,
     send: Callable[[str], str],
@@ -72,7 +82,7 @@ def submit(
     return job_id, plan
 
 
-def load_plan(conn: psycopg.Connection, job_id: str, limits: Limits) -> tuple[dict[str, Any], Plan]:
+def load_plan(conn: Connection, job_id: str, limits: Limits) -> tuple[dict[str, Any], Plan]:
     """The job row and its plan (validated again: files may have gone since submission)."""
     job = jobs.get_job(conn, job_id)
     if job is None:
@@ -87,7 +97,7 @@ def load_plan(conn: psycopg.Connection, job_id: str, limits: Limits) -> tuple[di
     return job, plan
 
 
-def prepare_job(conn: psycopg.Connection, job_id: str, limits: Limits) -> list[int]:
+def prepare_job(conn: Connection, job_id: str, limits: Limits) -> list[int]:
     """The planner step: validate, create conditions and chunk rows, mark running.
 
     Returns the chunks still to run (all but succeeded ones), so a redelivered planner only
@@ -103,8 +113,7 @@ def prepare_job(conn: psycopg.Connection, job_id: str, limits: Limits) -> list[i
         return []
     ensure_conditions(conn, plan.conditions)
     resolved = {"region": plan.region.wkt, "model_version": plan.model.version}
-    conn.execute("UPDATE psm.jobs SET params = params || %s WHERE id = %s",
-                 (Jsonb({"resolved": resolved}), job_id))
+    jobs.merge_params(conn, job_id, {"resolved": resolved})
     started = jobs.start_job(conn, job_id, [stop - start for _, start, stop in plan.chunks],
                              message=f"0/{len(plan.chunks)} chunks")
     if started:
@@ -115,14 +124,15 @@ def prepare_job(conn: psycopg.Connection, job_id: str, limits: Limits) -> list[i
     return [c["chunk"] for c in jobs.chunk_states(conn, job_id) if c["status"] != "succeeded"]
 
 
-def ensure_conditions(conn: psycopg.Connection, conditions: Sequence[ConditionSpec]) -> list[int]:
+def ensure_conditions(conn: Connection, conditions: Sequence[ConditionSpec]) -> list[int]:
     """Get or create the condition rows; returns their ids in order (caller commits)."""
     ids = []
     for c in conditions:
-        row = conn.execute("SELECT psm.ensure_condition(%s, %s, %s, %s)",
-                           (c.month, c.hour, c.audio_source, c.caption_source)).fetchone()
-        assert row is not None
-        ids.append(int(row[0]))
+        cid = conn.scalar(select(func.psm.ensure_condition(
+            literal(c.month, Integer), literal(c.hour, Integer), literal(c.audio_source, Text),
+            literal(c.caption_source, Text))))
+        assert cid is not None
+        ids.append(int(cid))
     return ids
 
 
@@ -144,27 +154,29 @@ class ChunkResult:
     """Wall time per step: plan, tiles, read, features, fusion, write."""
 
 
-def _existing_features(conn: psycopg.Connection, version: str, tile_ids: np.ndarray) -> dict[int, np.ndarray]:
+def _existing_features(conn: Connection, version: str, tile_ids: np.ndarray) -> dict[int, np.ndarray]:
     rows = conn.execute(
-        "SELECT tile_id, features FROM psm.tile_features WHERE model_version = %s AND tile_id = ANY(%s)",
-        (version, tile_ids.tolist()),
-    ).fetchall()
+        select(TileFeature.tile_id, TileFeature.features)
+        .where(TileFeature.model_version == version,
+               TileFeature.tile_id == any_(literal(tile_ids.tolist(), ARRAY(BigInteger))))
+    ).all()
     return {int(t): np.asarray(f.to_numpy() if hasattr(f, "to_numpy") else f, dtype=np.float32) for t, f in rows}
 
 
 def _existing_embeddings(
-    conn: psycopg.Connection, version: str, cond_ids: list[int], tile_ids: np.ndarray
+    conn: Connection, version: str, cond_ids: list[int], tile_ids: np.ndarray
 ) -> set[tuple[int, int]]:
     rows = conn.execute(
-        "SELECT condition_id, tile_id FROM psm.embeddings WHERE model_version = %s"
-        " AND condition_id = ANY(%s) AND tile_id = ANY(%s)",
-        (version, cond_ids, tile_ids.tolist()),
-    ).fetchall()
+        select(Embedding.condition_id, Embedding.tile_id)
+        .where(Embedding.model_version == version,
+               Embedding.condition_id == any_(literal(cond_ids, ARRAY(Integer))),
+               Embedding.tile_id == any_(literal(tile_ids.tolist(), ARRAY(BigInteger))))
+    ).all()
     return {(int(c), int(t)) for c, t in rows}
 
 
 def run_chunk(
-    conn: psycopg.Connection,
+    conn: Connection,
     job_id: str,
     chunk: int,
     limits: Limits,

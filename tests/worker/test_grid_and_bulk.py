@@ -7,6 +7,7 @@ import pytest
 import shapely
 
 from psm_db import bulk
+from psm_db.engine import driver_connection
 from psm_db.tiles import METRES_PER_DEGREE, GridSpec, count_tiles, grid_tiles, upsert_tiles
 
 
@@ -42,22 +43,23 @@ def test_tile_limit_is_enforced_with_a_clear_message():
         count_tiles(shapely.box(0, 50, 0.5, 50.5), spec, limit=10)
 
 
-def _setup(conn, dim=8):
+def _setup(db, dim=8):
+    conn = driver_connection(db)
     conn.execute("INSERT INTO psm.model_versions (version, name, preset, loss, embed_dim, feature_dim,"
                  " match_a, match_b, checkpoint_path) VALUES ('feedbeef', 't', 't', 'pcmepp', %s, %s, 5, 5, '-')"
                  " ON CONFLICT DO NOTHING", (dim, dim))
     cid = conn.execute("SELECT psm.ensure_condition(3, 4, NULL, NULL)").fetchone()[0]
-    ids = upsert_tiles(conn, grid_tiles(shapely.box(5, 5, 5.1, 5.1), GridSpec("bulk-test", 10.0, 256, 1)))
+    ids = upsert_tiles(db, grid_tiles(shapely.box(5, 5, 5.1, 5.1), GridSpec("bulk-test", 10.0, 256, 1)))
     return cid, ids
 
 
-def test_write_embeddings_round_trip_and_idempotent(conn):
-    cid, ids = _setup(conn)
+def test_write_embeddings_round_trip_and_idempotent(db, conn):
+    cid, ids = _setup(db)
     rng = np.random.default_rng(1)
     mu = rng.standard_normal((len(ids), 8)).astype(np.float32)
     var = np.exp(rng.normal(-4, 1, (len(ids), 8))).astype(np.float32)
-    assert bulk.write_embeddings(conn, "feedbeef", cid, ids, mu, var, 8) == len(ids)
-    assert bulk.write_embeddings(conn, "feedbeef", cid, ids, mu + 1, var, 8) == 0  # nothing changes
+    assert bulk.write_embeddings(db, "feedbeef", cid, ids, mu, var, 8) == len(ids)
+    assert bulk.write_embeddings(db, "feedbeef", cid, ids, mu + 1, var, 8) == 0  # nothing changes
     rows = conn.execute("SELECT tile_id, mu, var, var_sum FROM psm.embeddings WHERE model_version = 'feedbeef'"
                         " ORDER BY tile_id").fetchall()
     order = np.argsort(ids)
@@ -67,7 +69,7 @@ def test_write_embeddings_round_trip_and_idempotent(conn):
     assert np.array_equal(np.array([r[2].to_numpy() for r in rows]), var[order])
     assert np.allclose([r[3] for r in rows], var[order].sum(1, dtype=np.float64))
     # the tiles upsert is idempotent too: same ids back
-    again = upsert_tiles(conn, grid_tiles(shapely.box(5, 5, 5.1, 5.1), GridSpec("bulk-test", 10.0, 256, 1)))
+    again = upsert_tiles(db, grid_tiles(shapely.box(5, 5, 5.1, 5.1), GridSpec("bulk-test", 10.0, 256, 1)))
     assert np.array_equal(again, ids)
 
 
@@ -81,8 +83,8 @@ def test_write_embeddings_round_trip_and_idempotent(conn):
         ("inf_var", "infinity"),
     ],
 )
-def test_write_embeddings_refuses_bad_rows_and_writes_nothing(conn, bad, message):
-    cid, ids = _setup(conn)
+def test_write_embeddings_refuses_bad_rows_and_writes_nothing(db, conn, bad, message):
+    cid, ids = _setup(db)
     n = len(ids)
     mu = np.ones((n, 8), np.float32)
     var = np.full((n, 8), 0.01, np.float32)
@@ -97,16 +99,16 @@ def test_write_embeddings_refuses_bad_rows_and_writes_nothing(conn, bad, message
     else:
         var[2, 2] = np.inf
     with pytest.raises(bulk.EmbeddingValidationError, match=message):
-        bulk.write_embeddings(conn, "feedbeef", cid, ids, mu, var, 8)
+        bulk.write_embeddings(db, "feedbeef", cid, ids, mu, var, 8)
     assert conn.execute("SELECT count(*) FROM psm.embeddings WHERE model_version = 'feedbeef'").fetchone()[0] == 0
 
 
-def test_write_features_once_per_tile(conn):
-    _, ids = _setup(conn)
+def test_write_features_once_per_tile(db, conn):
+    _, ids = _setup(db)
     f = np.arange(len(ids) * 8, dtype=np.float32).reshape(-1, 8)
-    assert bulk.write_features(conn, "feedbeef", ids, f, 8) == len(ids)
-    assert bulk.write_features(conn, "feedbeef", ids, f * 2, 8) == 0
+    assert bulk.write_features(db, "feedbeef", ids, f, 8) == len(ids)
+    assert bulk.write_features(db, "feedbeef", ids, f * 2, 8) == 0
     with pytest.raises(bulk.EmbeddingValidationError, match="NaN"):
-        bulk.write_features(conn, "feedbeef", ids, f * np.nan, 8)
+        bulk.write_features(db, "feedbeef", ids, f * np.nan, 8)
     got = conn.execute("SELECT features FROM psm.tile_features WHERE tile_id = %s", (int(ids[0]),)).fetchone()[0]
     assert np.array_equal(got.to_numpy(), f[0])
