@@ -112,19 +112,21 @@ def fresh_db_url(admin_url) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def db_engine(db_url) -> Iterator[Engine]:
-    """A SQLAlchemy engine on the session database."""
-    from psm_db.engine import make_engine
-
-    engine = make_engine(db_url)
-    yield engine
-    engine.dispose()
+def _engines() -> Iterator[dict[str, Engine]]:
+    """SQLAlchemy engines by database URL (test modules may have a database of their own)."""
+    engines: dict[str, Engine] = {}
+    yield engines
+    for engine in engines.values():
+        engine.dispose()
 
 
 @pytest.fixture
-def db(db_engine) -> Iterator[Connection]:
-    """A SQLAlchemy connection to the session database: what psm_db's row functions take."""
-    with db_engine.connect() as c:
+def db(db_url, _engines) -> Iterator[Connection]:
+    """A SQLAlchemy connection to the test's database: what psm_db's row functions take."""
+    from psm_db.engine import make_engine
+
+    engine = _engines.get(db_url) or _engines.setdefault(db_url, make_engine(db_url, pool_size=1))
+    with engine.connect() as c:
         yield c
         c.rollback()
         c.invalidate()  # a fresh connection for each test: no session setting or temp table is carried over
