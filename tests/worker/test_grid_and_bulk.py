@@ -112,3 +112,47 @@ def test_write_features_once_per_tile(db, conn):
         bulk.write_features(db, "feedbeef", ids, f * np.nan, 8)
     got = conn.execute("SELECT features FROM psm.tile_features WHERE tile_id = %s", (int(ids[0]),)).fetchone()[0]
     assert np.array_equal(got.to_numpy(), f[0])
+
+
+def _rows_of(db, source: str) -> tuple[int, int]:
+    from sqlalchemy import func, select
+
+    from psm_db.models import Tile, TileFeature
+
+    tiles = db.scalar(select(func.count()).select_from(Tile).where(Tile.imagery_source == source))
+    feats = db.scalar(select(func.count()).select_from(TileFeature).join(Tile, Tile.id == TileFeature.tile_id)
+                      .where(Tile.imagery_source == source))
+    return tiles, feats
+
+
+@pytest.mark.parametrize("kind", ["connection", "session"])
+def test_copy_and_core_writes_are_one_transaction(db, kind):
+    """The COPY runs on the caller's connection: a rollback leaves no row, a commit keeps them all."""
+    from sqlalchemy import delete, insert
+    from sqlalchemy.orm import Session
+
+    from psm_db.models import ModelVersion, Tile
+
+    source, version = f"one-transaction-{kind}", {"connection": "0e0e0001", "session": "0e0e0002"}[kind]
+    region, spec = shapely.box(6, 6, 6.05, 6.05), GridSpec(source, 10.0, 256, 1)
+    db.execute(insert(ModelVersion).values(version=version, name="t", preset="t", loss="pcmepp", embed_dim=8,
+                                           feature_dim=8, match_a=5, match_b=5, checkpoint_path="-"))
+    db.commit()
+    unit = db if kind == "connection" else Session(db.engine)
+    try:
+        ids = upsert_tiles(unit, grid_tiles(region, spec))
+        bulk.write_features(unit, version, ids, np.ones((len(ids), 8), np.float32), 8)
+        unit.rollback()
+        assert _rows_of(db, source) == (0, 0)
+        ids = upsert_tiles(unit, grid_tiles(region, spec))
+        bulk.write_features(unit, version, ids, np.ones((len(ids), 8), np.float32), 8)
+        unit.commit()
+        db.rollback()
+        assert _rows_of(db, source) == (len(ids), len(ids)) and len(ids) > 1
+    finally:
+        if isinstance(unit, Session):
+            unit.close()
+        db.rollback()
+        db.execute(delete(Tile).where(Tile.imagery_source == source))
+        db.execute(delete(ModelVersion).where(ModelVersion.version == version))
+        db.commit()

@@ -44,10 +44,10 @@ def connect(url: str | None = None) -> AbstractContextManager[Connection]:
 
 
 def engine() -> Any:
-    """A SQLAlchemy engine on the writer URL of the settings."""
-    from psm_db.engine import make_engine
+    """The SQLAlchemy engine on the writer URL of the settings (one per process, shared with :func:`connect`)."""
+    from psm_db.engine import shared_engine
 
-    return make_engine(settings().db_url)
+    return shared_engine(settings().db_url)
 
 
 def resolve_model(version: str) -> Any:
