@@ -11,12 +11,12 @@ import functools
 import hashlib
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
 
 import numpy as np
 import streamlit as st
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session
 
 from dashboard.mapview import TileScores
@@ -369,10 +369,11 @@ def _send_task(name: str, job_id: str) -> str:
     return send_task(name, job_id)
 
 
-def _writer() -> Any:
-    from psm_db.engine import connect
+def _writer() -> AbstractContextManager[Connection]:
+    """A connection on the writer role (committed at the end of its block)."""
+    from psm_db.engine import connection
 
-    return connect(get_settings().db_url)
+    return connection(get_settings().db_url)
 
 
 def submit_embed_region(model_version: str, region_wkt: str | None, meta: Any, world_seed: int = 0, *,

@@ -26,7 +26,6 @@ import re
 from pathlib import Path
 from typing import Any, TypeAlias, overload
 
-import psycopg
 import shapely
 import shapely.errors
 import shapely.geometry
@@ -39,8 +38,8 @@ from psm_db.vectorfiles import VECTOR_SUFFIXES, is_vector_file, read_vector_file
 
 RegionLike: TypeAlias = BaseGeometry | str | dict[str, Any] | None
 """A region: a shapely geometry, text in one of the forms above, a GeoJSON dict, or None (anywhere)."""
-Db: TypeAlias = psycopg.Connection | Session | Connection
-"""Where stored regions are read from: a psycopg connection or a SQLAlchemy session / connection."""
+Db: TypeAlias = Session | Connection
+"""Where stored regions are read from: a SQLAlchemy session or connection."""
 
 FORMS = ("a bbox W,S,E,N (degrees), a WKT or EWKT polygon (e.g. SRID=3857;POLYGON(...)), GeoJSON "
          "(text or a .geojson/.json/.wkt file), a GeoPackage/Shapefile/FlatGeobuf/GeoParquet file "
@@ -244,13 +243,8 @@ def stored_region(name: str, db: Db | None) -> BaseGeometry:
     set_name, _, region_name = name.strip().partition("/")
     if db is None:
         raise ValueError(f"the stored region {name!r} needs a database connection")
-    if isinstance(db, psycopg.Connection):
-        row = db.execute("SELECT ST_AsBinary(geom) FROM psm.regions WHERE set_name = %s AND name = %s",
-                         (set_name, region_name)).fetchone()
-        wkb = None if row is None else row[0]
-    else:
-        wkb = db.scalar(select(func.ST_AsBinary(Region.geom, type_=LargeBinary))
-                        .where(Region.set_name == set_name, Region.name == region_name))
+    wkb = db.scalar(select(func.ST_AsBinary(Region.geom, type_=LargeBinary))
+                    .where(Region.set_name == set_name, Region.name == region_name))
     if wkb is None:
         raise ValueError(
             f"unknown stored region {name!r}: no region {region_name!r} in set {set_name!r} "

@@ -45,7 +45,7 @@ def submit_embed_region(conn: Any, settings: Settings, *, region: str, model_ver
     GeoTIFF tiles (``folder``); the workers must see ``imagery_path`` at the same place.
 
     Args:
-        conn: A psycopg connection on the writer role (the job row is written on it).
+        conn: A SQLAlchemy connection (or session) on the writer role (the job row is written on it).
         settings: Supplies the limits (:func:`embed_limits`).
         region: bbox, WKT or GeoJSON polygon, or a stored region set/name.
         model_version: A registered model version (or a unique prefix).

@@ -14,10 +14,21 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-import psycopg
-from psycopg.types.json import Jsonb
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Integer,
+    Text,
+    any_,
+    func,
+    literal,
+    select,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from psm_db import bulk, jobs
+from psm_db.engine import TRANSIENT_ERRORS
+from psm_db.models import Embedding, Tile, TileFeature
 from psm_db.tiles import TileSet, upsert_tiles
 from worker.model_runner import compute_gaussians, get_model, read_valid_and_compute_features
 from worker.plan import (
@@ -43,7 +54,7 @@ ProgressFn = Callable[[int, int, str], None]
 
 
 def submit(
-    conn: psycopg.Connection,
+    conn: Connection,
     request: EmbedRequest,
     limits: Limits,
     send: Callable[[str], str],
@@ -73,7 +84,7 @@ def submit(
     return job_id, plan
 
 
-def load_plan(conn: psycopg.Connection, job_id: str, limits: Limits) -> tuple[dict[str, Any], Plan]:
+def load_plan(conn: Connection, job_id: str, limits: Limits) -> tuple[dict[str, Any], Plan]:
     """The job row and its plan (validated again: files may have gone since submission)."""
     job = jobs.get_job(conn, job_id)
     if job is None:
@@ -88,7 +99,7 @@ def load_plan(conn: psycopg.Connection, job_id: str, limits: Limits) -> tuple[di
     return job, plan
 
 
-def prepare_job(conn: psycopg.Connection, job_id: str, limits: Limits) -> list[int]:
+def prepare_job(conn: Connection, job_id: str, limits: Limits) -> list[int]:
     """The planner step: validate, create conditions and chunk rows, mark running.
 
     Returns the chunks still to run (all but succeeded ones), so a redelivered planner only
@@ -104,8 +115,7 @@ def prepare_job(conn: psycopg.Connection, job_id: str, limits: Limits) -> list[i
         return []
     ensure_conditions(conn, plan.conditions)
     resolved = {"region": plan.region.wkt, "model_version": plan.model.version}
-    conn.execute("UPDATE psm.jobs SET params = params || %s WHERE id = %s",
-                 (Jsonb({"resolved": resolved}), job_id))
+    jobs.merge_params(conn, job_id, {"resolved": resolved})
     started = jobs.start_job(conn, job_id, [stop - start for _, start, stop in plan.chunks],
                              message=f"0/{len(plan.chunks)} chunks")
     if started:
@@ -116,14 +126,15 @@ def prepare_job(conn: psycopg.Connection, job_id: str, limits: Limits) -> list[i
     return [c["chunk"] for c in jobs.chunk_states(conn, job_id) if c["status"] != "succeeded"]
 
 
-def ensure_conditions(conn: psycopg.Connection, conditions: Sequence[ConditionSpec]) -> list[int]:
+def ensure_conditions(conn: Connection, conditions: Sequence[ConditionSpec]) -> list[int]:
     """Get or create the condition rows; returns their ids in order (caller commits)."""
     ids = []
     for c in conditions:
-        row = conn.execute("SELECT psm.ensure_condition(%s, %s, %s, %s)",
-                           (c.month, c.hour, c.audio_source, c.caption_source)).fetchone()
-        assert row is not None
-        ids.append(int(row[0]))
+        cid = conn.scalar(select(func.psm.ensure_condition(
+            literal(c.month, Integer), literal(c.hour, Integer), literal(c.audio_source, Text),
+            literal(c.caption_source, Text))))
+        assert cid is not None
+        ids.append(int(cid))
     return ids
 
 
@@ -147,40 +158,42 @@ class ChunkResult:
     """Wall time per step: plan, read, features, fusion, write."""
 
 
-def _stored_tile_ids(conn: psycopg.Connection, tiles: TileSet) -> np.ndarray:
+def _stored_tile_ids(conn: Connection, tiles: TileSet) -> np.ndarray:
     """The ids of ``tiles`` already in psm.tiles (-1 where a tile is not stored); writes nothing."""
     out = np.full(len(tiles), -1, dtype=np.int64)
     if len(tiles) == 0:
         return out
     spec = tiles.spec
+    keys = func.unnest(literal(tiles.rows.tolist(), ARRAY(Integer)), literal(tiles.cols.tolist(), ARRAY(Integer))) \
+        .table_valued("grid_row", "grid_col", with_ordinality="i").render_derived(name="k")
     rows = conn.execute(
-        "SELECT k.i, t.id FROM unnest(%s::int[], %s::int[]) WITH ORDINALITY AS k(grid_row, grid_col, i)"
-        " JOIN psm.tiles t ON t.imagery_source = %s AND t.gsd = %s AND t.size_px = %s AND t.zoom = %s"
-        " AND t.grid_row = k.grid_row AND t.grid_col = k.grid_col",
-        (tiles.rows.tolist(), tiles.cols.tolist(), spec.imagery_source, float(spec.gsd), int(spec.size_px),
-         int(spec.zoom)),
-    ).fetchall()
+        select(keys.c.i, Tile.id).join(Tile, (Tile.grid_row == keys.c.grid_row) & (Tile.grid_col == keys.c.grid_col))
+        .where(Tile.imagery_source == spec.imagery_source, Tile.gsd == float(spec.gsd),
+               Tile.size_px == int(spec.size_px), Tile.zoom == int(spec.zoom))
+    ).all()
     for i, tile_id in rows:
         out[int(i) - 1] = int(tile_id)
     return out
 
 
-def _existing_features(conn: psycopg.Connection, version: str, tile_ids: np.ndarray) -> dict[int, np.ndarray]:
+def _existing_features(conn: Connection, version: str, tile_ids: np.ndarray) -> dict[int, np.ndarray]:
     rows = conn.execute(
-        "SELECT tile_id, features FROM psm.tile_features WHERE model_version = %s AND tile_id = ANY(%s)",
-        (version, tile_ids.tolist()),
-    ).fetchall()
+        select(TileFeature.tile_id, TileFeature.features)
+        .where(TileFeature.model_version == version,
+               TileFeature.tile_id == any_(literal(tile_ids.tolist(), ARRAY(BigInteger))))
+    ).all()
     return {int(t): np.asarray(f.to_numpy() if hasattr(f, "to_numpy") else f, dtype=np.float32) for t, f in rows}
 
 
 def _existing_embeddings(
-    conn: psycopg.Connection, version: str, cond_ids: list[int], tile_ids: np.ndarray
+    conn: Connection, version: str, cond_ids: list[int], tile_ids: np.ndarray
 ) -> set[tuple[int, int]]:
     rows = conn.execute(
-        "SELECT condition_id, tile_id FROM psm.embeddings WHERE model_version = %s"
-        " AND condition_id = ANY(%s) AND tile_id = ANY(%s)",
-        (version, cond_ids, tile_ids.tolist()),
-    ).fetchall()
+        select(Embedding.condition_id, Embedding.tile_id)
+        .where(Embedding.model_version == version,
+               Embedding.condition_id == any_(literal(cond_ids, ARRAY(Integer))),
+               Embedding.tile_id == any_(literal(tile_ids.tolist(), ARRAY(BigInteger))))
+    ).all()
     return {(int(c), int(t)) for c, t in rows}
 
 
@@ -189,44 +202,24 @@ def _skip_message(skipped: int, of: int, min_valid: float) -> str:
             "data (nodata, masked or outside the imagery); lower --min-valid to embed them anyway")
 
 
-def _record_skipped(conn: psycopg.Connection, job_id: str, chunk: int, skipped: int) -> None:
-    """Keep the chunk's count of skipped tiles in the job's result, and the job's total (caller commits).
-
-    Counted per chunk (``skipped_nodata_chunks``), so a chunk that runs twice is counted once.
-    """
-    conn.execute(
-        "UPDATE psm.jobs SET result = jsonb_set(COALESCE(result, '{}'::jsonb), '{skipped_nodata_chunks}',"
-        " COALESCE(result->'skipped_nodata_chunks', '{}'::jsonb) || jsonb_build_object(%s::text, %s::int))"
-        " WHERE id = %s",
-        (str(chunk), int(skipped), job_id),
-    )
-    conn.execute(
-        "UPDATE psm.jobs SET result = jsonb_set(result, '{tiles_skipped_nodata}', to_jsonb(("
-        " SELECT COALESCE(sum(value::bigint), 0) FROM jsonb_each_text(result->'skipped_nodata_chunks'))))"
-        " WHERE id = %s",
-        (job_id,),
-    )
-
-
-def _finish_message(conn: psycopg.Connection, job_id: str, min_valid: float) -> None:
+def _finish_message(conn: Connection, job_id: str, min_valid: float) -> None:
     """After the last chunk: say in the job's message and events how many tiles had too little data."""
-    row = conn.execute("SELECT message, done, (result->>'tiles_skipped_nodata')::bigint FROM psm.jobs"
-                       " WHERE id = %s", (job_id,)).fetchone()
-    if row is None or not row[2]:
+    row = jobs.get_job(conn, job_id)
+    skipped = int(((row or {}).get("result") or {}).get("tiles_skipped_nodata") or 0)
+    if row is None or not skipped:
         return
-    message, done, skipped = row
-    conn.execute("UPDATE psm.jobs SET message = %s WHERE id = %s",
-                 (f"{message}; {skipped} tile(s) skipped for lack of data", job_id))
+    done = int(row["done"])
+    jobs.append_message(conn, job_id, f"{skipped} tile(s) skipped for lack of data")
     if skipped >= done:
         jobs.add_event(conn, job_id, "warning",
                        f"nothing was embedded: no tile holds data in {min_valid:.0%} of its pixels or more; "
                        "does the region lie in the imagery's nodata border?")
     else:
-        jobs.add_event(conn, job_id, "info", _skip_message(int(skipped), int(done), min_valid))
+        jobs.add_event(conn, job_id, "info", _skip_message(skipped, done, min_valid))
 
 
 def run_chunk(
-    conn: psycopg.Connection,
+    conn: Connection,
     job_id: str,
     chunk: int,
     limits: Limits,
@@ -328,7 +321,7 @@ def run_chunk(
             result.embeddings_written = bulk.write_embeddings(conn, mv.version, c[order], t[order],
                                                               mu_all[order], var_all[order], mv.embed_dim)
         if result.tiles_skipped_nodata:
-            _record_skipped(conn, job_id, chunk, result.tiles_skipped_nodata)
+            jobs.record_chunk_skipped(conn, job_id, chunk, result.tiles_skipped_nodata)
             jobs.add_event(conn, job_id, "info",
                            f"chunk {chunk}: " + _skip_message(result.tiles_skipped_nodata, n, min_valid))
         result.job_finished = jobs.finish_chunk(conn, job_id, chunk, rows_written=result.embeddings_written)
@@ -336,7 +329,7 @@ def run_chunk(
             _finish_message(conn, job_id, min_valid)
         conn.commit()
     except BaseException:
-        with contextlib.suppress(psycopg.Error):  # a lost connection has rolled back already
+        with contextlib.suppress(*TRANSIENT_ERRORS):  # a lost connection has rolled back already
             conn.rollback()
         raise
     lap("write")

@@ -12,10 +12,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import shapely
 from shapely.geometry.base import BaseGeometry
 
+from psm_db.engine import Db
 from psm_db.geometry import parse_region
 from psm_db.models import ModelVersion
 from psm_db.registry import get_model_version
@@ -197,7 +197,7 @@ def cached_source(spec: ImagerySpec) -> ImagerySource:
 # --------------------------------------------------------------------------- regions
 
 
-def resolve_region(text: str, conn: psycopg.Connection | None = None) -> BaseGeometry:
+def resolve_region(text: str, conn: Db | None = None) -> BaseGeometry:
     """The region of a job in lon/lat, read by :func:`psm_db.geometry.parse_region`.
 
     ``conn`` reads a stored ``set/name``; an EWKT SRID or a GeoJSON crs is transformed to EPSG:4326.
@@ -213,7 +213,7 @@ def resolve_region(text: str, conn: psycopg.Connection | None = None) -> BaseGeo
 # --------------------------------------------------------------------------- planning
 
 
-def plan_job(conn: psycopg.Connection, request: EmbedRequest, limits: Limits) -> Plan:
+def plan_job(conn: Db, request: EmbedRequest, limits: Limits) -> Plan:
     """Validate a request completely and cut it into chunks; writes nothing.
 
     Raises:

@@ -116,7 +116,7 @@ def test_bbox_alone():
     assert same(parse_bbox("1,1,2,2", srid=3857), parse_region(EWKT_3857))
 
 
-def test_stored_regions_by_set_and_name(conn, db_url):
+def test_stored_regions_by_set_and_name(db, conn, db_url):
     from psm_db.engine import make_engine
 
     conn.execute("INSERT INTO psm.region_sets (name) VALUES ('geom-test') ON CONFLICT DO NOTHING")
@@ -124,7 +124,7 @@ def test_stored_regions_by_set_and_name(conn, db_url):
                  " ST_Multi(ST_MakeEnvelope(1, 2, 3, 4, 4326))) ON CONFLICT DO NOTHING")
     conn.commit()
     try:
-        assert parse_region("geom-test/square", db=conn).bounds == (1, 2, 3, 4)
+        assert parse_region("geom-test/square", db=db).bounds == (1, 2, 3, 4)
         engine = make_engine(db_url)
         with Session(engine) as session:
             assert parse_region("geom-test/square", db=session).bounds == (1, 2, 3, 4)

@@ -14,7 +14,7 @@ import pytest
 from worker_helpers import CELERY, PSM, ROOT, celery_app_for, geotiff_region, wait_job, worker_env
 
 from psm_db import jobs
-from psm_db.engine import connect
+from psm_db.engine import connect, connection
 from worker import embed
 from worker.embed import ConditionSpec, EmbedRequest, Limits
 from worker.imagery import ImagerySpec
@@ -40,7 +40,7 @@ def _table_counts(db_url: str, source: str, version: str) -> dict[str, int]:
 
 def _submit(db_url: str, queue: str, request: EmbedRequest, limits: Limits):
     app = celery_app_for(db_url, queue)
-    with connect(db_url) as conn:
+    with connection(db_url) as conn:
         return embed.submit(conn, request, limits,
                             lambda j: str(app.send_task("psm.embed_region", args=[j]).id))
 
@@ -58,7 +58,7 @@ def test_celery_cli_embeds_a_geotiff_region(db_url, model_version, geotiff, work
     job_id = out.stdout.strip().splitlines()[-1]
     uuid.UUID(job_id)
     assert "succeeded" in out.stderr
-    with connect(db_url) as conn:
+    with connection(db_url) as conn:
         row = jobs.get_job(conn, job_id)
         chunks = jobs.chunk_states(conn, job_id)
     assert row["status"] == "succeeded" and row["done"] == row["total"] > 12
@@ -120,7 +120,7 @@ def test_killed_worker_is_replaced_and_job_completes_exactly(db_url, model_versi
     first = workers.start()
     wait_job(db_url, str(job_id), timeout=120, until=lambda r: r["done"] > 0)
     workers.kill(first)  # SIGKILL the whole worker, mid-job
-    with connect(db_url) as conn:
+    with connection(db_url) as conn:
         row = jobs.get_job(conn, str(job_id))
     assert row["status"] == "running" and 0 < row["done"] < row["total"], row
     workers.start()
@@ -166,7 +166,7 @@ def test_database_restart_mid_job_retries_and_completes(own_cluster, tiny_checkp
     from psm_db.registry import register_model
 
     url = own_cluster.db_url
-    with connect(url) as conn:
+    with connection(url) as conn:
         mv = register_model(conn, tiny_checkpoint)
     source = f"restart-{uuid.uuid4().hex[:6]}"
     request = EmbedRequest(
