@@ -67,7 +67,9 @@ def raster_of_source(name: str, session: Session | None = None) -> RasterRef | N
             select(Job.params).where(Job.kind == "embed_region").order_by(Job.created_at.desc()).limit(500)
         ).scalars()
         for params in rows:
-            imagery = (params or {}).get("imagery") or {}
+            imagery = params.get("imagery") if isinstance(params, dict) else None
+            if not isinstance(imagery, dict):
+                continue
             kind, path = imagery.get("kind"), imagery.get("path")
             if kind not in RASTER_KINDS or not path:
                 continue

@@ -98,9 +98,7 @@ def test_map_in_a_real_browser(server, artifacts, tmp_path):
             page.get_by_role("button", name="Map", exact=True).click()
             caption = page.get_by_text("Colour bar: Match probability")
             expect(caption).to_be_visible(timeout=90_000)
-            img = page.locator('[data-testid="stImage"] img').first
-            expect(img).to_be_visible()
-            assert page.evaluate("(i) => i.complete && i.naturalWidth > 400", img.element_handle())
+            expect(page.locator('[data-testid="stDeckGlJsonChart"] canvas').first).to_be_visible(timeout=60_000)
             assert _errors(page) == []
 
             # an embedded condition (May, iNaturalist, 20:00), then change the hour to 06:00
@@ -115,8 +113,7 @@ def test_map_in_a_real_browser(server, artifacts, tmp_path):
             _settle(page)
             expect(page.get_by_text("May · 06:00 · inaturalist").first).to_be_visible(timeout=60_000)
             expect(page.get_by_text("Colour bar: Match probability")).to_be_visible()
-            assert page.evaluate("(i) => i.complete && i.naturalWidth > 400",
-                                 page.locator('[data-testid="stImage"] img').first.element_handle())
+            expect(page.locator('[data-testid="stDeckGlJsonChart"] canvas').first).to_be_visible(timeout=60_000)
             assert _errors(page) == [], _errors(page)
             top = page.locator('[data-testid="stDataFrame"]').first
             expect(top).to_be_visible()

@@ -27,6 +27,11 @@ def _keys(at: AppTest) -> set[str]:
     return keys
 
 
+def _drawn(at: AppTest) -> int:
+    """Maps and pictures on the page: the interactive map (a deck.gl chart) counts as one."""
+    return len(at.get("image")) + len(at.get("deck_gl_json_chart"))
+
+
 def _map(at: AppTest, text: str = "sound of insects") -> AppTest:
     at.text_input(key="query_text").input(text).run()
     return at.button(key="map_button").click().run()
@@ -39,10 +44,10 @@ def test_map_page_widgets_and_known_answer(dash_env):
     assert {"model", "query_mode", "query_text", "region_mode", "region_set", "region_name", "temporal",
             "meta_month", "meta_month_out", "meta_hour", "meta_hour_out", "meta_src", "meta_src_out",
             "meta_cap", "meta_cap_out", "meta_zoom", "layer", "scale", "map_button"} <= _keys(at)
-    assert not at.get("image"), "no map before Map is pressed"
+    assert not _drawn(at), "no map before Map is pressed"
     _map(at)
     _clean(at)
-    assert len(at.get("image")) == 1
+    assert _drawn(at) == 1
     assert any("Colour bar: Match probability" in c.value for c in at.caption)
     regions = at.dataframe[0].value
     assert regions.iloc[0]["region"] == "Marsh"
@@ -70,7 +75,7 @@ def test_map_hour_shared_scale_and_tile_panel(dash_env):
     assert "play" in _keys(at)
     at.button(key="play").click().run()
     _clean(at)
-    assert len(at.get("image")) == 1, "the animation ends on one map"
+    assert _drawn(at) == 1, "the animation ends on one map"
     at.slider(key="meta_hour").set_value(6).run()
     _clean(at)
     top6 = at.dataframe(key="top_tiles").value.iloc[0]["probability"]
@@ -78,7 +83,7 @@ def test_map_hour_shared_scale_and_tile_panel(dash_env):
     first = int(at.dataframe(key="top_tiles").value.iloc[0]["tile_id"])
     at.selectbox(key="tile_choice").set_value(first).run()
     _clean(at)
-    assert len(at.get("image")) == 4, "the map and the tile at zoom 1, 3 and 5"
+    assert _drawn(at) == 4, "the map and the tile at zoom 1, 3 and 5"
     assert any(f"Tile {first}" in m.value for m in at.markdown)
     at.toggle(key="nearest_clips").set_value(True).run()
     _clean(at)
@@ -111,7 +116,7 @@ def test_not_embedded_offers_the_embed_job(dash_env, monkeypatch):
     assert not at.exception
     assert at.error and "Not embedded yet" in at.error[0].value
     assert "queue_embed" in _keys(at)
-    assert not at.get("image"), "no silent empty map"
+    assert not _drawn(at), "no silent empty map"
     at.button(key="queue_embed").click().run()
     assert not at.exception
     assert sent and sent[0][0] == "psm.embed_region"
@@ -131,12 +136,12 @@ def test_typed_box_errors_and_map(dash_env):
     at.text_input(key="region_bbox").input("-90.5, 40, -89.5, 41").run()
     _map(at)
     _clean(at)
-    assert len(at.get("image")) == 1
+    assert _drawn(at) == 1
     tiles = at.dataframe(key="top_tiles").value
     assert (tiles["lon"].between(-90.5, -89.5)).all()
     at.text_input(key="region_bbox").input("10, 10, 11, 11").run()  # no tiles there
     assert not at.exception
-    assert "no tiles at zoom 1" in at.error[0].value and not at.get("image"), "no silent empty map"
+    assert "no tiles at zoom 1" in at.error[0].value and not _drawn(at), "no silent empty map"
     assert "queue_embed" in _keys(at)
 
 
@@ -279,7 +284,7 @@ def test_audio_uploads_in_the_page(dash_env):
     assert at.get("audio"), "the uploaded clip has a player"
     at.button(key="map_button").click().run()
     _clean(at)
-    assert len(at.get("image")) == 1 and at.dataframe[0].value.shape[0] == 3
+    assert _drawn(at) == 1 and at.dataframe[0].value.shape[0] == 3
 
 
 def test_geojson_uploads_in_the_page(dash_env):
@@ -296,7 +301,7 @@ def test_geojson_uploads_in_the_page(dash_env):
     at.file_uploader(key="region_upload").set_value(("marsh.geojson", marsh, "application/geo+json")).run()
     _map(at)
     _clean(at)
-    assert len(at.get("image")) == 1
+    assert _drawn(at) == 1
     assert (at.dataframe(key="top_tiles").value["lon"] < -90).all()
 
 
@@ -350,9 +355,9 @@ def test_tile_panel_shows_the_real_imagery_of_geotiff_tiles(dash_env, tmp_path):
         first = int(at.dataframe(key="top_tiles").value.iloc[0]["tile_id"])
         at.selectbox(key="tile_choice").set_value(first).run()
         _clean(at)
-        assert len(at.get("image")) == 4, "the map and the tile's real imagery at three extents"
+        assert _drawn(at) == 4, "the map and the tile's real imagery at three extents"
         assert any(f"Imagery read from {tif}" in c.value for c in at.caption)
-        captions = [i.proto.imgs[0].caption for i in at.get("image")[1:]]
+        captions = [i.proto.imgs[0].caption for i in at.get("image")]
         assert captions == ["zoom 1 · GeoTIFF", "zoom 3 · GeoTIFF", "zoom 5 · GeoTIFF"]
         # the file is gone: say so, and draw no synthetic stand-in
         tif.unlink()
@@ -360,7 +365,7 @@ def test_tile_panel_shows_the_real_imagery_of_geotiff_tiles(dash_env, tmp_path):
         at.run()
         assert not at.exception
         assert any("cannot be shown" in w.value and "not on this machine" in w.value for w in at.warning)
-        assert len(at.get("image")) == 1
+        assert _drawn(at) == 1
     finally:
         with psycopg.connect(dash_env.db_url) as c:
             c.execute("UPDATE psm.tiles SET imagery_source = 'sentinel' WHERE imagery_source = %s", (source,))

@@ -246,8 +246,8 @@ def test_nodata_tiles_are_skipped_and_a_truncated_cog_fails_whole(db_url, model_
     row = wait_job(db_url, str(job), timeout=150)
     assert row["status"] == "failed", (row, workers.logs())
     assert f"cannot read the imagery file {cog}" in row["error"]
-    with connect(db_url) as conn:
-        states = jobs.chunk_states(conn, str(job))
+    with connection(db_url) as db:
+        states = jobs.chunk_states(db, str(job))
     done = sum(c["tiles"] for c in states if c["status"] == "succeeded")
     counts = _table_counts(db_url, name, model_version.version)
     assert counts["tiles"] == counts["features"] == counts["embeddings"] == done  # failed chunks: nothing

@@ -1,0 +1,211 @@
+"""Map latency on a 100k-tile region: `psm map` to each format, and the interactive map in Chromium.
+
+Seeds a scratch database as bench/dashboard_bench.py does (dropped at the end): a ~100k-tile grid
+with embeddings for two hours and a stored text query. Then it times, median of ``--repeat``:
+
+* ``scores``: :func:`psm_db.ranking.map_scores` for the stored query (every tile of the region);
+* ``write <fmt>``: :func:`psm_db.maps.export.write_map` to .tif (COG), .geojson, .parquet, .png;
+* ``psm map -> .tif``: the whole command in this process (engine, scores, COG);
+* ``deck``: building the pydeck map (raster PNG, tile layer) and its JSON, with the JSON's size;
+* in Chromium (``--browser``): the Map button pressed to the map's canvas drawn with the
+  bitmap on it, and a hover to its tooltip, a click to the tile panel, with the real dashboard.
+
+Usage:
+    PSM_HOME=.psm .venv/bin/python bench/map_bench.py [--side 317] [--repeat 5] [--browser]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+os.environ.setdefault("PSM_HOME", str(ROOT / ".psm"))
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+from dashboard_bench import HOURS, TEXT, create_db, drop_db, seed  # noqa: E402
+
+CONDITION = {"month": 5, "hour": HOURS[1], "audio_source": "inaturalist", "caption_source": None}
+
+
+def _median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def store_text_query(url: str, version: str, ckpt: Path) -> int:
+    from psm_db.catalog import store_query
+    from psm_db.engine import make_engine, session_scope
+    from psm_model import encode_query, load_checkpoint
+
+    model, _ = load_checkpoint(ckpt)
+    kind, mu, var = encode_query(model, text=TEXT)
+    engine = make_engine(url)
+    try:
+        with session_scope(engine) as session:
+            return int(store_query(session=session, model_version=version, kind=kind, mu=mu, var=var, text=TEXT))
+    finally:
+        engine.dispose()
+
+
+def server_side(url: str, query_id: int, repeat: int, out_dir: Path) -> dict[str, object]:
+    from sqlalchemy.orm import Session
+    from typer.testing import CliRunner
+
+    from dashboard import deckmap
+    from psm_db.engine import make_engine
+    from psm_db.maps.export import write_map
+    from psm_db.maps.raster import rasterise_bounds
+    from psm_db.maps.scores import TileScores
+    from psm_db.ranking import map_scores
+    from psm_db.settings import get_settings
+    from worker.cli import app
+
+    engine = make_engine(url)
+    times: dict[str, list[float]] = {}
+
+    def timed(name: str, fn):  # type: ignore[no-untyped-def]
+        t = time.perf_counter()
+        out = fn()
+        times.setdefault(name, []).append(time.perf_counter() - t)
+        return out
+
+    for _ in range(repeat):
+        with Session(engine) as session:
+            m = timed("scores (map_scores, stored query)",
+                      lambda s=session: map_scores(session=s, query_id=query_id, zoom=1, **CONDITION))
+        scores = TileScores(m.tile_id, m.lon, m.lat, m.bounds[:, 0], m.bounds[:, 1], m.bounds[:, 2],
+                            m.bounds[:, 3], m.probability, m.distance, m.var_sum)
+        for suffix in (".tif", ".geojson", ".parquet", ".png"):
+            timed(f"write {suffix}", lambda sfx=suffix: write_map(out_dir / f"m{sfx}", scores))
+        raster = timed("rasterise", lambda: rasterise_bounds(scores.xmin, scores.ymin, scores.xmax, scores.ymax,
+                                                             scores.probability))
+        chart = timed("deck (build)", lambda r=raster: deckmap.deck(scores, r, layer="probability", vmin=0.0,
+                                                                    vmax=1.0))
+        payload = timed("deck (JSON)", lambda c=chart: c.to_json())
+    engine.dispose()
+    os.environ["PSM_DATABASE_URL"] = url
+    get_settings.cache_clear()
+    runner = CliRunner()
+    args = ["map", "--query", str(query_id), "--region", "-91,40,-87.8,43.2", "--month", "5", "--hour",
+            str(HOURS[1]), "--audio-source", "inaturalist", "--out", str(out_dir / "cli.tif")]
+    for _ in range(repeat):
+        r = timed("psm map -> .tif (whole command)", lambda: runner.invoke(app, args))
+        assert r.exit_code == 0, r.output
+    return {"tiles": len(scores), "deck_json_mb": len(payload) / 1e6,
+            "medians": {k: _median(v) for k, v in times.items()}, "runs": repeat}
+
+
+def browser(url: str, repeat: int) -> dict[str, float]:
+    """The real dashboard in headless Chromium, every off-machine request refused."""
+    import socket
+
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PSM_DATABASE_URL": url, "MPLBACKEND": "Agg", "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
+           "PSM_MAX_REGION_TILES": "200000"}
+    env.pop("PSM_READER_DATABASE_URL", None)
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"),
+                             "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    out: dict[str, list[float]] = {}
+    try:
+        for _ in range(120):
+            try:
+                with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.5)
+        with sync_playwright() as p:
+            b = p.chromium.launch(executable_path="/usr/bin/chromium",
+                                  args=["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"])
+            for _ in range(repeat):
+                ctx = b.new_context(viewport={"width": 1400, "height": 1600})
+                ctx.route("**/*", lambda r: r.continue_() if r.request.url.startswith(
+                    ("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:")) else r.abort())
+                page = ctx.new_page()
+                page.goto(base, wait_until="domcontentloaded")
+                box = page.get_by_label("What sound?")
+                box.wait_for(timeout=120_000)
+                box.fill(TEXT)
+                box.press("Enter")
+                page.wait_for_timeout(3000)
+                for label in ("leave out month", "leave out hour", "leave out audio source"):
+                    page.get_by_text(label, exact=True).click()
+                    page.wait_for_timeout(2500)
+                page.get_by_role("button", name="Map", exact=True).click()
+                page.wait_for_timeout(1500)
+                page.get_by_role("button", name="Map", exact=True).click()  # the timed click: caches warm
+                t0 = time.perf_counter()
+                chart = page.locator('[data-testid="stDeckGlJsonChart"]').first
+                chart.wait_for(timeout=120_000)
+                while time.perf_counter() - t0 < 60:  # until the bitmap is on the canvas
+                    shot = Image.open(io.BytesIO(chart.screenshot())).convert("RGB").resize((60, 40))
+                    if len(set(shot.getdata())) > 20:
+                        break
+                out.setdefault("click Map -> map drawn (s)", []).append(time.perf_counter() - t0)
+                cb = chart.locator("canvas").first.bounding_box()
+                assert cb is not None
+                x, y = cb["x"] + cb["width"] * 0.37, cb["y"] + cb["height"] * 0.41
+                page.mouse.move(x - 3, y - 3)
+                t1 = time.perf_counter()
+                page.mouse.move(x, y)
+                page.locator(".deck-tooltip", has_text="tile ").wait_for(timeout=30_000)
+                out.setdefault("hover -> tooltip (s)", []).append(time.perf_counter() - t1)
+                tid = page.locator(".deck-tooltip").inner_text().split()[1]
+                t2 = time.perf_counter()
+                page.mouse.click(x, y)
+                page.get_by_text(f"Tile {tid} at").wait_for(timeout=60_000)
+                out.setdefault("click tile -> tile panel (s)", []).append(time.perf_counter() - t2)
+                ctx.close()
+            b.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    return {k: _median(v) for k, v in out.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--side", type=int, default=317, help="grid side: side^2 tiles (317 -> 100,489)")
+    ap.add_argument("--dim", type=int, default=128)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--browser", action="store_true", help="also time the interactive map in Chromium")
+    args = ap.parse_args()
+    base, url = create_db()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = Path(tmp) / "bench.safetensors"
+            version, n = seed(url, args.side, args.dim, ckpt)
+            qid = store_text_query(url, version, ckpt)
+            res = server_side(url, qid, args.repeat, Path(tmp))
+            if args.browser:
+                res["browser"] = browser(url, max(1, args.repeat // 2))
+            print(json.dumps(res, indent=2))
+            print(f"\n| step | median (s), {res['tiles']:,} tiles, {args.repeat} runs |\n|---|---:|")
+            for k, v in {**res["medians"], **res.get("browser", {})}.items():  # type: ignore[dict-item]
+                print(f"| {k} | {v:.3f} |")
+            print(f"\ndeck JSON: {res['deck_json_mb']:.1f} MB")
+    finally:
+        drop_db(base, url)
+
+
+if __name__ == "__main__":
+    main()
