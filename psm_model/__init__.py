@@ -74,4 +74,25 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_WHERE})
 
 
-__all__ = sorted(_WHERE)
+__all__ = [
+    "AudioInputs",
+    "CheckpointError",
+    "Condition",
+    "EncodedQuery",
+    "InfoNCELoss",
+    "MetadataBatch",
+    "ModelConfig",
+    "PCMEppLoss",
+    "PSMModel",
+    "TriModalLoss",
+    "compose",
+    "create_model",
+    "csd",
+    "encode_query",
+    "load_checkpoint",
+    "model_version",
+    "preset_config",
+    "read_checkpoint_info",
+    "save_checkpoint",
+    "zoom_transform",
+]

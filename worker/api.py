@@ -13,10 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from psm_db.settings import Settings
-    from worker.embed import Limits
-
-Condition = tuple[int | None, int | None, str | None, str | None]
-"""(month, hour, audio_source, caption_source) of one metadata condition; None leaves it out."""
+    from psm_model.condition import Condition
 
 
 def send_task(name: str, job_id: str) -> str:
@@ -26,14 +23,6 @@ def send_task(name: str, job_id: str) -> str:
     return str(celery_app.send_task(name, args=[job_id]).id)
 
 
-def embed_limits(settings: Settings) -> Limits:
-    """The region-size, chunk and batch limits of embedding jobs, from ``settings``."""
-    from worker.embed import Limits
-
-    return Limits(max_region_tiles=settings.max_region_tiles, chunk_tiles=settings.chunk_tiles,
-                  batch_size=settings.embed_batch_size)
-
-
 def submit_embed_region(conn: Any, settings: Settings, *, region: str, model_version: str,
                         zooms: Sequence[int], conditions: Sequence[Condition], world_seed: int = 0,
                         send: Callable[[str, str], str] = send_task) -> tuple[str, Any]:
@@ -41,26 +30,26 @@ def submit_embed_region(conn: Any, settings: Settings, *, region: str, model_ver
 
     Args:
         conn: A psycopg connection on the writer role (the job row is written on it).
-        settings: Supplies the limits (:func:`embed_limits`).
+        settings: Supplies the limits (:meth:`worker.plan.Limits.from_settings`).
         region: bbox, WKT or GeoJSON polygon, or a stored region set/name.
         model_version: A registered model version (or a unique prefix).
         zooms: Zoom levels to embed.
-        conditions: The metadata conditions to embed.
+        conditions: The metadata conditions to embed (:class:`psm_model.condition.Condition`).
         world_seed: Seed of the synthetic world the tiles are rendered from.
         send: ``send(task name, job id) -> task id`` (default: :func:`send_task`).
 
     Raises:
         ValueError, LookupError: On a request the workers refuse (kept as a failed job).
     """
-    from worker.embed import ConditionSpec, EmbedRequest, submit
+    from worker.embed import EmbedRequest, Limits, submit
     from worker.imagery import ImagerySpec
 
     request = EmbedRequest(
         region=region, model_version=model_version, zooms=tuple(int(z) for z in zooms),
         imagery=ImagerySpec(kind="world", seed=int(world_seed)),
-        conditions=tuple(ConditionSpec(*c) for c in conditions),
+        conditions=tuple(conditions),
     )
-    job_id, plan = submit(conn, request, embed_limits(settings), lambda j: send("psm.embed_region", j))
+    job_id, plan = submit(conn, request, Limits.from_settings(settings), lambda j: send("psm.embed_region", j))
     return str(job_id), plan
 
 
