@@ -34,7 +34,8 @@ PARSE_KEYS: dict[str, str] = {
 _SHORT = {"month": "month", "hour": "hour", "audio_source": "audio", "caption_source": "caption"}
 _NONE = "none"
 """The text of the condition that leaves every metadata out (an empty text parses the same)."""
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+"""Short month names, January first (how labels show a month)."""
 
 
 def _range_error(name: str, value: object, lo: int, hi: int) -> ValueError:
@@ -124,7 +125,7 @@ class Condition:
     def label(self) -> str:
         """Readable summary, e.g. ``May · 20:00 · inaturalist · caption source left out``."""
         return " · ".join([
-            _MONTHS[self.month - 1] if self.month is not None else "month left out",
+            MONTHS[self.month - 1] if self.month is not None else "month left out",
             f"{self.hour:02d}:00" if self.hour is not None else "hour left out",
             self.audio_source or "audio source left out",
             self.caption_source or "caption source left out",
@@ -157,4 +158,4 @@ class Condition:
         return Condition.from_dict({**self.as_dict(), **changes})
 
 
-__all__ = ["FIELDS", "PARSE_KEYS", "Condition"]
+__all__ = ["FIELDS", "MONTHS", "PARSE_KEYS", "Condition"]
