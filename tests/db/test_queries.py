@@ -585,6 +585,27 @@ def test_cli_rank_index_and_errors(seed, cli):
     assert out.exit_code == 0 and "rooster" in out.output
 
 
+def test_cli_conditions(seed, cli):
+    """--condition TEXT is the same condition as the flags; bad ones are refused with what to fix."""
+    by_flags = cli("rank", seed.query_id, "--month", 5, "--hour", 6, "-k", 3)
+    by_text = cli("rank", seed.query_id, "--condition", "month=5, hour=6", "-k", 3)
+    assert by_flags.exit_code == by_text.exit_code == 0 and by_text.output == by_flags.output
+    assert cli("rank", seed.query_id, "-c", "audio=Aporee", "-k", 2).exit_code == 0
+    assert cli("index", "--model", MODEL, "--condition", "audio=aporee").exit_code == 0
+    for args, message in [
+        (("--hour", 24), "hour 24 is out of range: hour must be in 0..23, or leave it out"),
+        (("--audio-source", "spotify"), "unknown audio source 'spotify'; expected one of yfcc"),
+        (("--caption-source", "gpt"), "unknown caption source 'gpt'"),
+        (("--condition", "month=13"), "month 13 is out of range: month must be in 1..12"),
+        (("--condition", "weekday=3"), "bad condition part 'weekday=3'"),
+        (("--condition", "hour=noon"), "hour must be an integer in 0..23, got 'noon'"),
+        (("--condition", "month=5", "--hour", 6), "either as --condition 'month=5' or as --hour, not both"),
+    ]:
+        for command in (("rank", seed.query_id), ("index", "--model", MODEL)):
+            out = cli(*command, *args)
+            assert out.exit_code == 1 and message in " ".join(out.output.split()), (command, args, out.output)
+
+
 def test_embeddings_keep_mu_inline(conn):
     options = conn.execute("SELECT reloptions FROM pg_class WHERE oid = 'psm.embeddings'::regclass").fetchone()[0]
     storage = dict(conn.execute(
