@@ -181,31 +181,17 @@ def query_gaussian(*, session: Session, query_id: int, model_version: str | None
     return Gaussian(query.model_version, query.mu, query.var)
 
 
-def map_scores(
-    *,
-    session: Session,
-    query_id: int | None = None,
-    gaussian: Gaussian | None = None,
-    region: RegionLike = None,
-    srid: int = 4326,
-    condition: Condition = ANY_CONDITION,
-    zoom: int = 1,
-    model_version: str | None = None,
-) -> MapScores:
+def map_scores(*, session: Session, query_id: int | None = None, gaussian: Gaussian | None = None,
+               region: RegionLike = None, srid: int = 4326, condition: Condition = ANY_CONDITION, zoom: int = 1,
+               model_version: str | None = None) -> MapScores:
     """Score every embedded tile of a region under one condition, for drawing a whole map.
 
-    Args:
-        session: A database session (the reader role is enough).
-        query_id: A stored query; or else
-        gaussian: A query Gaussian that is not stored.
-        region: The region (see :func:`parse_region`); None: every tile.
-        srid: SRID of the region's coordinates when it does not carry one.
-        condition: The metadata condition.
-        zoom: Tile zoom level.
-        model_version: When given, the query must be of this model.
+    The arguments are those of :func:`psm_db.ranking.rank_tiles` (a stored query or a query
+    Gaussian, the region, the condition, the zoom), without ``k`` and ``method``: every tile
+    is scored, exactly.
 
     Returns:
-        The scores, by increasing tile id. The distances are those of :func:`rank_tiles` (the
+        The scores, by increasing tile id. The distances are those of ``rank_tiles`` (the
         query's sum of sigma^2 added up as ``psm.check_query_gaussian`` does).
 
     Raises:

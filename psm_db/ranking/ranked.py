@@ -9,6 +9,7 @@ the SQL functions' own (:func:`psm_db.errors.raise_sql_errors` turns the errors 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
@@ -76,18 +77,13 @@ def check_query(session: Session, query_id: int | None, gaussian: Gaussian | Non
         raise ValueError(f"the query Gaussian is of model {gaussian.model_version}, not of {model_version}")
 
 
-def rank_tiles_stmt(
-    *,
-    query_id: int | None = None,
-    gaussian: Gaussian | None = None,
-    region: RegionLike = None,
-    srid: int = 4326,
-    condition: Condition = ANY_CONDITION,
-    zoom: int = 1,
-    k: int = 100,
-    method: str = "auto",
-) -> Select[Any]:
-    """``SELECT ... FROM psm.rank_tiles(...)`` (or ``psm.rank_tiles_gaussian``), every value bound; geometry as WKB."""
+def rank_tiles_stmt(*, query_id: int | None = None, gaussian: Gaussian | None = None, region: RegionLike = None,
+                    srid: int = 4326, condition: Condition = ANY_CONDITION, zoom: int = 1, k: int = 100,
+                    method: str = "auto") -> Select[Any]:
+    """The statement of :func:`rank_tiles` (same arguments): ``SELECT ... FROM psm.rank_tiles(...)``.
+
+    ``psm.rank_tiles_gaussian(...)`` for a query Gaussian; every value bound; geometry as WKB.
+    """
     table = rank_tiles_table if gaussian is None else rank_tiles_gaussian_table
     ranked = table(
         *query_args(query_id, gaussian), region_arg(region, srid=srid), *condition_args(condition),
@@ -147,13 +143,13 @@ def rank_tiles(
     ]
 
 
+def _frame(rows: Sequence[TileScore] | Sequence[RegionScore], columns: list[str]) -> pd.DataFrame:
+    return pd.DataFrame([r.__dict__ for r in rows], columns=columns)
+
+
 def rank_tiles_frame(**kwargs: Any) -> pd.DataFrame:
     """:func:`rank_tiles` as a DataFrame (geometry as shapely objects); same arguments."""
-    rows = rank_tiles(**kwargs)
-    return pd.DataFrame(
-        [r.__dict__ for r in rows],
-        columns=["tile_id", "geom", "distance", "probability", "uncertainty"],
-    )
+    return _frame(rank_tiles(**kwargs), ["tile_id", "geom", "distance", "probability", "uncertainty"])
 
 
 def rank_regions(
@@ -207,11 +203,7 @@ def rank_regions(
 
 def rank_regions_frame(**kwargs: Any) -> pd.DataFrame:
     """:func:`rank_regions` as a DataFrame; same arguments."""
-    rows = rank_regions(**kwargs)
-    return pd.DataFrame(
-        [r.__dict__ for r in rows],
-        columns=["region_id", "name", "score", "tile_count", "uncertainty"],
-    )
+    return _frame(rank_regions(**kwargs), ["region_id", "name", "score", "tile_count", "uncertainty"])
 
 
 __all__ = [
