@@ -9,13 +9,14 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import exports, mapview, store, widgets
+from dashboard import deckmap, exports, mapview, store, widgets
 from dashboard.mapview import TileScores
 from psm_db.errors import NotEmbeddedError
 from psm_db.settings import get_settings
 
 LAYER_LABELS = {"probability": "Match probability", "var_sum": "Uncertainty (sum of σ²)"}
 SCALES = ("shared across hours", "this map only", "fixed 0 to 1")
+INTERACTIVE_MAX_TILES = 150_000  # larger maps are shown as the PNG only (the tile layer grows with them)
 
 
 def embedded_hours(conds: list[dict[str, Any]], meta: widgets.Meta) -> list[int]:
@@ -219,7 +220,20 @@ def page() -> None:
     png, raster = render(map_key(model, query, region, meta), scores, layer, vmin, vmax, title, outlines, marker)
     elapsed = time.perf_counter() - started
     slot = st.empty()
-    slot.image(png, caption=title, width="stretch")
+    if len(scores) <= INTERACTIVE_MAX_TILES:
+        chosen = int(np.flatnonzero(scores.tile_id == choice)[0]) if marker is not None else None
+        chart = deckmap.deck(scores, raster, layer=layer, vmin=vmin, vmax=vmax, outlines=region.outlines,
+                             chosen=chosen)
+        with slot:
+            event = st.pydeck_chart(chart, on_select="rerun", selection_mode="single-object", key="deck_map",
+                                    height=520)
+        clicked = deckmap.picked_tile(event, scores)
+        if clicked is not None and clicked != st.session_state.get("_last_map_pick"):  # a new click wins once
+            st.session_state["tile_choice"] = clicked
+        st.session_state["_last_map_pick"] = clicked
+        st.caption(title)
+    else:
+        slot.image(png, caption=title, width="stretch")
     # seconds from the start of this run (the click) to the image being sent (bench/dashboard_bench.py)
     st.session_state["map_timing"] = {"to_image": time.perf_counter() - script_start, "tiles": len(scores)}
     st.caption(f"Colour bar: {LAYER_LABELS[layer]} from {vmin:.4g} to {vmax:.4g} "
@@ -249,6 +263,9 @@ def page() -> None:
         event = st.dataframe(df, hide_index=True, on_select="rerun", selection_mode="single-row", key="top_tiles")
         picked = (getattr(event, "selection", None) or {}).get("rows") or []
         options = [None, *df["tile_id"].tolist()]
+        from_map = st.session_state.get("tile_choice")
+        if from_map is not None and from_map not in options and from_map in set(scores.tile_id.tolist()):
+            options.append(from_map)  # a tile clicked on the map, outside the top 20
         if picked and picked != st.session_state.get("_last_pick"):  # a new row click wins once
             st.session_state["tile_choice"] = int(df["tile_id"].iloc[picked[0]])
         st.session_state["_last_pick"] = picked

@@ -148,3 +148,64 @@ def test_map_in_a_real_browser(server, artifacts, tmp_path):
             raise
         finally:
             browser.close()
+
+
+def test_interactive_map_works_offline_with_hover_and_click(server, artifacts):
+    """The pydeck map with every request off 127.0.0.1 refused: drawn, a tooltip on hover, a click opens the tile."""
+    import io
+    import re
+
+    from PIL import Image
+    from playwright.sync_api import expect, sync_playwright
+
+    refused: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1400, "height": 1600})
+
+        def offline(route) -> None:  # type: ignore[no-untyped-def]
+            url = route.request.url
+            if url.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:")):
+                route.continue_()
+            else:
+                refused.append(url)
+                route.abort()
+
+        context.route("**/*", offline)
+        page = context.new_page()
+        try:
+            page.goto(f"{server}/", wait_until="domcontentloaded")
+            text = page.get_by_label("What sound?")
+            expect(text).to_be_visible(timeout=90_000)
+            text.fill("sound of insects")
+            text.press("Enter")
+            _settle(page)
+            page.get_by_role("button", name="Map", exact=True).click()
+            chart = page.locator('[data-testid="stDeckGlJsonChart"]').first
+            expect(chart).to_be_visible(timeout=90_000)
+            canvas = chart.locator("canvas").first
+            expect(canvas).to_be_visible(timeout=60_000)
+            _settle(page)
+            page.wait_for_timeout(1500)  # the bitmap texture decodes after the first frame
+            shot = Image.open(io.BytesIO(chart.screenshot(path=str(artifacts / "dashboard_deck_chart.png")))).convert("RGB")
+            colours = len(set(shot.resize((120, 70)).getdata()))
+            assert colours > 20, "the score raster was not drawn"
+            box = canvas.bounding_box()
+            assert box is not None
+            x, y = box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5
+            page.mouse.move(x - 5, y - 5)
+            page.mouse.move(x, y)
+            tooltip = page.locator(".deck-tooltip")
+            expect(tooltip).to_contain_text("tile ", timeout=20_000)
+            hovered = re.search(r"tile (\d+)", tooltip.inner_text())
+            assert hovered and "probability" in tooltip.inner_text() and "°N" in tooltip.inner_text()
+            page.mouse.click(x, y)
+            expect(page.get_by_text(f"Tile {hovered.group(1)} at")).to_be_visible(timeout=60_000)
+            assert _errors(page) == [], _errors(page)
+            page.screenshot(path=str(artifacts / "dashboard_interactive_map.png"), full_page=True)
+        except Exception:
+            page.screenshot(path=str(artifacts / "dashboard_interactive_map_failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+    assert all("127.0.0.1" not in u for u in refused)

@@ -270,23 +270,18 @@ def _query_id_results(url: str, world: World) -> dict[str, object]:
     return out
 
 
-def test_the_query_id_forms_return_what_they_returned_at_0007(admin_url):
+def test_the_query_id_forms_return_what_they_returned_at_0007(fresh_db_url):
     """Rank at 0007, upgrade to head, rank again: the same rows, the same errors."""
-    from conftest import create_database, drop_database
-
     from psm_db import migrate
 
-    url = create_database(admin_url, prefix="psm_g8")
-    try:
-        migrate.upgrade(url, "0007")
-        world = _seed(url)
-        _build_index(url, world.cond_a)
-        before = _query_id_results(url, world)
-        migrate.upgrade(url)
-        assert migrate.current(url) == "0008"
-        after = _query_id_results(url, world)
-    finally:
-        drop_database(admin_url, url)
+    url = fresh_db_url
+    migrate.upgrade(url, "0007")
+    world = _seed(url)
+    _build_index(url, world.cond_a)
+    before = _query_id_results(url, world)
+    migrate.upgrade(url)
+    assert migrate.current(url) == "0008"
+    after = _query_id_results(url, world)
     assert before.keys() == after.keys()
     for key, old in before.items():
         new = after[key]

@@ -13,6 +13,7 @@ module             commands
 ``train``          ``psm train`` (in this process)
 ``eval``           ``psm eval``
 ``world``          ``psm world build``
+``map``            ``psm map`` (a map file for a query and a region)
 =================  ===========================================================
 
 The command line is the one place that reads the settings (``worker.cli.common.settings``);
@@ -27,6 +28,7 @@ import typer
 
 from worker.cli import db, embed, jobs, models, query, regions, services, train, world
 from worker.cli import eval as eval_
+from worker.cli import map as map_
 from worker.cli.embed import embed_region
 
 app = typer.Typer(help="PSM Maps: probabilistic soundscape maps.", no_args_is_help=True)
@@ -41,6 +43,7 @@ app.add_typer(regions.app, name="regions")
 app.add_typer(train.app)
 app.add_typer(eval_.app)
 app.add_typer(world.app, name="world")
+app.add_typer(map_.app)
 
 
 def main() -> None:

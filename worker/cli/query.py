@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -86,16 +87,25 @@ def index(
 
 
 @app.command("list")
-def list_cmd(model: str | None = typer.Option(None, "--model")) -> None:
+def list_cmd(
+    model: str | None = typer.Option(None, "--model"),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list on stdout instead of a table."),
+) -> None:
     """List stored queries."""
     from psm_db.catalog import list_queries
 
     version = _resolve_model(model).version if model else None
     table = Table("id", "model", "kind", "name", "text", "audio")
+    rows = []
     with Session(_engine()) as session:
         for q in list_queries(session=session, model_version=version):
+            rows.append({"id": q.id, "model_version": q.model_version, "kind": q.kind, "name": q.name,
+                         "text": q.text, "audio_name": q.audio_name, "dim": q.dim, "var_sum": q.var_sum})
             table.add_row(str(q.id), q.model_version[:12], q.kind, q.name or "", q.text or "",
                           q.audio_name or "")
+    if as_json:
+        print(json.dumps(rows, indent=1))
+        return
     console.print(table)
 
 
@@ -112,6 +122,7 @@ def rank(
     zoom: int = typer.Option(1, "--zoom"),
     k: int = typer.Option(20, "-k", "--k"),
     agg: str = typer.Option("mean", "--agg", help="Region aggregate: mean, max or share."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list on stdout instead of a table."),
 ) -> None:
     """Print the top tiles (or regions of a set) for a stored query."""
     from psm_db.errors import NotEmbeddedError
@@ -124,16 +135,25 @@ def rank(
                 regions = rank_regions(session=session, query_id=query_id, region_set=region_set,
                                        condition=wanted, zoom=zoom, k=k, agg=agg)
                 table = Table("rank", "region", f"score ({agg})", "tiles", "mean sum sigma^2")
+                rows = [{"rank": i, "region_id": r.region_id, "region": r.name, "score": r.score, "agg": agg,
+                         "tile_count": r.tile_count, "uncertainty": r.uncertainty}
+                        for i, r in enumerate(regions, 1)]
                 for i, r in enumerate(regions, 1):
                     table.add_row(str(i), r.name, f"{r.score:.4g}", str(r.tile_count), f"{r.uncertainty:.4g}")
             else:
                 tiles = rank_tiles(session=session, query_id=query_id, region=region, condition=wanted,
                                    zoom=zoom, k=k)
                 table = Table("rank", "tile", "lon", "lat", "CSD", "probability", "sum sigma^2")
+                rows = [{"rank": i, "tile_id": t.tile_id, "lon": t.geom.centroid.x, "lat": t.geom.centroid.y,
+                         "distance": t.distance, "probability": t.probability, "uncertainty": t.uncertainty,
+                         "bounds": list(t.geom.bounds)} for i, t in enumerate(tiles, 1)]
                 for i, t in enumerate(tiles, 1):
                     c = t.geom.centroid
                     table.add_row(str(i), str(t.tile_id), f"{c.x:.4f}", f"{c.y:.4f}", f"{t.distance:.4f}",
                                   f"{t.probability:.4g}", f"{t.uncertainty:.4g}")
     except (ValueError, NotEmbeddedError) as e:
         raise _fail(str(e)) from e
+    if as_json:
+        print(json.dumps(rows, indent=1))
+        return
     console.print(table)

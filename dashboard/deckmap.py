@@ -1,0 +1,200 @@
+"""The interactive map: a pydeck Deck that works with the network closed.
+
+Layers, bottom to top:
+
+* ``scores``: the score raster (:mod:`psm_db.maps.raster`) as one BitmapLayer, whatever the
+  number of tiles. deck.gl stretches a bitmap linearly in Web Mercator, so the lon/lat raster's
+  rows are first resampled to equal Mercator steps (:func:`mercator_rows`);
+* ``coast``: coastlines derived from the land mask the world uses (``psm_db/maps/coastlines.geojson``,
+  written by ``scripts/make_coastlines.py``), clipped to the view;
+* ``outlines``: the region (or region set) outlines;
+* ``tiles``: one nearly transparent, pickable polygon per tile (its footprint), carrying its
+  id, probability, uncertainty and position: hovering shows them, and a click selects the tile
+  (``st.pydeck_chart(on_select=...)`` reports the index into this layer's data);
+* ``chosen``: a ring around the chosen tile.
+
+No basemap provider is used (``map_provider=None``), so nothing is fetched from the network.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import io
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pydeck as pdk
+import shapely
+from matplotlib import colormaps
+from matplotlib.colors import Normalize
+from PIL import Image
+
+import psm_db.maps
+from psm_db.maps.raster import Raster
+from psm_db.maps.scores import LAYERS, TileScores
+
+COASTLINES = Path(psm_db.maps.__file__).resolve().parent / "coastlines.geojson"
+MAX_LAT = 85.05112878
+"""Web Mercator's latitude limit."""
+TOOLTIP = {
+    "html": "<b>tile {tile_id}</b><br/>probability {p}<br/>uncertainty (sum σ²) {u}<br/>{lat}°N, {lon}°E",
+    "style": {"backgroundColor": "#1f2430", "color": "white", "fontSize": "12px"},
+}
+TILE_LAYER = "tiles"
+"""Id of the pickable tile layer: ``selection["indices"][TILE_LAYER]`` holds the clicked tile."""
+
+
+def _mercator_y(lat: np.ndarray | float) -> np.ndarray:
+    phi = np.radians(np.clip(lat, -MAX_LAT, MAX_LAT))
+    return np.log(np.tan(np.pi / 4 + phi / 2))
+
+
+def mercator_rows(values: np.ndarray, top: float, dy: float) -> tuple[np.ndarray, float, float]:
+    """Resample a north-up lon/lat grid's rows to equal Web Mercator steps (nearest row).
+
+    Returns:
+        (resampled grid with as many rows, its north latitude, its south latitude), clipped to
+        Web Mercator's latitude range.
+    """
+    h = values.shape[0]
+    north = min(top, MAX_LAT)
+    south = max(top - h * dy, -MAX_LAT)
+    y0, y1 = _mercator_y(north), _mercator_y(south)
+    yc = y0 + (np.arange(h) + 0.5) * (y1 - y0) / h
+    lat = np.degrees(2 * np.arctan(np.exp(yc)) - np.pi / 2)
+    src = np.clip(np.floor((top - lat) / dy).astype(np.int64), 0, h - 1)
+    return values[src], north, south
+
+
+def raster_image(raster: Raster, *, vmin: float, vmax: float, layer: str = "probability") -> tuple[str, list[float]]:
+    """The raster coloured by the layer's colour map as a PNG data URL, and its bounds for deck.gl.
+
+    Cells without a tile are transparent.
+    """
+    values, north, south = mercator_rows(raster.values, raster.top, raster.dy)
+    norm = Normalize(vmin=vmin, vmax=vmax, clip=True)
+    rgba = colormaps[LAYERS[layer][1]](norm(np.nan_to_num(values, nan=vmin)), bytes=True)
+    rgba[~np.isfinite(values), 3] = 0
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buf, format="PNG", compress_level=1)
+    url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    left, right, _, _ = raster.extent
+    return url, [left, south, right, north]
+
+
+@functools.lru_cache(maxsize=1)
+def _coast() -> Any:
+    data = json.loads(COASTLINES.read_text())
+    return shapely.geometry.shape(data["geometry"])
+
+
+def coastlines(bounds: Sequence[float], margin: float = 2.0) -> list[list[list[float]]]:
+    """Coastline paths inside ``bounds`` (west, south, east, north) widened by ``margin`` degrees."""
+    w, s, e, n = bounds
+    clipped = shapely.clip_by_rect(_coast(), w - margin, s - margin, e + margin, n + margin)
+    parts = getattr(clipped, "geoms", [clipped])
+    return [np.asarray(g.coords).round(4).tolist() for g in parts if not g.is_empty and len(g.coords) > 1]
+
+
+def _rings(geom: Any) -> list[list[list[float]]]:
+    out = []
+    for poly in getattr(geom, "geoms", [geom]):
+        if hasattr(poly, "exterior"):
+            out.append(np.asarray(poly.exterior.coords).round(5).tolist())
+            out.extend(np.asarray(r.coords).round(5).tolist() for r in poly.interiors)
+    return out
+
+
+def view_state(bounds: Sequence[float], width_px: int = 900, height_px: int = 520) -> pdk.ViewState:
+    """A view that fits ``bounds`` (west, south, east, north) in a chart of the given size."""
+    w, s, e, n = bounds
+    lon_span = max(e - w, 1e-6)
+    y_span = max(float(_mercator_y(n) - _mercator_y(s)), 1e-9)
+    zoom_x = math.log2(width_px * 360.0 / (512.0 * lon_span))  # deck.gl: a 512-pixel world at zoom 0
+    zoom_y = math.log2(height_px * 2 * math.pi / (512.0 * y_span))
+    zoom = max(0.0, min(zoom_x, zoom_y) - 0.15)
+    mid_y = (_mercator_y(n) + _mercator_y(s)) / 2
+    lat = float(np.degrees(2 * np.arctan(np.exp(mid_y)) - np.pi / 2))
+    return pdk.ViewState(longitude=(w + e) / 2, latitude=lat, zoom=round(zoom, 2), min_zoom=0, max_zoom=16)
+
+
+def tile_frame(scores: TileScores) -> pd.DataFrame:
+    """The pickable tiles' data: id, footprint, centre and scores (rounded for the tooltip)."""
+    return pd.DataFrame({
+        "tile_id": scores.tile_id.astype(np.int64),
+        "w": np.round(scores.xmin, 5), "s": np.round(scores.ymin, 5),
+        "e": np.round(scores.xmax, 5), "n": np.round(scores.ymax, 5),
+        "lon": np.round(scores.lon, 4), "lat": np.round(scores.lat, 4),
+        "p": np.round(scores.probability, 4), "u": np.round(scores.var_sum, 4),
+    })
+
+
+def deck(
+    scores: TileScores,
+    raster: Raster,
+    *,
+    layer: str,
+    vmin: float,
+    vmax: float,
+    outlines: Sequence[tuple[str, Any]] = (),
+    chosen: int | None = None,
+    height_px: int = 520,
+) -> pdk.Deck:
+    """The interactive map of one layer (see the module docstring).
+
+    Args:
+        scores: Every tile of the map.
+        raster: Their raster for ``layer`` (:func:`psm_db.maps.raster.rasterise_bounds`).
+        layer: ``probability``, ``var_sum`` or ``distance``.
+        vmin: Bottom of the colour scale.
+        vmax: Top of the colour scale.
+        outlines: (name, shapely geometry) pairs drawn as outlines.
+        chosen: Index (into ``scores``) of the chosen tile, ringed.
+        height_px: Chart height.
+    """
+    url, bounds = raster_image(raster, vmin=vmin, vmax=vmax, layer=layer)
+    w, s, e, n = bounds[0], bounds[1], bounds[2], bounds[3]
+    layers = [
+        # quoted: pydeck would otherwise read the data URL as an accessor expression
+        pdk.Layer("BitmapLayer", id="scores", image=f"'{url}'", bounds=bounds, opacity=0.95,
+                  texture_parameters={"minFilter": "nearest", "magFilter": "nearest"}),
+        pdk.Layer("PathLayer", id="coast", data=[{"path": p} for p in coastlines((w, s, e, n))],
+                  get_path="path", get_color=[90, 110, 140], width_min_pixels=1, width_units="'pixels'",
+                  get_width=1),
+        pdk.Layer("PathLayer", id="outlines",
+                  data=[{"path": r, "name": name} for name, g in outlines for r in _rings(g)],
+                  get_path="path", get_color=[20, 20, 20], width_min_pixels=1.5, width_units="'pixels'",
+                  get_width=1.5),
+        # each tile's exact footprint, so hovering anywhere on a tile finds that tile
+        pdk.Layer("SolidPolygonLayer", id=TILE_LAYER, data=tile_frame(scores), get_polygon="[[w, s], [e, s], [e, n], [w, n]]",
+                  get_fill_color=[255, 255, 255, 1], pickable=True, auto_highlight=True,
+                  highlight_color=[255, 255, 255, 90]),
+    ]
+    if chosen is not None:
+        layers.append(pdk.Layer(
+            "ScatterplotLayer", id="chosen",
+            data=[{"lon": float(scores.lon[chosen]), "lat": float(scores.lat[chosen])}],
+            get_position=["lon", "lat"], get_radius=9, radius_units="'pixels'", stroked=True, filled=False,
+            get_line_color=[230, 30, 30], line_width_min_pixels=3))
+    return pdk.Deck(layers=layers, initial_view_state=view_state((w, s, e, n), height_px=height_px),
+                    map_provider=None, map_style=None, tooltip=TOOLTIP)  # type: ignore[arg-type]
+
+
+def picked_tile(event: Any, scores: TileScores) -> int | None:
+    """The tile id a click on the map chose (from ``st.pydeck_chart``'s selection), or None."""
+    selection = getattr(event, "selection", None) or {}
+    indices = (selection.get("indices") or {}).get(TILE_LAYER) or []
+    if not indices:
+        return None
+    i = int(indices[0])
+    return int(scores.tile_id[i]) if 0 <= i < len(scores) else None
+
+
+__all__ = ["TILE_LAYER", "coastlines", "deck", "mercator_rows", "picked_tile", "raster_image", "tile_frame",
+           "view_state"]

@@ -1,0 +1,93 @@
+"""``psm map``: one command from a query and a region to a map file a GIS opens."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from worker.cli.common import console
+from worker.cli.common import engine as _engine
+from worker.cli.common import fail as _fail
+from worker.cli.common import resolve_model as _resolve_model
+
+app = typer.Typer()
+
+
+def _tile_scores(data: dict[str, Any]) -> Any:
+    from psm_db.maps.scores import TileScores
+
+    return TileScores(data["tile_id"], data["lon"], data["lat"], data["xmin"], data["ymin"], data["xmax"],
+                      data["ymax"], data["probability"], data["distance"], data["var_sum"])
+
+
+@app.command("map")
+def map_cmd(
+    out: Path = typer.Option(..., "--out", help="The map file; its suffix picks the format: .tif (a two-band "
+                             "Cloud-Optimized GeoTIFF), .geojson, .gpkg, .fgb, .parquet (GeoParquet) or .png."),
+    query_id: int | None = typer.Option(None, "--query", help="A stored query id (`psm query list`)."),
+    text: str | None = typer.Option(None, "--text", help="A text query, encoded now (needs --model)."),
+    audio: Path | None = typer.Option(None, "--audio", help="An audio query file, encoded now (needs --model)."),
+    model: str | None = typer.Option(None, "--model", help="Model version for --text/--audio (or a unique prefix)."),
+    region: str = typer.Option(..., "--region", help="W,S,E,N; WKT or EWKT (SRID transformed); GeoJSON text or "
+                               "file; or a stored region set/name."),
+    month: int | None = typer.Option(None, "--month"),
+    hour: int | None = typer.Option(None, "--hour"),
+    audio_source: str | None = typer.Option(None, "--audio-source"),
+    caption_source: str | None = typer.Option(None, "--caption-source"),
+    zoom: int = typer.Option(1, "--zoom"),
+    layer: str = typer.Option("probability", "--layer", help="Layer of a .png: probability, var_sum or distance."),
+) -> None:
+    """Write the soundscape map of a region for a stored query or a text/audio query."""
+    from sqlalchemy.orm import Session
+
+    from psm_db.errors import NotEmbeddedError
+    from psm_db.geometry import parse_region
+    from psm_db.maps.export import map_format, write_map
+    from psm_db.maps.scores import TileScores
+    from psm_db.ranking import map_scores, map_scores_vector
+
+    if (query_id is None) == (text is None and audio is None):
+        raise _fail("give either --query ID or a --text/--audio query (with --model), not both")
+    if query_id is None and model is None:
+        raise _fail("a --text/--audio query needs --model VERSION (see `psm query list` or the registry)")
+    try:
+        map_format(out)
+    except ValueError as e:
+        raise _fail(str(e)) from e
+    started = time.perf_counter()
+    condition: dict[str, Any] = {"month": month, "hour": hour, "audio_source": audio_source,
+                                 "caption_source": caption_source}
+    try:
+        with Session(_engine()) as session:
+            if query_id is not None:
+                m = map_scores(session=session, query_id=query_id, region=region, zoom=zoom, **condition)
+                scores = TileScores(m.tile_id, m.lon, m.lat, m.bounds[:, 0], m.bounds[:, 1], m.bounds[:, 2],
+                                    m.bounds[:, 3], m.probability, m.distance, m.var_sum)
+                label = f"query {query_id}"
+            else:
+                from psm_model import encode_query, load_checkpoint
+
+                assert model is not None
+                version = _resolve_model(model)
+                loaded, _ = load_checkpoint(version.checkpoint_path)
+                _kind, mu, var = encode_query(loaded, text=text, audio=audio)
+                geom = parse_region(region, db=session)
+                data = map_scores_vector(version.version, mu, var, geom, zoom=zoom, session=session, **condition)
+                scores = _tile_scores(data)
+                label = text if text is not None else str(audio)
+        fetched = time.perf_counter()
+        tags = {"query": label, "region": region, "zoom": zoom,
+                **{k: v for k, v in condition.items() if v is not None}}
+        title = f"{label} · " + ", ".join(f"{k}={v}" for k, v in tags.items() if k not in ("query",))
+        path = write_map(out, scores, tags=tags, layer=layer, title=title)
+    except (ValueError, LookupError, FileNotFoundError, NotEmbeddedError) as e:
+        raise _fail(str(e)) from e
+    done = time.perf_counter()
+    console.print(f"wrote {path} ({len(scores):,} tiles; scores {fetched - started:.2f} s, "
+                  f"file {done - fetched:.2f} s)", soft_wrap=True)
+
+
+__all__ = ["app"]
