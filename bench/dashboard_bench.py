@@ -36,6 +36,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 from psm_db import migrate  # noqa: E402
 from psm_db.bulk import write_embeddings  # noqa: E402
+from psm_db.engine import connection, driver_connection  # noqa: E402
 from psm_db.settings import get_settings  # noqa: E402
 
 TEXT = "sound of insects"
@@ -81,7 +82,8 @@ def seed(url: str, side: int, dim: int, ckpt: Path) -> tuple[str, int]:
     rng = np.random.default_rng(0)
     east, north = WEST + side * STEP, SOUTH + side * STEP
     t0 = time.perf_counter()
-    with psycopg.connect(url) as conn:
+    with connection(url) as db:
+        conn = driver_connection(db)  # plain SQL for the seed rows, in the same transaction as the COPY
         conn.execute(
             "INSERT INTO psm.model_versions (version, name, preset, loss, embed_dim, feature_dim, match_a, match_b,"
             " checkpoint_path) VALUES (%s, 'bench', 'tiny', 'pcmepp', %s, %s, %s, %s, %s)",
@@ -110,7 +112,7 @@ def seed(url: str, side: int, dim: int, ckpt: Path) -> tuple[str, int]:
                 mu = weight[:, None] * mu_q[None] + rng.normal(size=(k, dim)) * 0.5
                 mu /= np.linalg.norm(mu, axis=1, keepdims=True)
                 var = np.exp(-4.0) * (1 + rng.uniform(size=(k, dim)))
-                write_embeddings(conn, version, np.array([cid]), ids[sl], mu.astype(np.float32),
+                write_embeddings(db, version, np.array([cid]), ids[sl], mu.astype(np.float32),
                                  var.astype(np.float32), dim)
                 conn.commit()
         conn.execute("ANALYZE")

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from psm_db import migrate  # noqa: E402
-from psm_db.engine import connect  # noqa: E402
+from psm_db.engine import connection, driver_connection  # noqa: E402
 from psm_db.registry import register_model  # noqa: E402
 from psm_db.settings import Settings  # noqa: E402
 
@@ -127,8 +127,9 @@ def run_e2e(db_url: str, version: str, scene: Path, region: str, workers: int, t
                                                    name=f"bench-{workers}w-{uuid.uuid4().hex[:6]}"),
                                conditions=(ConditionSpec(month=5),), chunk_tiles=chunk)
         t0 = time.perf_counter()
-        with connect(db_url) as conn:
-            job_id, plan = submit(conn, request, Limits(max_region_tiles=1_000_000, chunk_tiles=chunk,
+        with connection(db_url) as db:
+            conn = driver_connection(db)
+            job_id, plan = submit(db, request, Limits(max_region_tiles=1_000_000, chunk_tiles=chunk,
                                                         batch_size=batch),
                                   lambda j: str(app.send_task("psm.embed_region", args=[j]).id))
             while True:
@@ -186,8 +187,8 @@ def main() -> None:
         model = create_model(args.preset)
         ckpt = tmp / f"{args.preset}.safetensors"
         save_checkpoint(model, ckpt)
-        with connect(db_url) as conn:
-            mv = register_model(conn, ckpt)
+        with connection(db_url) as db:
+            mv = register_model(db, ckpt)
         size = model.config.image.image_size
         t0 = time.perf_counter()
         region = write_scene(tmp / "scene.tif", args.tiles, size, 10.0)

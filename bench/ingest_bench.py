@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from psm_db import bulk, migrate  # noqa: E402
-from psm_db.engine import connect  # noqa: E402
+from psm_db.engine import connect, connection, driver_connection  # noqa: E402
 from psm_db.settings import Settings  # noqa: E402
 
 
@@ -96,7 +96,8 @@ def main() -> None:
         payload.write_bytes(full)
         best_ours, best_psql = 0.0, 0.0
         for rep in range(args.repeat):
-            with connect(url) as conn:
+            with connection(url) as db:
+                conn = driver_connection(db)  # plain SQL around the COPY path, on the same connection
                 conn.execute("TRUNCATE psm.embeddings")
                 conn.commit()
                 conn.execute("CHECKPOINT")
@@ -104,7 +105,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 for s in range(0, n, args.batch):
                     e = min(n, s + args.batch)
-                    bulk.write_embeddings(conn, "0badc0de", cid, tile_ids[s:e], mu[s:e], var[s:e], d)
+                    bulk.write_embeddings(db, "0badc0de", cid, tile_ids[s:e], mu[s:e], var[s:e], d)
                     conn.commit()
                 ours = n / (time.perf_counter() - t0)
                 count = conn.execute("SELECT count(*) FROM psm.embeddings").fetchone()[0]

@@ -11,16 +11,16 @@ import functools
 import hashlib
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
 
 import numpy as np
 import streamlit as st
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session
 
 from dashboard.mapview import TileScores
-from psm_db import catalog, ranking
+from psm_db import catalog, ranking, rasters
 from psm_db.engine import make_engine
 from psm_db.settings import get_settings
 from psm_model.condition import Condition
@@ -140,6 +140,25 @@ def tile_detail(db_url: str, tile_id: int) -> dict[str, Any]:
     """Where and what a tile is."""
     with session() as s:
         return catalog.tile_detail(tile_id, session=s)
+
+
+@cached(ttl=60, show_spinner=False)
+def tile_raster(db_url: str, imagery_source: str) -> rasters.RasterRef | None:
+    """The raster file or folder behind tiles of ``imagery_source``; None for rendered (world) imagery."""
+    with session() as s:
+        return rasters.raster_of_source(imagery_source, s)
+
+
+@st.cache_data(ttl=300, show_spinner=False, max_entries=256)
+def real_tile_images(ref: rasters.RasterRef, lat: float, lon: float, sides_m: tuple[float, ...],
+                     size: int = 128) -> list[np.ndarray]:
+    """The real imagery around a tile: one RGB picture per side length (metres), centred on it.
+
+    Raises:
+        FileNotFoundError: When the imagery is not on this machine.
+        ValueError: When it cannot be read.
+    """
+    return [rasters.read_area(ref, rasters.area_bounds(lat, lon, side), size)[0] for side in sides_m]
 
 
 # ----------------------------------------------------------------------------- maps
@@ -324,20 +343,25 @@ def _send_task(name: str, job_id: str) -> str:
     return send_task(name, job_id)
 
 
-def _writer() -> Any:
-    from psm_db.engine import connect
+def _writer() -> AbstractContextManager[Connection]:
+    """A connection on the writer role (committed at the end of its block)."""
+    from psm_db.engine import connection
 
-    return connect(get_settings().db_url)
+    return connection(get_settings().db_url)
 
 
-def submit_embed_region(model_version: str, region_wkt: str | None, meta: Any, world_seed: int = 0) -> str:
+def submit_embed_region(model_version: str, region_wkt: str | None, meta: Any, world_seed: int = 0, *,
+                        imagery: str = "world", imagery_path: str | None = None,
+                        bands: tuple[int, ...] | None = None, min_valid: float = 0.5) -> str:
     """Queue ``psm.embed_region`` for one condition over a region (``worker.api``).
 
     The job row is written by ``worker.api.submit_embed_region`` on the writer role (the only
-    write the dashboard makes); the embedding itself runs on the workers.
+    write the dashboard makes); the embedding itself runs on the workers. ``imagery`` is
+    ``world`` (the synthetic renderer), ``geotiff`` or ``folder`` (``imagery_path``).
 
     Raises:
         ValueError: On a request the worker refuses (kept as a failed job, message says why).
+        FileNotFoundError: For imagery that is not there.
     """
     from worker.api import submit_embed_region as submit
 
@@ -347,6 +371,7 @@ def submit_embed_region(model_version: str, region_wkt: str | None, meta: Any, w
         job_id, _plan = submit(conn, get_settings(), region=region_wkt, model_version=model_version,
                                zooms=(int(meta.zoom),), world_seed=int(world_seed),
                                conditions=(meta.condition,),
+                               imagery=imagery, imagery_path=imagery_path, bands=bands, min_valid=min_valid,
                                send=lambda name, j: _send_task(name, j))
     return job_id
 

@@ -6,8 +6,7 @@ import logging
 import math
 import time
 
-import psycopg
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, String, func, literal, select
 from sqlalchemy.orm import Session
 
 from psm_db.catalog import get_model
@@ -80,8 +79,6 @@ def build_ann_index(
         UnknownModelError: On an unknown model.
         ValueError: On an unknown condition or bad HNSW parameters.
     """
-    from psycopg import sql
-
     if not (2 <= m <= 100 and 4 <= ef_construction <= 1000 and ef_construction >= 2 * m):
         raise ValueError(
             f"HNSW needs 2 <= m <= 100 and 2*m <= ef_construction <= 1000, got m={m}, "
@@ -102,35 +99,28 @@ def build_ann_index(
     name = ann_index_name(model.version, condition_id)
     dim = model.embed_dim + 1
     memory = maintenance_work_mem or hnsw_build_memory(int(rows or 0), dim, m, key_type)
-    ddl = sql.SQL(
-        "CREATE INDEX {conc} {name} ON psm.embeddings USING hnsw "
-        "((psm.ann_vector(mu, var_sum)::{key}({dim})) {ops}) "
-        "WITH (m = {m}, ef_construction = {ef}) "
-        "WHERE model_version = {version} AND condition_id = {cid}"
-    ).format(
-        conc=sql.SQL("CONCURRENTLY" if concurrently else ""), name=sql.Identifier(name),
-        key=sql.SQL(key_type), ops=sql.SQL(f"{key_type}_l2_ops"),
-        dim=sql.Literal(dim), m=sql.Literal(int(m)), ef=sql.Literal(int(ef_construction)),
-        version=sql.Literal(model.version), cid=sql.Literal(int(condition_id)),
+    quote = engine.dialect.identifier_preparer.quote
+    version = literal(model.version, String).compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True})
+    conc = "CONCURRENTLY" if concurrently else ""
+    ddl = (
+        f"CREATE INDEX {conc} {quote(name)} ON psm.embeddings USING hnsw "
+        f"((psm.ann_vector(mu, var_sum)::{key_type}({int(dim)})) {key_type}_l2_ops) "
+        f"WITH (m = {int(m)}, ef_construction = {int(ef_construction)}) "
+        f"WHERE model_version = {version} AND condition_id = {int(condition_id)}"
     )
-    raw = engine.raw_connection()
-    pg = raw.driver_connection
-    assert isinstance(pg, psycopg.Connection)
-    try:
-        pg.autocommit = True
-        pg.execute("SELECT set_config('maintenance_work_mem', %s, false)", (memory,))
-        pg.execute("SELECT set_config('max_parallel_maintenance_workers', %s, false)", (str(workers),))
-        pg.execute(sql.SQL("DROP INDEX {conc} IF EXISTS psm.{name}").format(
-            conc=sql.SQL("CONCURRENTLY" if concurrently else ""), name=sql.Identifier(name)))
-        started = time.perf_counter()
-        pg.execute(ddl)
-        seconds = time.perf_counter() - started
-    finally:
-        if not pg.closed:
-            pg.execute("RESET maintenance_work_mem")
-            pg.execute("RESET max_parallel_maintenance_workers")
-            pg.autocommit = False  # the connection goes back to the pool
-        raw.close()
+    # CREATE INDEX CONCURRENTLY runs outside a transaction block; the settings are the session's.
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        try:
+            conn.execute(select(func.set_config("maintenance_work_mem", memory, False)))
+            conn.execute(select(func.set_config("max_parallel_maintenance_workers", str(workers), False)))
+            conn.exec_driver_sql(f"DROP INDEX {conc} IF EXISTS psm.{quote(name)}")
+            started = time.perf_counter()
+            conn.exec_driver_sql(ddl)
+            seconds = time.perf_counter() - started
+        finally:
+            if not conn.invalidated and not conn.closed:
+                conn.exec_driver_sql("RESET maintenance_work_mem")
+                conn.exec_driver_sql("RESET max_parallel_maintenance_workers")
     with Session(engine, expire_on_commit=False) as session, session.begin():
         entry = session.get(AnnIndex, (model_version, int(condition_id)))
         if entry is None:

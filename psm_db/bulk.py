@@ -1,4 +1,8 @@
-"""Bulk writes of tile features and embeddings: binary COPY into a staging table, then one upsert."""
+"""Bulk writes of tile features and embeddings: binary COPY into a staging table, then one upsert.
+
+The writers take the caller's SQLAlchemy connection or session and work on its psycopg
+connection (:func:`psm_db.engine.driver_connection`), inside its transaction.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import psycopg
 
+from psm_db.engine import Db, driver_connection
 from psm_db.errors import EmbeddingValidationError
 from psm_db.pgbinary import COPY_HEADER, COPY_TRAILER, copy_bytes, copy_payload, copy_tuples
 
@@ -105,7 +110,7 @@ def _staging(conn: psycopg.Connection, name: str, columns: str, vec_columns: Seq
 
 
 def write_features(
-    conn: psycopg.Connection, model_version: str, tile_ids: np.ndarray, features: np.ndarray, dim: int
+    db: Db, model_version: str, tile_ids: np.ndarray, features: np.ndarray, dim: int
 ) -> int:
     """Store image features once per (tile, model); existing rows are kept as they are.
 
@@ -115,6 +120,7 @@ def write_features(
     feats = check_features(features, dim, len(tile_ids))
     if len(tile_ids) == 0:
         return 0
+    conn = driver_connection(db)
     _staging(conn, "psm_stage_features", "tile_id bigint, features vector", ["features"], 4 * dim + 64)
     copy_bytes(conn, "COPY psm_stage_features (tile_id, features) FROM STDIN (FORMAT BINARY)",
                encode_feature_rows(tile_ids, feats))
@@ -129,7 +135,7 @@ def write_features(
 
 
 def write_embeddings(
-    conn: psycopg.Connection,
+    db: Db,
     model_version: str,
     condition_ids: np.ndarray,
     tile_ids: np.ndarray,
@@ -149,6 +155,7 @@ def write_embeddings(
     mu32, var32, var_sum = check_gaussians(mu, var, dim, len(tile_ids))
     if len(tile_ids) == 0:
         return 0
+    conn = driver_connection(db)
     _staging(
         conn,
         "psm_stage_embeddings",

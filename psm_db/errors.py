@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -60,15 +60,14 @@ def raise_sql_errors(session: Session, fn: Callable[[], T]) -> T:
     SQLSTATE PSM01 becomes NotEmbeddedError, invalid_parameter_value (22023) a ValueError;
     both carry the server's message, detail and hint. The caller's transaction stays usable.
     """
-    import psycopg
     from sqlalchemy.exc import DBAPIError
 
     try:
         with session.begin_nested():
             return fn()
     except DBAPIError as e:
-        orig = e.orig
-        if isinstance(orig, psycopg.Error) and orig.diag is not None:
+        orig: Any = e.orig  # a psycopg.Error: its diagnostics and SQLSTATE
+        if getattr(orig, "diag", None) is not None:
             text = orig.diag.message_primary or str(orig)
             if orig.diag.message_detail:
                 text += f" ({orig.diag.message_detail})"

@@ -6,19 +6,22 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import psycopg
-from psycopg.types.json import Jsonb
+from sqlalchemy import insert, select
+
+from psm_db.engine import Db
+from psm_db.models import EvalMetric, EvalRun, ModelVersion, table_of
 
 log = logging.getLogger(__name__)
 
 _METRIC_KEYS = ("scorer", "direction", "zoom", "with_text", "metadata", "r_at_10", "median_rank", "n")
+"""The keys of a metric row, and the columns of psm.eval_metrics after ``run_id``."""
 
 
-def store_eval(conn: psycopg.Connection, version: str, results: Mapping[str, Any]) -> int:
+def store_eval(db: Db, version: str, results: Mapping[str, Any]) -> int:
     """Insert one evaluation run and its metric rows; returns the run id (the caller commits).
 
     Args:
-        conn: A connection to the PSM database.
+        db: A SQLAlchemy connection or session on the PSM database.
         version: The evaluated model version; it must be registered in psm.model_versions.
         results: What ``psm_model.evaluate.db_records`` returns (``{"run": {...}, "metrics": [...]}``),
             or the dict of ``psm_model.evaluate.evaluate_checkpoint`` (its ``records`` are used).
@@ -32,7 +35,7 @@ def store_eval(conn: psycopg.Connection, version: str, results: Mapping[str, Any
     metrics = records.get("metrics")
     if not isinstance(run, Mapping) or not isinstance(metrics, list) or not metrics:
         raise ValueError("results must hold a 'run' dict and a non-empty 'metrics' list (psm_model.evaluate.db_records)")
-    known = conn.execute("SELECT 1 FROM psm.model_versions WHERE version = %s", (version,)).fetchone()
+    known = db.scalar(select(ModelVersion.version).where(ModelVersion.version == version))
     if known is None:
         raise LookupError(f"model version {version} is not registered; run `psm register-model <checkpoint>` first")
     rows = []
@@ -46,18 +49,13 @@ def store_eval(conn: psycopg.Connection, version: str, results: Mapping[str, Any
             raise ValueError(f"metric row {key} appears twice")
         seen.add(key)
         rows.append((*key, float(m["r_at_10"]), float(m["median_rank"]), int(m["n"])))
-    row = conn.execute(
-        "INSERT INTO psm.eval_runs (model_version, dataset, split, config, results) VALUES (%s, %s, %s, %s, %s) RETURNING id",
-        (version, str(run.get("dataset", "")), str(run.get("split", "")), Jsonb(dict(run.get("config") or {})),
-         Jsonb(dict(run.get("results") or {}))),
-    ).fetchone()
-    assert row is not None
-    run_id = int(row[0])
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO psm.eval_metrics (run_id, scorer, direction, zoom, with_text, metadata, r_at_10, median_rank, n) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            [(run_id, *r) for r in rows],
-        )
+    runs = table_of(EvalRun)
+    run_id = db.scalar(insert(runs).values(
+        model_version=version, dataset=str(run.get("dataset", "")), split=str(run.get("split", "")),
+        config=dict(run.get("config") or {}), results=dict(run.get("results") or {}),
+    ).returning(runs.c.id))
+    assert run_id is not None
+    db.execute(insert(table_of(EvalMetric)),
+               [{"run_id": run_id, **dict(zip(_METRIC_KEYS, r, strict=True))} for r in rows])
     log.info("stored evaluation run %d of %s with %d metric rows", run_id, version, len(rows))
     return run_id

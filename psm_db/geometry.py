@@ -8,6 +8,9 @@ region means the same polygon wherever it is given. The forms:
 * WKT, or EWKT with its SRID (``SRID=3857;POLYGON((...))``), transformed to EPSG:4326;
 * GeoJSON text or a ``.geojson`` / ``.json`` / ``.wkt`` file (a geometry, Feature or
   FeatureCollection; a ``crs`` member is honoured and transformed to EPSG:4326);
+* a GeoPackage (``.gpkg``), Shapefile (``.shp`` or a zipped ``.zip``), FlatGeobuf (``.fgb``) or
+  GeoParquet (``.parquet``) file, read by :mod:`psm_db.vectorfiles` and reprojected from the
+  file's CRS; its features are unioned into one region;
 * a stored region ``set/name`` (needs a database connection or session);
 * a shapely geometry or a GeoJSON dict (from Python).
 
@@ -23,7 +26,6 @@ import re
 from pathlib import Path
 from typing import Any, TypeAlias, overload
 
-import psycopg
 import shapely
 import shapely.errors
 import shapely.geometry
@@ -32,13 +34,16 @@ from shapely.geometry.base import BaseGeometry
 from sqlalchemy import Connection, LargeBinary, func, literal, select
 from sqlalchemy.orm import Session
 
+from psm_db.vectorfiles import VECTOR_SUFFIXES, is_vector_file, read_vector_file, unknown_format
+
 RegionLike: TypeAlias = BaseGeometry | str | dict[str, Any] | None
 """A region: a shapely geometry, text in one of the forms above, a GeoJSON dict, or None (anywhere)."""
-Db: TypeAlias = psycopg.Connection | Session | Connection
-"""Where stored regions are read from: a psycopg connection or a SQLAlchemy session / connection."""
+Db: TypeAlias = Session | Connection
+"""Where stored regions are read from: a SQLAlchemy session or connection."""
 
 FORMS = ("a bbox W,S,E,N (degrees), a WKT or EWKT polygon (e.g. SRID=3857;POLYGON(...)), GeoJSON "
-         "(text or a .geojson/.json/.wkt file), or a stored region set/name")
+         "(text or a .geojson/.json/.wkt file), a GeoPackage/Shapefile/FlatGeobuf/GeoParquet file "
+         "(.gpkg, .shp, .fgb, .parquet), or a stored region set/name")
 EXAMPLE = "POLYGON((-94 41, -93 41, -93 42, -94 42, -94 41))"
 FILE_SUFFIXES = (".geojson", ".json", ".wkt")
 TOLERANCE = 1e-7
@@ -91,7 +96,12 @@ def parse_region(region: RegionLike, *, srid: int = 4326, db: Db | None = None,
     raw = region.strip()
     if not raw:
         raise ValueError(f"the region is empty; give {FORMS}")
-    if raw.lower().endswith(FILE_SUFFIXES):
+    if files and is_vector_file(raw):
+        geom, _ = _from_geojson(read_vector_file(raw), 4326)  # in lon/lat already
+        return check_region(geom)
+    if files and (unknown := unknown_format(raw)):
+        raise ValueError(unknown)
+    if raw.lower().endswith((*FILE_SUFFIXES, *VECTOR_SUFFIXES)):
         if not files:
             raise ValueError(f"region files are not read here ({raw}); upload the file, or paste its contents")
         path = Path(raw).expanduser()
@@ -233,13 +243,8 @@ def stored_region(name: str, db: Db | None) -> BaseGeometry:
     set_name, _, region_name = name.strip().partition("/")
     if db is None:
         raise ValueError(f"the stored region {name!r} needs a database connection")
-    if isinstance(db, psycopg.Connection):
-        row = db.execute("SELECT ST_AsBinary(geom) FROM psm.regions WHERE set_name = %s AND name = %s",
-                         (set_name, region_name)).fetchone()
-        wkb = None if row is None else row[0]
-    else:
-        wkb = db.scalar(select(func.ST_AsBinary(Region.geom, type_=LargeBinary))
-                        .where(Region.set_name == set_name, Region.name == region_name))
+    wkb = db.scalar(select(func.ST_AsBinary(Region.geom, type_=LargeBinary))
+                    .where(Region.set_name == set_name, Region.name == region_name))
     if wkb is None:
         raise ValueError(
             f"unknown stored region {name!r}: no region {region_name!r} in set {set_name!r} "

@@ -1,4 +1,8 @@
-"""Job rows, chunk rows, events and progress for long-running work (psm.jobs, psm.job_chunks)."""
+"""Job rows, chunk rows, events and progress for long-running work (psm.jobs, psm.job_chunks).
+
+Every function takes a SQLAlchemy connection or session (:data:`psm_db.engine.Db`) and works
+in its transaction; those that say so commit it.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +12,33 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-import psycopg
-from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
+from sqlalchemy import (
+    BigInteger,
+    Text,
+    bindparam,
+    case,
+    cast,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from psm_db.engine import Db
+from psm_db.models import Job, JobChunk, JobEvent, ModelVersion, table_of
 
 log = logging.getLogger(__name__)
 
 JOB_KINDS = ("embed_region", "train", "evaluate")
 FINAL_STATES = ("succeeded", "failed", "cancelled")
 MAX_ERROR_CHARS = 4_000
+
+_jobs = table_of(Job)
+_chunks = table_of(JobChunk)
+_events = table_of(JobEvent)
 
 
 def _clip(text: str | None) -> str | None:
@@ -25,8 +47,16 @@ def _clip(text: str | None) -> str | None:
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
 
 
+def _id(job_id: uuid.UUID | str) -> uuid.UUID:
+    return job_id if isinstance(job_id, uuid.UUID) else uuid.UUID(str(job_id))
+
+
+def _unfinished() -> Any:
+    return _jobs.c.status.not_in(FINAL_STATES)
+
+
 def create_job(
-    conn: psycopg.Connection,
+    db: Db,
     kind: str,
     params: dict[str, Any],
     *,
@@ -44,27 +74,24 @@ def create_job(
         raise ValueError(f"unknown job kind {kind!r}; expected one of {', '.join(JOB_KINDS)}")
     known = None
     if model_version is not None:
-        row = conn.execute(
-            "SELECT version FROM psm.model_versions WHERE version = %s", (model_version,)
-        ).fetchone()
-        known = row[0] if row else None
-    finished = "now()" if status in FINAL_STATES else "NULL"
-    row = conn.execute(
-        "INSERT INTO psm.jobs (id, kind, status, params, model_version, error, message, finished_at) "
-        f"VALUES (%s, %s, %s, %s, %s, %s, %s, {finished}) RETURNING id",
-        (job_id or uuid.uuid4(), kind, status, Jsonb(params), known, _clip(error),
-         _clip(error.splitlines()[0]) if error else None),
-    ).fetchone()
-    assert row is not None
+        known = db.scalar(select(ModelVersion.version).where(ModelVersion.version == model_version))
+    new_id = db.scalar(
+        insert(_jobs).values(
+            id=job_id or uuid.uuid4(), kind=kind, status=status, params=params, model_version=known,
+            error=_clip(error), message=_clip(error.splitlines()[0]) if error else None,
+            finished_at=func.now() if status in FINAL_STATES else None,
+        ).returning(_jobs.c.id)
+    )
+    assert new_id is not None
     if error:
-        add_event(conn, row[0], "error", error)
-    return uuid.UUID(str(row[0]))
+        add_event(db, new_id, "error", error)
+    return _id(new_id)
 
 
-def record_rejected(conn: psycopg.Connection, kind: str, params: dict[str, Any], error: str) -> uuid.UUID:
+def record_rejected(db: Db, kind: str, params: dict[str, Any], error: str) -> uuid.UUID:
     """Store a job that failed validation (status failed, the message in ``error``) and commit."""
-    job_id = create_job(conn, kind, _jsonable(params), status="failed", error=error)
-    conn.commit()
+    job_id = create_job(db, kind, _jsonable(params), status="failed", error=error)
+    db.commit()
     return job_id
 
 
@@ -72,174 +99,197 @@ def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(params, default=str))
 
 
-def set_task_id(conn: psycopg.Connection, job_id: uuid.UUID | str, task_id: str) -> None:
+def set_task_id(db: Db, job_id: uuid.UUID | str, task_id: str) -> None:
     """Remember the Celery task that runs the job."""
-    conn.execute("UPDATE psm.jobs SET celery_task_id = %s, updated_at = now() WHERE id = %s",
-                 (task_id, job_id))
+    db.execute(update(_jobs).where(_jobs.c.id == _id(job_id))
+               .values(celery_task_id=task_id, updated_at=func.now()))
 
 
-def get_job(conn: psycopg.Connection, job_id: uuid.UUID | str) -> dict[str, Any] | None:
-    """The job row as a dict, or None."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute("SELECT * FROM psm.jobs WHERE id = %s", (str(job_id),)).fetchone()
+def merge_params(db: Db, job_id: uuid.UUID | str, params: dict[str, Any]) -> None:
+    """Merge ``params`` into the job's stored params (top-level keys replaced; caller commits)."""
+    db.execute(update(_jobs).where(_jobs.c.id == _id(job_id))
+               .values(params=_jobs.c.params.op("||")(bindparam("extra", params, type_=JSONB))))
 
 
-def job_events(conn: psycopg.Connection, job_id: uuid.UUID | str) -> list[tuple[str, str]]:
+def record_chunk_skipped(db: Db, job_id: uuid.UUID | str, chunk: int, skipped: int) -> int:
+    """Keep a chunk's count of tiles skipped for lack of data in the job's result; return the job's total.
+
+    Counted per chunk (``result["skipped_nodata_chunks"]``), so a chunk that runs twice is counted
+    once; ``result["tiles_skipped_nodata"]`` is their sum. Locks the job row (caller commits).
+    """
+    row = db.execute(select(_jobs.c.result).where(_jobs.c.id == _id(job_id)).with_for_update()).first()
+    result = dict((row[0] if row is not None else None) or {})
+    per_chunk = dict(result.get("skipped_nodata_chunks") or {})
+    per_chunk[str(int(chunk))] = int(skipped)
+    result["skipped_nodata_chunks"] = per_chunk
+    result["tiles_skipped_nodata"] = total = sum(int(v) for v in per_chunk.values())
+    db.execute(update(_jobs).where(_jobs.c.id == _id(job_id))
+               .values(result=bindparam("result", result, type_=JSONB)))
+    return total
+
+
+def append_message(db: Db, job_id: uuid.UUID | str, text: str) -> None:
+    """Append ``; text`` to the job's message (caller commits)."""
+    db.execute(update(_jobs).where(_jobs.c.id == _id(job_id))
+               .values(message=func.concat_ws("; ", _jobs.c.message, text)))
+
+
+def set_model_version(db: Db, job_id: uuid.UUID | str, version: str) -> None:
+    """Point the job at the model version it made (caller commits)."""
+    db.execute(update(_jobs).where(_jobs.c.id == _id(job_id)).values(model_version=version))
+
+
+def get_job(db: Db, job_id: uuid.UUID | str) -> dict[str, Any] | None:
+    """The job row as a dict (every column of psm.jobs), or None."""
+    row = db.execute(select(_jobs).where(_jobs.c.id == _id(job_id))).mappings().first()
+    return None if row is None else dict(row)
+
+
+def job_events(db: Db, job_id: uuid.UUID | str) -> list[tuple[str, str]]:
     """(level, message) of a job's events, oldest first."""
-    rows = conn.execute("SELECT level, message FROM psm.job_events WHERE job_id = %s ORDER BY id",
-                        (str(job_id),)).fetchall()
+    rows = db.execute(select(_events.c.level, _events.c.message)
+                      .where(_events.c.job_id == _id(job_id)).order_by(_events.c.id)).all()
     return [(r[0], r[1]) for r in rows]
 
 
-def add_event(conn: psycopg.Connection, job_id: uuid.UUID | str, level: str, message: str) -> None:
+def add_event(db: Db, job_id: uuid.UUID | str, level: str, message: str) -> None:
     """Append an event to the job's log (in the caller's transaction)."""
-    conn.execute("INSERT INTO psm.job_events (job_id, level, message) VALUES (%s, %s, %s)",
-                 (str(job_id), level, _clip(message)))
+    db.execute(insert(_events).values(job_id=_id(job_id), level=level, message=_clip(message)))
 
 
-def start_job(
-    conn: psycopg.Connection, job_id: uuid.UUID | str, chunk_tiles: Sequence[int], message: str = ""
-) -> bool:
+def _lock_status(db: Db, job_id: uuid.UUID | str) -> str | None:
+    """The job's status, its row locked until the transaction ends (None: no such job)."""
+    status: str | None = db.scalar(select(_jobs.c.status).where(_jobs.c.id == _id(job_id)).with_for_update())
+    return status
+
+
+def start_job(db: Db, job_id: uuid.UUID | str, chunk_tiles: Sequence[int], message: str = "") -> bool:
     """Mark the job running and create its chunk rows (idempotent: a second call changes nothing).
 
     Returns False when the job is already in a final state (nothing to do).
     """
-    row = conn.execute("SELECT status FROM psm.jobs WHERE id = %s FOR UPDATE", (str(job_id),)).fetchone()
-    if row is None:
+    status = _lock_status(db, job_id)
+    if status is None:
         raise LookupError(f"job {job_id} does not exist")
-    if row[0] in FINAL_STATES:
+    if status in FINAL_STATES:
         return False
-    total = int(sum(chunk_tiles))
-    conn.execute(
-        "UPDATE psm.jobs SET status = 'running', total = %s, message = %s,"
-        " started_at = COALESCE(started_at, now()), updated_at = now() WHERE id = %s",
-        (total, message or None, str(job_id)),
-    )
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO psm.job_chunks (job_id, chunk, tiles) VALUES (%s, %s, %s)"
-            " ON CONFLICT (job_id, chunk) DO NOTHING",
-            [(str(job_id), i, int(n)) for i, n in enumerate(chunk_tiles)],
-        )
+    jid = _id(job_id)
+    db.execute(update(_jobs).where(_jobs.c.id == jid).values(
+        status="running", total=int(sum(chunk_tiles)), message=message or None,
+        started_at=func.coalesce(_jobs.c.started_at, func.now()), updated_at=func.now(),
+    ))
+    if chunk_tiles:
+        db.execute(pg_insert(_chunks).on_conflict_do_nothing(index_elements=[_chunks.c.job_id, _chunks.c.chunk]),
+                   [{"job_id": jid, "chunk": i, "tiles": int(n)} for i, n in enumerate(chunk_tiles)])
     return True
 
 
-def claim_chunk(conn: psycopg.Connection, job_id: uuid.UUID | str, chunk: int) -> str | None:
+def claim_chunk(db: Db, job_id: uuid.UUID | str, chunk: int) -> str | None:
     """Count an attempt at a chunk and mark it running; return its previous status.
 
     Returns None when the chunk row does not exist, and the status ``succeeded`` when the
     chunk is already done (the caller then skips it). Commits.
     """
-    row = conn.execute(
-        "UPDATE psm.job_chunks c SET attempts = c.attempts + 1, updated_at = now(),"
-        " status = CASE WHEN c.status = 'succeeded' THEN c.status ELSE 'running' END"
-        " FROM psm.job_chunks old WHERE c.job_id = old.job_id AND c.chunk = old.chunk"
-        " AND c.job_id = %s AND c.chunk = %s RETURNING old.status",
-        (str(job_id), chunk),
-    ).fetchone()
-    conn.commit()
-    return row[0] if row else None
+    old = _chunks.alias("old")
+    previous = db.scalar(
+        update(_chunks)
+        .where(_chunks.c.job_id == old.c.job_id, _chunks.c.chunk == old.c.chunk,
+               _chunks.c.job_id == _id(job_id), _chunks.c.chunk == int(chunk))
+        .values(attempts=_chunks.c.attempts + 1, updated_at=func.now(),
+                status=case((_chunks.c.status == "succeeded", _chunks.c.status), else_=literal("running")))
+        .returning(old.c.status)
+    )
+    db.commit()
+    return previous
 
 
-def finish_chunk(conn: psycopg.Connection, job_id: uuid.UUID | str, chunk: int, rows_written: int = 0) -> bool:
+def finish_chunk(db: Db, job_id: uuid.UUID | str, chunk: int, rows_written: int = 0) -> bool:
     """Mark a chunk succeeded, update the job's progress, and finish the job after its last chunk.
 
     Call it in the same transaction as the chunk's writes, so the chunk is counted exactly
     when its rows are committed. The job row is locked, so concurrent chunks count
     correctly. Returns True when this call completed the job.
     """
-    job = conn.execute("SELECT status FROM psm.jobs WHERE id = %s FOR UPDATE", (str(job_id),)).fetchone()
-    if job is None:
+    status = _lock_status(db, job_id)
+    if status is None:
         raise LookupError(f"job {job_id} does not exist")
+    jid = _id(job_id)
     # How many rows this job itself inserted (rows another job wrote first are not counted).
-    conn.execute(
-        "UPDATE psm.jobs SET result = jsonb_set(COALESCE(result, '{}'::jsonb), '{rows_written}',"
-        " to_jsonb(COALESCE((result->>'rows_written')::bigint, 0) + %s::bigint)) WHERE id = %s",
-        (int(rows_written), str(job_id)),
-    )
-    conn.execute(
-        "UPDATE psm.job_chunks SET status = 'succeeded', error = NULL, updated_at = now()"
-        " WHERE job_id = %s AND chunk = %s",
-        (str(job_id), chunk),
-    )
-    done, left, n_chunks = conn.execute(
-        "SELECT COALESCE(sum(tiles) FILTER (WHERE status = 'succeeded'), 0),"
-        " count(*) FILTER (WHERE status <> 'succeeded'), count(*)"
-        " FROM psm.job_chunks WHERE job_id = %s",
-        (str(job_id),),
-    ).fetchone() or (0, 0, 0)
-    if job[0] in FINAL_STATES:
+    so_far = func.coalesce(_jobs.c.result["rows_written"].astext.cast(BigInteger), 0)
+    db.execute(update(_jobs).where(_jobs.c.id == jid).values(result=func.jsonb_set(
+        func.coalesce(_jobs.c.result, cast(literal("{}"), JSONB)), literal(["rows_written"], ARRAY(Text)),
+        func.to_jsonb(so_far + cast(literal(int(rows_written)), BigInteger)), type_=JSONB,
+    )))
+    db.execute(update(_chunks).where(_chunks.c.job_id == jid, _chunks.c.chunk == int(chunk))
+               .values(status="succeeded", error=None, updated_at=func.now()))
+    succeeded = _chunks.c.status == "succeeded"
+    counts = db.execute(select(
+        func.coalesce(func.sum(_chunks.c.tiles).filter(succeeded), 0),
+        func.count().filter(_chunks.c.status != "succeeded"), func.count(),
+    ).where(_chunks.c.job_id == jid)).one_or_none()
+    done, left, n_chunks = counts if counts is not None else (0, 0, 0)
+    if status in FINAL_STATES:
         return False
     if left == 0:
-        conn.execute(
-            "UPDATE psm.jobs SET status = 'succeeded', done = %s, finished_at = now(), updated_at = now(),"
-            " message = %s WHERE id = %s",
-            (done, f"done: {n_chunks} chunk(s), {done} tile(s)", str(job_id)),
-        )
-        add_event(conn, job_id, "info", f"job finished: {n_chunks} chunk(s), {done} tile(s)")
+        db.execute(update(_jobs).where(_jobs.c.id == jid).values(
+            status="succeeded", done=done, finished_at=func.now(), updated_at=func.now(),
+            message=f"done: {n_chunks} chunk(s), {done} tile(s)",
+        ))
+        add_event(db, jid, "info", f"job finished: {n_chunks} chunk(s), {done} tile(s)")
         return True
-    conn.execute(
-        "UPDATE psm.jobs SET done = %s, updated_at = now(), message = %s WHERE id = %s",
-        (done, f"{n_chunks - left}/{n_chunks} chunks", str(job_id)),
-    )
+    db.execute(update(_jobs).where(_jobs.c.id == jid).values(
+        done=done, updated_at=func.now(), message=f"{n_chunks - left}/{n_chunks} chunks"))
     return False
 
 
-def fail_chunk(
-    conn: psycopg.Connection, job_id: uuid.UUID | str, chunk: int, error: str, *, final: bool
-) -> None:
+def fail_chunk(db: Db, job_id: uuid.UUID | str, chunk: int, error: str, *, final: bool) -> None:
     """Record a chunk error; when ``final`` (no retries left or a permanent error) fail the job. Commits."""
-    conn.execute(
-        "UPDATE psm.job_chunks SET status = %s, error = %s, updated_at = now()"
-        " WHERE job_id = %s AND chunk = %s AND status <> 'succeeded'",
-        ("failed" if final else "queued", _clip(error), str(job_id), chunk),
-    )
-    add_event(conn, job_id, "error" if final else "warning", f"chunk {chunk}: {error}")
+    jid = _id(job_id)
+    db.execute(update(_chunks)
+               .where(_chunks.c.job_id == jid, _chunks.c.chunk == int(chunk), _chunks.c.status != "succeeded")
+               .values(status="failed" if final else "queued", error=_clip(error), updated_at=func.now()))
+    add_event(db, jid, "error" if final else "warning", f"chunk {chunk}: {error}")
     if final:
-        fail_job(conn, job_id, f"chunk {chunk} failed: {error}", commit=False)
-    conn.commit()
+        fail_job(db, jid, f"chunk {chunk} failed: {error}", commit=False)
+    db.commit()
 
 
-def fail_job(conn: psycopg.Connection, job_id: uuid.UUID | str, error: str, *, commit: bool = True) -> None:
+def fail_job(db: Db, job_id: uuid.UUID | str, error: str, *, commit: bool = True) -> None:
     """Mark a job failed with a clear message (unless it already finished)."""
-    conn.execute(
-        "UPDATE psm.jobs SET status = 'failed', error = %s, message = %s, finished_at = now(),"
-        " updated_at = now() WHERE id = %s AND status NOT IN ('succeeded', 'failed', 'cancelled')",
-        (_clip(error), _clip(error.splitlines()[0] if error else None), str(job_id)),
-    )
-    add_event(conn, job_id, "error", error)
+    jid = _id(job_id)
+    db.execute(update(_jobs).where(_jobs.c.id == jid, _unfinished()).values(
+        status="failed", error=_clip(error), message=_clip(error.splitlines()[0] if error else None),
+        finished_at=func.now(), updated_at=func.now(),
+    ))
+    add_event(db, jid, "error", error)
     if commit:
-        conn.commit()
+        db.commit()
 
 
-def succeed_job(conn: psycopg.Connection, job_id: uuid.UUID | str, result: dict[str, Any], message: str = "done") -> None:
+def succeed_job(db: Db, job_id: uuid.UUID | str, result: dict[str, Any], message: str = "done") -> None:
     """Mark a single-step job (train, evaluate) succeeded with its result. Commits."""
-    conn.execute(
-        "UPDATE psm.jobs SET status = 'succeeded', result = %s, message = %s, done = total,"
-        " finished_at = now(), updated_at = now() WHERE id = %s",
-        (Jsonb(_jsonable(result)), message, str(job_id)),
-    )
-    add_event(conn, job_id, "info", message)
-    conn.commit()
+    jid = _id(job_id)
+    db.execute(update(_jobs).where(_jobs.c.id == jid).values(
+        status="succeeded", result=_jsonable(result), message=message, done=_jobs.c.total,
+        finished_at=func.now(), updated_at=func.now(),
+    ))
+    add_event(db, jid, "info", message)
+    db.commit()
 
 
-def set_progress(
-    conn: psycopg.Connection, job_id: uuid.UUID | str, done: int, total: int, message: str | None = None
-) -> None:
+def set_progress(db: Db, job_id: uuid.UUID | str, done: int, total: int, message: str | None = None) -> None:
     """Write progress of a single-step job (commits)."""
-    conn.execute(
-        "UPDATE psm.jobs SET status = 'running', done = %s, total = %s, message = COALESCE(%s, message),"
-        " started_at = COALESCE(started_at, now()), updated_at = now() WHERE id = %s"
-        " AND status NOT IN ('succeeded', 'failed', 'cancelled')",
-        (max(0, int(done)), max(0, int(total)), message, str(job_id)),
-    )
-    conn.commit()
+    db.execute(update(_jobs).where(_jobs.c.id == _id(job_id), _unfinished()).values(
+        status="running", done=max(0, int(done)), total=max(0, int(total)),
+        message=func.coalesce(bindparam("new_message", message, type_=Text), _jobs.c.message),
+        started_at=func.coalesce(_jobs.c.started_at, func.now()), updated_at=func.now(),
+    ))
+    db.commit()
 
 
-def chunk_states(conn: psycopg.Connection, job_id: uuid.UUID | str) -> list[dict[str, Any]]:
-    """All chunk rows of a job, in chunk order."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(
-            "SELECT chunk, status, tiles, attempts, error FROM psm.job_chunks WHERE job_id = %s ORDER BY chunk",
-            (str(job_id),),
-        ).fetchall()
+def chunk_states(db: Db, job_id: uuid.UUID | str) -> list[dict[str, Any]]:
+    """All chunk rows of a job (chunk, status, tiles, attempts, error), in chunk order."""
+    c = _chunks.c
+    rows = db.execute(select(c.chunk, c.status, c.tiles, c.attempts, c.error)
+                      .where(c.job_id == _id(job_id)).order_by(c.chunk)).mappings()
+    return [dict(r) for r in rows]

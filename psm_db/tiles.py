@@ -17,10 +17,25 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import psycopg
 import shapely
 from shapely.geometry.base import BaseGeometry
+from sqlalchemy import (
+    Column,
+    Double,
+    Integer,
+    MetaData,
+    SmallInteger,
+    Table,
+    Text,
+    func,
+    literal,
+    select,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.schema import CreateTable
 
+from psm_db.engine import Db, driver_connection
+from psm_db.models import Tile, table_of
 from psm_db.pgbinary import copy_bytes, copy_payload
 
 EARTH_RADIUS_M = 6_371_008.8
@@ -181,40 +196,46 @@ def _tile_rows_payload(tiles: TileSet) -> bytes:
                          ("float8", e), ("float8", n)], len(tiles))
 
 
-def upsert_tiles(conn: psycopg.Connection, tiles: TileSet) -> np.ndarray:
+_STAGE = Table(
+    "psm_stage_tiles", MetaData(),
+    Column("grid_row", Integer), Column("grid_col", Integer),
+    Column("west", Double), Column("south", Double), Column("east", Double), Column("north", Double),
+    prefixes=["TEMPORARY"], postgresql_on_commit="DELETE ROWS",
+)
+"""The session's staging table of :func:`upsert_tiles` (filled by binary COPY, emptied at commit)."""
+
+
+def upsert_tiles(db: Db, tiles: TileSet) -> np.ndarray:
     """Insert the tiles that are missing and return the ids of all of them, in ``tiles`` order.
 
     Concurrent callers with overlapping tiles are safe: keys are inserted in sorted order
     (no deadlock between two jobs) with ``ON CONFLICT DO NOTHING``. Runs in the caller's
-    transaction.
+    transaction (a SQLAlchemy connection or session; the COPY runs on its psycopg connection).
     """
     if len(tiles) == 0:
         return np.empty(0, dtype=np.int64)
     spec = tiles.spec
-    conn.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS psm_stage_tiles (grid_row integer, grid_col integer,"
-        " west float8, south float8, east float8, north float8) ON COMMIT DELETE ROWS"
-    )
-    conn.execute("TRUNCATE psm_stage_tiles")
-    copy_bytes(conn, "COPY psm_stage_tiles FROM STDIN (FORMAT BINARY)", _tile_rows_payload(tiles))
-    key = (spec.imagery_source, float(spec.gsd), int(spec.size_px), int(spec.zoom))
-    conn.execute(
-        "INSERT INTO psm.tiles (imagery_source, gsd, size_px, zoom, grid_row, grid_col, geom, centroid) "
-        "SELECT %s, %s, %s, %s, grid_row, grid_col, "
-        "  ST_MakeEnvelope(west, south, east, north, 4326), "
-        "  ST_SetSRID(ST_MakePoint((west + east) / 2, (south + north) / 2), 4326) "
-        "FROM psm_stage_tiles ORDER BY grid_row, grid_col "
-        "ON CONFLICT ON CONSTRAINT tiles_grid_key DO NOTHING",
-        key,
-    )
-    found = conn.execute(
-        "SELECT s.grid_row, s.grid_col, t.id FROM psm_stage_tiles s JOIN psm.tiles t "
-        "ON t.imagery_source = %s AND t.gsd = %s AND t.size_px = %s AND t.zoom = %s "
-        "AND t.grid_row = s.grid_row AND t.grid_col = s.grid_col",
-        key,
-    ).fetchall()
+    db.execute(CreateTable(_STAGE, if_not_exists=True))
+    pg = driver_connection(db)
+    pg.execute("TRUNCATE psm_stage_tiles")
+    copy_bytes(pg, "COPY psm_stage_tiles FROM STDIN (FORMAT BINARY)", _tile_rows_payload(tiles))
+    tiles_t = table_of(Tile)
+    t, s = tiles_t.c, _STAGE.c
+    key = (literal(spec.imagery_source, Text), literal(float(spec.gsd), Double),
+           literal(int(spec.size_px), Integer), literal(int(spec.zoom), SmallInteger))
+    rows = select(
+        *key, s.grid_row, s.grid_col, func.ST_MakeEnvelope(s.west, s.south, s.east, s.north, 4326),
+        func.ST_SetSRID(func.ST_MakePoint((s.west + s.east) / 2, (s.south + s.north) / 2), 4326),
+    ).order_by(s.grid_row, s.grid_col)
+    db.execute(pg_insert(tiles_t).from_select(
+        ["imagery_source", "gsd", "size_px", "zoom", "grid_row", "grid_col", "geom", "centroid"], rows,
+    ).on_conflict_do_nothing(constraint="tiles_grid_key"))
+    found = db.execute(select(s.grid_row, s.grid_col, t.id).join_from(_STAGE, tiles_t, (
+        (t.imagery_source == key[0]) & (t.gsd == key[1]) & (t.size_px == key[2]) & (t.zoom == key[3])
+        & (t.grid_row == s.grid_row) & (t.grid_col == s.grid_col)
+    ))).all()
     ids = {(r, c): i for r, c, i in found}
     out = np.fromiter((ids[(int(r), int(c))] for r, c in zip(tiles.rows, tiles.cols, strict=True)),
                       dtype=np.int64, count=len(tiles))
-    conn.execute("TRUNCATE psm_stage_tiles")
+    pg.execute("TRUNCATE psm_stage_tiles")
     return out

@@ -21,6 +21,7 @@ OUT = Path(__file__).resolve().parents[1] / "psm_db" / "maps" / "coastlines.geoj
 
 
 def main() -> None:
+    """Sample the land mask, trace its coastline and write the asset."""
     from global_land_mask import globe
 
     lat = np.arange(-90 + STEP / 2, 90, STEP)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from sqlalchemy import Connection, Engine
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("PSM_HOME", str(ROOT / ".psm"))
@@ -110,11 +111,33 @@ def fresh_db_url(admin_url) -> Iterator[str]:
     drop_database(admin_url, url)
 
 
-@pytest.fixture
-def conn(db_url) -> Iterator[psycopg.Connection]:
-    """A psycopg connection to the session database with pgvector types registered."""
-    from psm_db.engine import connect
+@pytest.fixture(scope="session")
+def _engines() -> Iterator[dict[str, Engine]]:
+    """SQLAlchemy engines by database URL (test modules may have a database of their own)."""
+    engines: dict[str, Engine] = {}
+    yield engines
+    for engine in engines.values():
+        engine.dispose()
 
-    with connect(db_url) as c:
+
+@pytest.fixture
+def db(db_url, _engines) -> Iterator[Connection]:
+    """A SQLAlchemy connection to the test's database: what psm_db's row functions take."""
+    from psm_db.engine import make_engine
+
+    engine = _engines.get(db_url) or _engines.setdefault(db_url, make_engine(db_url, pool_size=1))
+    with engine.connect() as c:
         yield c
         c.rollback()
+        c.invalidate()  # a fresh connection for each test: no session setting or temp table is carried over
+
+
+@pytest.fixture
+def conn(db) -> psycopg.Connection:
+    """The psycopg connection under ``db`` (pgvector types registered), in the same transaction.
+
+    Tests read and write rows on it with plain SQL and hand ``db`` to the code under test.
+    """
+    from psm_db.engine import driver_connection
+
+    return driver_connection(db)

@@ -25,28 +25,39 @@ def send_task(name: str, job_id: str) -> str:
 
 def submit_embed_region(conn: Any, settings: Settings, *, region: str, model_version: str,
                         zooms: Sequence[int], conditions: Sequence[Condition], world_seed: int = 0,
+                        imagery: str = "world", imagery_path: str | None = None,
+                        bands: Sequence[int] | None = None, min_valid: float = 0.5,
                         send: Callable[[str, str], str] = send_task) -> tuple[str, Any]:
-    """Queue ``psm.embed_region`` over the synthetic world's imagery; return (job id, plan).
+    """Queue ``psm.embed_region``; return (job id, plan).
+
+    The imagery is the synthetic world's (``world``), a GeoTIFF/COG (``geotiff``) or a folder of
+    GeoTIFF tiles (``folder``); the workers must see ``imagery_path`` at the same place.
 
     Args:
-        conn: A psycopg connection on the writer role (the job row is written on it).
+        conn: A SQLAlchemy connection (or session) on the writer role (the job row is written on it).
         settings: Supplies the limits (:meth:`worker.plan.Limits.from_settings`).
         region: bbox, WKT or GeoJSON polygon, or a stored region set/name.
         model_version: A registered model version (or a unique prefix).
         zooms: Zoom levels to embed.
         conditions: The metadata conditions to embed (:class:`psm_model.condition.Condition`).
         world_seed: Seed of the synthetic world the tiles are rendered from.
+        imagery: ``world``, ``geotiff`` or ``folder``.
+        imagery_path: The GeoTIFF/COG (file or URL) or folder (geotiff, folder).
+        bands: 1-based bands read as red, green, blue (geotiff, folder; None: 1, 2, 3).
+        min_valid: Tiles with a smaller share of pixels holding data are skipped.
         send: ``send(task name, job id) -> task id`` (default: :func:`send_task`).
 
     Raises:
-        ValueError, LookupError: On a request the workers refuse (kept as a failed job).
+        ValueError, LookupError, FileNotFoundError: On a request the workers refuse (kept as a
+            failed job when it gets as far as the planner).
     """
     from worker.embed import EmbedRequest, Limits, submit
     from worker.imagery import ImagerySpec
 
     request = EmbedRequest(
         region=region, model_version=model_version, zooms=tuple(int(z) for z in zooms),
-        imagery=ImagerySpec(kind="world", seed=int(world_seed)),
+        imagery=ImagerySpec(kind=imagery, path=imagery_path or None, seed=int(world_seed),
+                            bands=tuple(bands) if bands else None, min_valid=float(min_valid)),
         conditions=tuple(conditions),
     )
     job_id, plan = submit(conn, request, Limits.from_settings(settings), lambda j: send("psm.embed_region", j))

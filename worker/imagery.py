@@ -20,6 +20,7 @@ import numpy as np
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
+from psm_db.rasters import gdal_path, is_remote, source_name
 from psm_db.tiles import METRES_PER_DEGREE, GridSpec, TileSet
 
 log = logging.getLogger(__name__)
@@ -96,15 +97,6 @@ class ImagerySource(Protocol):
 
     def read_valid(self, tiles: TileSet, out_size: int) -> tuple[np.ndarray, np.ndarray]:
         """The pixels of :meth:`read` and each tile's share of pixels that hold data, ``(n,)``."""
-
-
-def is_remote(path: str) -> bool:
-    """Whether ``path`` names a remote raster GDAL reads over the network (http(s), s3, /vsi...)."""
-    return path.startswith(("http://", "https://", "s3://", "gs://", "/vsi"))
-
-
-def _gdal_path(path: str) -> str:
-    return f"/vsicurl/{path}" if path.startswith(("http://", "https://")) else path
 
 
 def open_source(spec: ImagerySpec) -> ImagerySource:
@@ -236,7 +228,7 @@ class RasterSource:
         self.rasters: list[_Raster] = []
         for f in files:
             try:
-                with rasterio.open(_gdal_path(f)) as ds:
+                with rasterio.open(gdal_path(f)) as ds:
                     if ds.crs is None:
                         raise ValueError(
                             f"GeoTIFF {f} has no CRS (coordinate reference system), so its pixels cannot be "
@@ -260,7 +252,7 @@ class RasterSource:
         if not self.gsd > 0:
             raise ValueError(f"gsd must be positive, got {self.gsd}")
         self.size_px = int(spec.size_px)
-        self.name = spec.name or f"{spec.kind}:{label}"
+        self.name = spec.name or source_name(spec.kind, label)  # psm_db.rasters finds the file by this name
 
     def check(self, region: BaseGeometry, zooms: list[int]) -> None:
         """Refuse a region that no raster covers."""
@@ -312,7 +304,7 @@ class RasterSource:
         from rasterio.windows import Window
         from rasterio.windows import from_bounds as window_from_bounds
 
-        with rasterio.open(_gdal_path(raster.path)) as ds:
+        with rasterio.open(gdal_path(raster.path)) as ds:
             sb = transform_bounds("EPSG:4326", ds.crs, *chunk_box, densify_pts=21)
             win = window_from_bounds(*sb, transform=ds.transform)
             col0 = max(0, math.floor(win.col_off) - 2)

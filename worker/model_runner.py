@@ -86,22 +86,55 @@ def read_and_compute_features(
     """Image features of ``tiles``, reading batch i+1 in a thread while the model runs on batch i.
 
     Raster reads (GDAL) and PyTorch both release the GIL, so reading is hidden behind compute.
+    Every tile is computed, whatever share of it holds data (see :func:`read_valid_and_compute_features`).
+    """
+    features, _ = read_valid_and_compute_features(source, tiles, model, batch_size, lap=lap)
+    return features
+
+
+def read_valid_and_compute_features(
+    source: ImagerySource, tiles: TileSet, model: Any, batch_size: int, *,
+    compute: np.ndarray | None = None, min_valid: float = 0.0,
+    lap: Callable[[str], None] = lambda step: None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``tiles`` with their share of valid pixels, and compute the features of those that qualify.
+
+    A tile's features are computed when ``compute`` (a boolean mask, default all) selects it and
+    at least ``min_valid`` of its pixels hold data; the other rows of the result are zero.
+    Batch i+1 is read in a thread while the model runs on batch i.
+
+    Returns:
+        ``(features (n, F) float32, valid (n,) float64)``; ``F`` is 0 when nothing was computed.
+
+    Raises:
+        ValueError: When the imagery cannot be read (the source names the file).
     """
     from concurrent.futures import ThreadPoolExecutor
 
+    n = len(tiles)
+    todo = np.ones(n, dtype=bool) if compute is None else np.asarray(compute, dtype=bool)
     size = int(model.config.image.image_size)
-    pieces = [(s, min(len(tiles), s + batch_size)) for s in range(0, len(tiles), batch_size)]
-    out: list[np.ndarray] = []
+    pieces = [(s, min(n, s + batch_size)) for s in range(0, n, batch_size)]
+    valid = np.zeros(n, dtype=np.float64)
+    parts: list[tuple[np.ndarray, np.ndarray]] = []
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="psm-read") as pool:
-        pending = pool.submit(source.read, tiles.slice(*pieces[0]), size) if pieces else None
-        for i in range(len(pieces)):
+        pending = pool.submit(source.read_valid, tiles.slice(*pieces[0]), size) if pieces else None
+        for i, (start, stop) in enumerate(pieces):
             assert pending is not None
-            images = pending.result()
+            images, share = pending.result()
             lap("read")
-            pending = pool.submit(source.read, tiles.slice(*pieces[i + 1]), size) if i + 1 < len(pieces) else None
-            out.append(compute_features(model, images, tiles.spec, batch_size))
+            pending = pool.submit(source.read_valid, tiles.slice(*pieces[i + 1]), size) if i + 1 < len(pieces) else None
+            valid[start:stop] = share
+            keep = np.flatnonzero(todo[start:stop] & (share >= min_valid))
+            if len(keep):
+                parts.append((start + keep, compute_features(model, images[keep], tiles.spec, batch_size)))
             lap("features")
-    return np.concatenate(out) if out else np.empty((0, 0), dtype=np.float32)
+    if not parts:
+        return np.empty((n, 0), dtype=np.float32), valid
+    features = np.zeros((n, parts[0][1].shape[1]), dtype=np.float32)
+    for idx, f in parts:
+        features[idx] = f
+    return features, valid
 
 
 def compute_gaussians(

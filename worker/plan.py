@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import psycopg
 import shapely
 from shapely.geometry.base import BaseGeometry
 
+from psm_db.engine import Db
 from psm_db.geometry import parse_region
 from psm_db.models import ModelVersion
 from psm_db.registry import get_model_version
@@ -112,6 +112,8 @@ class Plan:
     chunks: list[tuple[int, int, int]]
     """(index into specs, start, stop) per chunk, in a fixed order."""
     conditions: list[Condition]
+    min_valid: float = 0.5
+    """Tiles with a smaller share of pixels holding data are skipped (:attr:`ImagerySpec.min_valid`)."""
 
     @property
     def total(self) -> int:
@@ -159,7 +161,7 @@ def cached_source(spec: ImagerySpec) -> ImagerySource:
 # --------------------------------------------------------------------------- regions
 
 
-def resolve_region(text: str, conn: psycopg.Connection | None = None) -> BaseGeometry:
+def resolve_region(text: str, conn: Db | None = None) -> BaseGeometry:
     """The region of a job in lon/lat, read by :func:`psm_db.geometry.parse_region`.
 
     ``conn`` reads a stored ``set/name``; an EWKT SRID or a GeoJSON crs is transformed to EPSG:4326.
@@ -175,7 +177,7 @@ def resolve_region(text: str, conn: psycopg.Connection | None = None) -> BaseGeo
 # --------------------------------------------------------------------------- planning
 
 
-def plan_job(conn: psycopg.Connection, request: EmbedRequest, limits: Limits) -> Plan:
+def plan_job(conn: Db, request: EmbedRequest, limits: Limits) -> Plan:
     """Validate a request completely and cut it into chunks; writes nothing.
 
     Raises:
@@ -233,7 +235,7 @@ def plan_job(conn: psycopg.Connection, request: EmbedRequest, limits: Limits) ->
         chunks += [(i, s, min(n, s + chunk_tiles)) for s in range(0, n, chunk_tiles)]
     if total == 0:
         raise ValueError("the region covers no tiles")
-    return Plan(region, model, source, specs, chunks, conditions)
+    return Plan(region, model, source, specs, chunks, conditions, float(request.imagery.min_valid))
 
 
 def expected_rows(plan: Plan) -> int:

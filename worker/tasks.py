@@ -8,20 +8,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import psycopg
 from celery import group, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_init, worker_process_init
+from sqlalchemy import Connection
 
 from psm_db import jobs
 from psm_db.bulk import EmbeddingValidationError
+from psm_db.engine import TRANSIENT_ERRORS, shared_engine
 from worker import embed
 from worker.app import WorkerSettings, get_worker_settings
 
 log = logging.getLogger(__name__)
 
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (psycopg.OperationalError, psycopg.InterfaceError)
-"""Errors that a retry can cure: the database restarting, a lost connection, a deadlock."""
 PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
     ValueError, LookupError, FileNotFoundError, EmbeddingValidationError,
 )
@@ -39,16 +38,13 @@ def _limit_threads(**_: Any) -> None:
 
 
 @contextmanager
-def open_db(settings: WorkerSettings) -> Iterator[psycopg.Connection]:
-    """A fresh connection for one task; connection errors stay psycopg errors (retryable)."""
-    from pgvector.psycopg import register_vector
+def open_db(settings: WorkerSettings) -> Iterator[Connection]:
+    """A connection for one task from the process's engine (rolled back when the task ends).
 
-    conn = psycopg.connect(settings.db_url, connect_timeout=10, application_name="psm-worker")
-    try:
-        register_vector(conn)
+    Connection errors are in TRANSIENT_ERRORS (retryable).
+    """
+    with shared_engine(settings.db_url, application_name="psm-worker").connect() as conn:
         yield conn
-    finally:
-        conn.close()
 
 
 def _backoff(retries: int) -> float:
@@ -119,7 +115,8 @@ def embed_chunk(self: Any, job_id: str, chunk: int) -> dict[str, Any]:
     return {
         "job_id": job_id, "chunk": chunk, "tiles": result.tiles, "skipped": result.skipped,
         "features_computed": result.features_computed, "features_reused": result.features_reused,
-        "embeddings_written": result.embeddings_written, "job_finished": result.job_finished,
+        "embeddings_written": result.embeddings_written, "tiles_skipped_nodata": result.tiles_skipped_nodata,
+        "job_finished": result.job_finished,
         "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
         "pid": os.getpid(),
     }

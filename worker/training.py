@@ -10,9 +10,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 from psm_db import jobs
+from psm_db.engine import Db
 from psm_db.registry import register_model
 from psm_db.settings import Settings
 
@@ -105,7 +104,7 @@ def call_train(
 
 
 def run_training_job(
-    conn: psycopg.Connection,
+    conn: Db,
     job_id: str,
     settings: Settings,
     *,
@@ -133,7 +132,7 @@ def run_training_job(
     checkpoint, metrics = call_train(train or _train_fn(), request, out_dir, on_progress)
     mv = register_model(conn, checkpoint, name=request.name, metrics=_json_metrics(metrics))
     result = {"version": mv.version, "checkpoint": str(checkpoint), "metrics": mv.metrics}
-    conn.execute("UPDATE psm.jobs SET model_version = %s WHERE id = %s", (mv.version, job_id))
+    jobs.set_model_version(conn, job_id, mv.version)
     jobs.succeed_job(conn, job_id, result, f"trained model {mv.version}")
     return result
 
@@ -148,7 +147,7 @@ def _json_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def submit_training(conn: psycopg.Connection, request: TrainRequest, send: Callable[[str], str]) -> uuid.UUID:
+def submit_training(conn: Db, request: TrainRequest, send: Callable[[str], str]) -> uuid.UUID:
     """Validate, create the job row and queue ``psm.train``; bad input is stored as a failed job."""
     try:
         request.validated()

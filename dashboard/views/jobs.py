@@ -14,24 +14,60 @@ from psm_db.settings import get_settings
 STATUS_ICONS = {"queued": "⏳", "running": "🔄", "succeeded": "✅", "failed": "❌", "cancelled": "⛔"}
 
 
+IMAGERY_KINDS = {"world": "Synthetic world", "geotiff": "GeoTIFF / COG", "folder": "Folder of GeoTIFF tiles"}
+
+
+def parse_bands(text: str) -> tuple[int, ...] | None:
+    """``4,3,2`` as band numbers; empty: None (the file's first three bands).
+
+    Raises:
+        UploadError: For anything but one or three positive integers.
+    """
+    parts = [p.strip() for p in text.replace(";", ",").split(",") if p.strip()]
+    if not parts:
+        return None
+    try:
+        bands = tuple(int(p) for p in parts)
+    except ValueError:
+        bands = ()
+    if len(bands) not in (1, 3) or min(bands) < 1:
+        raise UploadError(f"Bands are one or three 1-based band numbers such as 4, 3, 2; got {text!r}.")
+    return bands
+
+
 def start_embed() -> None:
-    """Form: queue a psm.embed_region job."""
+    """Form: queue a psm.embed_region job over the synthetic world, a GeoTIFF/COG or a folder of tiles."""
     model = widgets.model_picker(key="jobs_model")
     if model is None:
         return
     with st.form("embed_form"):
         bbox = st.text_input("Region box: west, south, east, north (or a WKT / EWKT polygon)", value="",
-                             placeholder="-91, 40, -88, 41")
+                             placeholder="-91, 40, -88, 41", key="embed_region_box")
+        kind = st.radio("Imagery", list(IMAGERY_KINDS), format_func=IMAGERY_KINDS.__getitem__, horizontal=True,
+                        key="embed_imagery")
+        path = st.text_input("GeoTIFF / COG file or URL, or tile folder (as the workers see it)", value="",
+                             key="embed_imagery_path", placeholder="/data/S2_T31UDQ.tif")
+        c1, c2 = st.columns(2)
+        bands_text = c1.text_input("Bands as red, green, blue (empty: 1, 2, 3)", value="", key="embed_bands",
+                                   placeholder="4, 3, 2")
+        min_valid = c2.slider("Skip tiles with less data than", 0.0, 1.0, 0.5, 0.05, key="embed_min_valid",
+                              help="the share of a tile's pixels that must hold data (not nodata, masked "
+                                   "or outside the imagery)")
         meta = widgets.metadata_picker("jobs_meta", store.conditions(model["version"]))
         submitted = st.form_submit_button("Queue embed_region", type="primary")
     if submitted:
         try:
             region = parse_region_text(bbox)
+            bands = parse_bands(bands_text) if kind != "world" else None
+            if kind != "world" and not path.strip():
+                raise UploadError(f"Give the {IMAGERY_KINDS[kind]} to embed (a path the workers can read).")
         except UploadError as e:
             st.error(str(e))
             return
         try:
-            job_id = store.submit_embed_region(model["version"], region.wkt, meta, samples.world_seed(model))
+            job_id = store.submit_embed_region(model["version"], region.wkt, meta, samples.world_seed(model),
+                                               imagery=kind, imagery_path=path.strip() or None, bands=bands,
+                                               min_valid=float(min_valid))
         except (ValueError, LookupError, FileNotFoundError) as e:
             st.error(f"The embedding job was not queued: {e}")
             return

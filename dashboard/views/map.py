@@ -110,13 +110,24 @@ def tile_panel(model: dict[str, Any], scores: TileScores, idx: int) -> None:
     seed = samples.world_seed(model)
     try:
         detail = store.tile_detail(tid)
-        gsd = float(detail.get("gsd") or 10.0)
     except LookupError:
-        gsd = 10.0
-    imgs = samples.tile_images(seed, lat, lon, (1, 3, 5), 128, gsd)
+        detail = {}
+    gsd = float(detail.get("gsd") or 10.0)
+    ref = store.tile_raster(detail["imagery_source"]) if detail.get("imagery_source") else None
+    if ref is None:  # rendered by the synthetic world: draw it again
+        imgs, label = list(samples.tile_images(seed, lat, lon, (1, 3, 5), 128, gsd)), ""
+    else:  # real imagery: read the tile (and its surroundings) from the raster it was embedded from
+        side = gsd * int(detail.get("size_px") or 256)
+        try:
+            imgs = store.real_tile_images(ref, lat, lon, tuple(side * z for z in (1, 3, 5)), 128)
+        except (FileNotFoundError, ValueError) as e:
+            st.warning(f"The imagery of this tile cannot be shown: {e}")
+            imgs = []
+        label = " · GeoTIFF" if ref.kind == "geotiff" else " · tile folder"
+        st.caption(f"Imagery read from {ref.path}" + (f", bands {ref.bands}" if ref.bands else "") + ".")
     cols = st.columns(3)
-    for col, img, z in zip(cols, imgs, (1, 3, 5), strict=True):
-        col.image(img, caption=f"zoom {z}", width=160)
+    for col, img, z in zip(cols, imgs, (1, 3, 5), strict=False):
+        col.image(img, caption=f"zoom {z}{label}", width=160)
     if st.toggle("Show the nearest training clips", key="nearest_clips"):
         root = samples.model_dataset_dir(model["checkpoint_path"])
         if root is not None:  # the clips the model was trained on, read from its dataset folder

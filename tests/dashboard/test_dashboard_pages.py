@@ -316,3 +316,102 @@ def test_jobs_page_starts_training(dash_env, monkeypatch, tmp_path):
     assert not at.exception
     assert sent and sent[-1][0] == "psm.train"
     assert any("Queued train job" in s.value for s in at.success)
+
+
+# --------------------------------------------------------------------------- real imagery
+
+
+def _lonlat_tif(path: Path, bounds: tuple[float, float, float, float], rgb=(180, 40, 90), px: int = 400) -> Path:
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_bounds
+
+    data = np.stack([np.full((px, px), v, np.uint8) for v in rgb])
+    with rasterio.open(path, "w", driver="GTiff", width=px, height=px, count=3, dtype="uint8", crs="EPSG:4326",
+                       transform=from_bounds(*bounds, px, px)) as ds:
+        ds.write(data)
+    return path
+
+
+def test_tile_panel_shows_the_real_imagery_of_geotiff_tiles(dash_env, tmp_path):
+    import psycopg
+    import streamlit as st
+
+    tif = _lonlat_tif(tmp_path / "marsh.tif", (-91.0, 40.0, -90.0, 41.0))
+    source = f"geotiff:{tif}"
+    with psycopg.connect(dash_env.db_url) as c:  # the Marsh tiles came from a GeoTIFF
+        c.execute("UPDATE psm.tiles SET imagery_source = %s WHERE imagery_source = 'sentinel'"
+                  " AND ST_X(centroid) < -90", (source,))
+    st.cache_data.clear()
+    try:
+        at = _app()
+        at.run()
+        _map(at)
+        first = int(at.dataframe(key="top_tiles").value.iloc[0]["tile_id"])
+        at.selectbox(key="tile_choice").set_value(first).run()
+        _clean(at)
+        assert len(at.get("image")) == 4, "the map and the tile's real imagery at three extents"
+        assert any(f"Imagery read from {tif}" in c.value for c in at.caption)
+        captions = [i.proto.imgs[0].caption for i in at.get("image")[1:]]
+        assert captions == ["zoom 1 · GeoTIFF", "zoom 3 · GeoTIFF", "zoom 5 · GeoTIFF"]
+        # the file is gone: say so, and draw no synthetic stand-in
+        tif.unlink()
+        st.cache_data.clear()
+        at.run()
+        assert not at.exception
+        assert any("cannot be shown" in w.value and "not on this machine" in w.value for w in at.warning)
+        assert len(at.get("image")) == 1
+    finally:
+        with psycopg.connect(dash_env.db_url) as c:
+            c.execute("UPDATE psm.tiles SET imagery_source = 'sentinel' WHERE imagery_source = %s", (source,))
+        st.cache_data.clear()
+
+
+def _submit_embed(at: AppTest) -> AppTest:
+    return next(b for b in at.get("form_submit_button") if b.label == "Queue embed_region").click().run()
+
+
+def test_jobs_page_queues_geotiff_and_folder_jobs(dash_env, monkeypatch, tmp_path):
+    import psycopg
+
+    sent = []
+    monkeypatch.setattr("dashboard.store._send_task", lambda name, job_id: sent.append((name, job_id)) or "task-3")
+    tif = _lonlat_tif(tmp_path / "scene.tif", (5.0, 45.0, 5.1, 45.1), px=200)
+    folder = tmp_path / "tiles"
+    folder.mkdir()
+    _lonlat_tif(folder / "a.tif", (5.0, 45.0, 5.1, 45.1), px=100)
+    with psycopg.connect(dash_env.db_url) as c:
+        started = c.execute("SELECT now()").fetchone()[0]
+    at = _app("views/jobs.py")
+    at.run()
+    assert not at.exception
+    at.text_input(key="embed_region_box").input("5.02, 45.02, 5.05, 45.05")
+    at.radio(key="embed_imagery").set_value("geotiff")
+    for path, bands, message in (("", "", "Give the GeoTIFF / COG"), (str(tmp_path / "none.tif"), "", "does not exist"),
+                                 (str(tif), "1, 2", "one or three 1-based band numbers"),
+                                 (str(tif), "4, 3, 2", "has 3 band(s)")):
+        at.text_input(key="embed_imagery_path").input(path)
+        at.text_input(key="embed_bands").input(bands)
+        _submit_embed(at)
+        assert not at.exception
+        assert any(message in e.value for e in at.error), (message, [e.value for e in at.error])
+    assert not sent, "a refused request is not queued"
+    at.text_input(key="embed_bands").input("3, 2, 1")
+    at.slider(key="embed_min_valid").set_value(0.8)
+    _submit_embed(at)
+    assert not at.exception
+    at.radio(key="embed_imagery").set_value("folder")
+    at.text_input(key="embed_imagery_path").input(str(folder))
+    at.text_input(key="embed_bands").input("")
+    _submit_embed(at)
+    assert not at.exception
+    assert [s[0] for s in sent] == ["psm.embed_region"] * 2
+    assert sum("Queued embed_region job" in s.value for s in at.success) == 1
+    with psycopg.connect(dash_env.db_url) as c:
+        geo, fold = (c.execute("SELECT status, params->'imagery' FROM psm.jobs WHERE id = %s", (j,)).fetchone()
+                     for _, j in sent)
+    assert geo[0] == fold[0] == "queued"
+    assert (geo[1]["kind"], geo[1]["path"], geo[1]["bands"], geo[1]["min_valid"]) == ("geotiff", str(tif), [3, 2, 1], 0.8)
+    assert (fold[1]["kind"], fold[1]["path"], fold[1]["bands"]) == ("folder", str(folder), None)
+    with psycopg.connect(dash_env.db_url) as c:  # keep the job history of the other tests as seeded
+        c.execute("DELETE FROM psm.jobs WHERE created_at >= %s AND kind = 'embed_region'", (started,))

@@ -168,6 +168,74 @@ def test_typed_and_uploaded_regions_in_other_srids_are_transformed():
             parse_region_text(bad)
 
 
+# --------------------------------------------------------------------------- real imagery of tiles (psm_db.rasters)
+
+
+def _utm_tif(path, *, dtype="uint8", nodata_west=False, west=300_000.0, size=600):
+    """A UTM 31N GeoTIFF near 51 N: red grows eastwards, green is 60, blue 200 (x 100 for uint16)."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    k = 1 if dtype == "uint8" else 100
+    xx = np.tile(np.linspace(20, 230, size, dtype=np.float32), (size, 1))
+    data = np.stack([xx, np.full_like(xx, 60), np.full_like(xx, 200)]) * k
+    if nodata_west:
+        data[:, :, : size // 2] = 0
+    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=3, dtype=dtype,
+                       crs="EPSG:32631", transform=from_origin(west, 5_660_000.0, 10.0, 10.0),
+                       nodata=0 if nodata_west else None) as ds:
+        ds.write(data.astype(dtype))
+    return path
+
+
+def _centre(path):
+    import rasterio
+    from rasterio.warp import transform_bounds
+
+    with rasterio.open(path) as ds:
+        w, s, e, n = transform_bounds(ds.crs, "EPSG:4326", *ds.bounds)
+    return (s + n) / 2, (w + e) / 2, (w, s, e, n)
+
+
+def test_read_area_shows_the_raster_in_lon_lat(tmp_path):
+    from psm_db import rasters
+
+    tif = _utm_tif(tmp_path / "scene.tif")
+    lat, lon, _ = _centre(tif)
+    ref = rasters.parse_source_name(f"geotiff:{tif}")
+    assert ref == rasters.RasterRef("geotiff", str(tif))
+    img, share = rasters.read_area(ref, rasters.area_bounds(lat, lon, 2_000.0), 64)
+    assert img.shape == (64, 64, 3) and img.dtype == np.uint8 and share == 1.0
+    assert abs(float(img[..., 1].mean()) - 60) < 2 and abs(float(img[..., 2].mean()) - 200) < 2
+    assert img[32, 50, 0] > img[32, 10, 0] + 10, "red grows eastwards, as in the file"
+    # half outside the raster: those pixels are black and counted out
+    _, _, (w, s, e, n) = _centre(tif)
+    img, share = rasters.read_area(ref, (e - 0.01, lat - 0.005, e + 0.01, lat + 0.005), 64)
+    assert 0.3 < share < 0.7 and img[:, -5:].max() == 0
+    # 16-bit reflectance is stretched to the picture's range
+    img16, _ = rasters.read_area(rasters.RasterRef("geotiff", str(_utm_tif(tmp_path / "u16.tif", dtype="uint16"))),
+                                 rasters.area_bounds(lat, lon, 2_000.0), 32)
+    assert img16.max() >= 250 and img16.min() <= 5
+    with pytest.raises(FileNotFoundError, match="not on this machine"):
+        rasters.read_area(rasters.RasterRef("geotiff", str(tmp_path / "gone.tif")), (0, 0, 1, 1))
+    assert rasters.parse_source_name("world-0-sentinel") is None and rasters.parse_source_name("sentinel") is None
+
+
+def test_read_area_mosaics_a_folder_and_keeps_nodata_black(tmp_path):
+    from psm_db import rasters
+
+    folder = tmp_path / "tiles"
+    folder.mkdir()
+    a = _utm_tif(folder / "a.tif", nodata_west=True)
+    _utm_tif(folder / "b.tif", west=306_000.0)
+    lat, _, (w, s, e, n) = _centre(a)
+    ref = rasters.RasterRef("folder", str(folder))
+    img, share = rasters.read_area(ref, (w + (e - w) * 0.1, lat - 0.005, w + (e - w) * 0.4, lat + 0.005), 32)
+    assert share == 0.0 and img.max() == 0, "the nodata half of a.tif is black"
+    img, share = rasters.read_area(ref, (e - 0.02, lat - 0.005, e + 0.02, lat + 0.005), 32)
+    assert share > 0.95 and abs(float(img[..., 2].mean()) - 200) < 3, "a.tif and b.tif side by side"
+
+
 # --------------------------------------------------------------------------- metadata widgets
 
 

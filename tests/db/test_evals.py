@@ -27,10 +27,10 @@ def registered(conn):
     return VERSION
 
 
-def test_store_eval_writes_the_run_and_every_metric_row(conn, registered):
+def test_store_eval_writes_the_run_and_every_metric_row(db, conn, registered):
     from psm_db.evals import store_eval
 
-    run_id = store_eval(conn, registered, {"records": _records()})
+    run_id = store_eval(db, registered, {"records": _records()})
     run = conn.execute("SELECT model_version, dataset, split, config FROM psm.eval_runs WHERE id = %s",
                        (run_id,)).fetchone()
     assert run == (VERSION, "/data/world", "test", {"ties": "random"})
@@ -40,20 +40,20 @@ def test_store_eval_writes_the_run_and_every_metric_row(conn, registered):
                     ("oracle", "a2i", 1, False, "none", 0.61, 60.0, 1000)]
 
 
-def test_store_eval_rejects_unknown_versions_and_bad_rows(conn, registered):
+def test_store_eval_rejects_unknown_versions_and_bad_rows(db, conn, registered):
     from psm_db.evals import store_eval
 
     with pytest.raises(LookupError, match="not registered"):
-        store_eval(conn, "ffffffffffffffff", _records())
+        store_eval(db, "ffffffffffffffff", _records())
     bad = _records()
     bad["metrics"].append(dict(bad["metrics"][0]))
     with pytest.raises(ValueError, match="twice"):
-        store_eval(conn, registered, bad)
+        store_eval(db, registered, bad)
     with pytest.raises(ValueError, match="metrics"):
-        store_eval(conn, registered, {"run": {}, "metrics": []})
+        store_eval(db, registered, {"run": {}, "metrics": []})
 
 
-def test_store_eval_keeps_text_oracle_rows_and_the_all_but_caption_source_label(conn, registered):
+def test_store_eval_keeps_text_oracle_rows_and_the_all_but_caption_source_label(db, conn, registered):
     from psm_db.evals import store_eval
 
     records = _records(0)
@@ -62,7 +62,7 @@ def test_store_eval_keeps_text_oracle_rows_and_the_all_but_caption_source_label(
          "r_at_10": r, "median_rank": 10.0, "n": 1000}
         for s, t, r in (("model", True, 0.3), ("oracle", False, 0.5), ("oracle", True, 0.74))
     ]
-    run_id = store_eval(conn, registered, records)
+    run_id = store_eval(db, registered, records)
     rows = conn.execute("SELECT scorer, with_text, metadata, r_at_10 FROM psm.eval_metrics WHERE run_id = %s "
                         "ORDER BY scorer, with_text", (run_id,)).fetchall()
     assert rows == [("model", True, "all-caption_source", 0.3), ("oracle", False, "all-caption_source", 0.5),

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import math
 
+import pyarrow as pa
 import pytest
 import shapely
+from region_files import FORMATS, UTM_A, UTM_B, write_region_file
 from shapely.geometry import box
 from sqlalchemy.orm import Session
 
@@ -114,7 +116,7 @@ def test_bbox_alone():
     assert same(parse_bbox("1,1,2,2", srid=3857), parse_region(EWKT_3857))
 
 
-def test_stored_regions_by_set_and_name(conn, db_url):
+def test_stored_regions_by_set_and_name(db, conn, db_url):
     from psm_db.engine import make_engine
 
     conn.execute("INSERT INTO psm.region_sets (name) VALUES ('geom-test') ON CONFLICT DO NOTHING")
@@ -122,7 +124,7 @@ def test_stored_regions_by_set_and_name(conn, db_url):
                  " ST_Multi(ST_MakeEnvelope(1, 2, 3, 4, 4326))) ON CONFLICT DO NOTHING")
     conn.commit()
     try:
-        assert parse_region("geom-test/square", db=conn).bounds == (1, 2, 3, 4)
+        assert parse_region("geom-test/square", db=db).bounds == (1, 2, 3, 4)
         engine = make_engine(db_url)
         with Session(engine) as session:
             assert parse_region("geom-test/square", db=session).bounds == (1, 2, 3, 4)
@@ -143,3 +145,84 @@ def test_region_arg_is_wkb_in_4326(conn):
     stmt = select(geometry.region_arg(EWKT_3857))
     compiled = stmt.compile(dialect=postgresql.psycopg.dialect())
     assert "ST_GeomFromWKB" in str(compiled)
+
+
+# --------------------------------------------------------------------------- region files
+
+
+def _utm_to_lonlat(geom):
+    from pyproj import Transformer
+
+    t = Transformer.from_crs(32631, 4326, always_xy=True)
+    return shapely.transform(geom, t.transform, interleaved=False)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_region_files_are_reprojected_and_unioned(tmp_path, fmt):
+    path = write_region_file(tmp_path / f"fields.{fmt}", [UTM_A, UTM_B], props={"name": ["a", "b"]})
+    region = parse_region(str(path))
+    expected = _utm_to_lonlat(shapely.union_all([UTM_A, UTM_B]))
+    assert region.geom_type == "MultiPolygon" and len(region.geoms) == 2
+    assert region.symmetric_difference(expected).area < 1e-6 * expected.area
+    w, s, e, n = region.bounds
+    assert 0.1 < w < e < 0.3 and 50.9 < s < n < 51.1  # lon/lat near 51 N, 0.2 E, not metres
+    # the same polygon as the EWKT of the union in the file's CRS
+    ewkt = parse_region(f"SRID=32631;{shapely.union_all([UTM_A, UTM_B]).wkt}")
+    assert region.symmetric_difference(ewkt).area < 1e-6 * expected.area
+
+
+def test_region_files_in_lon_lat_and_zipped_shapefiles(tmp_path):
+    import zipfile
+
+    square = shapely.box(5, 45, 6, 46)
+    gpkg = write_region_file(tmp_path / "ll.gpkg", [square], crs="EPSG:4326")
+    assert parse_region(str(gpkg)).equals(square)
+    pq_file = write_region_file(tmp_path / "crs84.parquet", [square], crs="omit")  # no crs key: OGC:CRS84
+    assert parse_region(str(pq_file)).equals(square)
+    shp = write_region_file(tmp_path / "sq.shp", [square], crs="EPSG:4326")
+    with zipfile.ZipFile(tmp_path / "sq.zip", "w") as z:
+        for part in tmp_path.glob("sq.*"):
+            if part.suffix != ".zip":
+                z.write(part, part.name)
+    assert parse_region(str(tmp_path / "sq.zip")).equals(parse_region(str(shp)))
+
+
+def test_bad_region_files_say_what_is_wrong(tmp_path):
+    from region_files import write_geoparquet
+
+    line = shapely.LineString([(300_000, 5_650_000), (301_000, 5_651_000)])
+    cases = [
+        (write_region_file(tmp_path / "nocrs.shp", [UTM_A], crs=None), "has no CRS"),
+        (write_region_file(tmp_path / "nullcrs.parquet", [UTM_A], crs=None), "has no CRS"),
+        (write_region_file(tmp_path / "line.gpkg", [line]), "holds LineString geometries"),
+        (write_region_file(tmp_path / "line.parquet", [line]), "holds LineString geometries"),
+        (write_region_file(tmp_path / "empty.fgb", [], geometry_type="Polygon"), "holds no features"),
+        (write_region_file(tmp_path / "empty.parquet", []), "holds no features"),
+        (write_geoparquet(tmp_path / "plain.parquet", pa.array([UTM_A.wkb], pa.binary()), {}, None, geo=None),
+         "without GeoParquet metadata"),
+        (write_geoparquet(tmp_path / "native.parquet", pa.array([UTM_A.wkb], pa.binary()), {}, None,
+                          geo={"version": "1.1.0", "primary_column": "geometry",
+                               "columns": {"geometry": {"encoding": "polygon"}}}), "only WKB"),
+    ]
+    (tmp_path / "r.kml").write_text("<kml/>")
+    (tmp_path / "r.csv").write_text("wkt\n")
+    cases += [(tmp_path / "r.kml", "unknown region file format '.kml'"),
+              (tmp_path / "r.csv", "unknown region file format '.csv'"),
+              (tmp_path / "junk.gpkg", "cannot read")]
+    (tmp_path / "junk.gpkg").write_bytes(b"not a geopackage")
+    for path, message in cases:
+        with pytest.raises(ValueError, match=message):
+            parse_region(str(path))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        parse_region(str(tmp_path / "missing.gpkg"))
+    with pytest.raises(ValueError, match="region files are not read here"):
+        parse_region(str(tmp_path / "line.gpkg"), files=False)
+    # a GeoPackage with two layers must say which
+    two = write_region_file(tmp_path / "two.gpkg", [UTM_A])
+    import pyogrio
+
+    pyogrio.write_arrow(pa.table({"geometry": pa.array([UTM_B.wkb], pa.binary())}), str(two), layer="more",
+                        driver="GPKG", geometry_name="geometry", geometry_type="Polygon", crs="EPSG:32631",
+                        append=False)
+    with pytest.raises(ValueError, match="holds 2 layers"):
+        parse_region(str(two))

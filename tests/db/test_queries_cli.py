@@ -9,13 +9,13 @@ sf = pytest.importorskip("soundfile")
 
 @pytest.fixture(scope="module")
 def tiny_model(db_url, tmp_path_factory):
-    from psm_db.engine import connect
+    from psm_db.engine import connection
     from psm_db.registry import register_model
     from psm_model import create_model, save_checkpoint
 
     path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
     save_checkpoint(create_model("tiny"), path)
-    with connect(db_url) as conn:
+    with connection(db_url) as conn:
         version = register_model(conn, path)
     return version
 

@@ -5,6 +5,7 @@ import json
 import pytest
 import shapely
 import shapely.geometry
+from region_files import FORMATS, UTM_A, UTM_B, write_region_file
 from shapely.geometry import box
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -145,7 +146,56 @@ def test_cli_load_file_and_errors(db_url, tmp_path, monkeypatch):
         assert out.exit_code == 1 and "is not valid GeoJSON" in out.output
         out = runner.invoke(regions_app, ["load", str(tmp_path / "missing.geojson"), "--set", "x"])
         assert out.exit_code == 1 and "does not exist" in out.output
+        fgb = write_region_file(tmp_path / "fields.fgb", [UTM_A, UTM_B], props={"code": ["x1", "x2"]})
+        out = runner.invoke(regions_app, ["load", str(fgb), "--set", "fgb-set", "--name-property", "code"])
+        assert out.exit_code == 0 and "loaded 2 regions into set 'fgb-set'" in out.output, out.output
+        nocrs = write_region_file(tmp_path / "nocrs.shp", [UTM_A], crs=None)
+        out = runner.invoke(regions_app, ["load", str(nocrs), "--set", "nocrs"])
+        assert out.exit_code == 1 and "has no CRS" in out.output
         out = runner.invoke(regions_app, ["list"])
         assert "cli-set" in out.output and "continents" in out.output
     finally:
         get_settings.cache_clear()
+
+
+# --------------------------------------------------------------------------- region files in other formats
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_load_region_sets_from_every_format(session, tmp_path, fmt):
+    from pyproj import Transformer
+
+    path = write_region_file(tmp_path / f"fields.{fmt}", [UTM_A, UTM_B],
+                             props={"field_id": ["north-a", "north-b"], "area_ha": [400.0, 250.5]})
+    n = load_regions(session=session, source=str(path), region_set=f"fields-{fmt}", name_property="field_id")
+    assert n == 2
+    rows = session.execute(select(Region.name, Region.properties, func.ST_AsBinary(Region.geom))
+                           .where(Region.set_name == f"fields-{fmt}").order_by(Region.name)).all()
+    assert [r[0] for r in rows] == ["north-a", "north-b"]
+    assert rows[1][1]["area_ha"] == 250.5
+    to_ll = Transformer.from_crs(32631, 4326, always_xy=True).transform
+    for (_, _, wkb), utm in zip(rows, [UTM_A, UTM_B], strict=True):
+        stored = shapely.from_wkb(bytes(wkb))
+        expected = shapely.transform(utm, to_ll, interleaved=False)
+        assert stored.geom_type == "MultiPolygon"
+        assert stored.symmetric_difference(expected).area < 1e-6 * expected.area
+    assert session.get(RegionSet, f"fields-{fmt}").source == str(path)
+
+
+def test_region_set_files_refused_clearly(session, tmp_path):
+    line = shapely.LineString([(300_000, 5_650_000), (301_000, 5_651_000)])
+    dup = write_region_file(tmp_path / "dup.gpkg", [UTM_A, UTM_B], props={"name": ["same", "same"]})
+    cases = [
+        (write_region_file(tmp_path / "nocrs.shp", [UTM_A], crs=None), "has no CRS"),
+        (write_region_file(tmp_path / "line.fgb", [line]), "holds LineString geometries"),
+        (write_region_file(tmp_path / "empty.gpkg", [], geometry_type="Polygon"), "holds no features"),
+        (dup, "two features are named 'same'"),
+        (tmp_path / "missing.fgb", "does not exist"),
+    ]
+    (tmp_path / "r.kml").write_text("<kml/>")
+    cases.append((tmp_path / "r.kml", "unknown region file format '.kml'"))
+    for path, message in cases:
+        with pytest.raises(ValueError, match=message):
+            load_regions(session=session, source=str(path), region_set="bad")
+    with pytest.raises(ValueError, match="no property 'county'"):
+        load_regions(session=session, source=str(dup), region_set="bad", name_property="county")

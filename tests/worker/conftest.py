@@ -26,10 +26,10 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def model_version(db_url, tiny_checkpoint):
     """The tiny checkpoint registered in the session database."""
-    from psm_db.engine import connect
+    from psm_db.engine import connection
     from psm_db.registry import register_model
 
-    with connect(db_url) as conn:
+    with connection(db_url) as conn:
         return register_model(conn, tiny_checkpoint)
 
 

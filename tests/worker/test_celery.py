@@ -14,7 +14,7 @@ import pytest
 from worker_helpers import CELERY, PSM, ROOT, celery_app_for, geotiff_region, wait_job, worker_env
 
 from psm_db import jobs
-from psm_db.engine import connect
+from psm_db.engine import connect, connection
 from worker import embed
 from worker.embed import ConditionSpec, EmbedRequest, Limits
 from worker.imagery import ImagerySpec
@@ -40,7 +40,7 @@ def _table_counts(db_url: str, source: str, version: str) -> dict[str, int]:
 
 def _submit(db_url: str, queue: str, request: EmbedRequest, limits: Limits):
     app = celery_app_for(db_url, queue)
-    with connect(db_url) as conn:
+    with connection(db_url) as conn:
         return embed.submit(conn, request, limits,
                             lambda j: str(app.send_task("psm.embed_region", args=[j]).id))
 
@@ -58,7 +58,7 @@ def test_celery_cli_embeds_a_geotiff_region(db_url, model_version, geotiff, work
     job_id = out.stdout.strip().splitlines()[-1]
     uuid.UUID(job_id)
     assert "succeeded" in out.stderr
-    with connect(db_url) as conn:
+    with connection(db_url) as conn:
         row = jobs.get_job(conn, job_id)
         chunks = jobs.chunk_states(conn, job_id)
     assert row["status"] == "succeeded" and row["done"] == row["total"] > 12
@@ -76,6 +76,11 @@ def test_celery_cli_embeds_a_geotiff_region(db_url, model_version, geotiff, work
     [
         (PSM, ["--region", "POLYGON((0 0, 1 1, 1 0, 0 1, 0 0))"], "Self-intersection"),
         (CELERY, ["--hour", "24"], "hour must be"),
+        (PSM, ["--min-valid", "1.5"], "--min-valid is a share of a tile's pixels between 0 and 1"),
+        (CELERY, ["--imagery", "geotiff", "--imagery-path", "/x.tif", "--bands", "1,2"],
+         "bands must be one or three 1-based band numbers"),
+        (PSM, ["--imagery", "geotiff", "--imagery-path", "/x.tif", "--bands", "red"], "--bands takes 1-based"),
+        (CELERY, ["--bands", "4,3,2"], "--bands picks bands of a GeoTIFF"),
     ],
 )
 def test_bad_input_fails_fast_in_cli_and_job_row(db_url, model_version, queue_name, program, args, message):
@@ -115,7 +120,7 @@ def test_killed_worker_is_replaced_and_job_completes_exactly(db_url, model_versi
     first = workers.start()
     wait_job(db_url, str(job_id), timeout=120, until=lambda r: r["done"] > 0)
     workers.kill(first)  # SIGKILL the whole worker, mid-job
-    with connect(db_url) as conn:
+    with connection(db_url) as conn:
         row = jobs.get_job(conn, str(job_id))
     assert row["status"] == "running" and 0 < row["done"] < row["total"], row
     workers.start()
@@ -161,7 +166,7 @@ def test_database_restart_mid_job_retries_and_completes(own_cluster, tiny_checkp
     from psm_db.registry import register_model
 
     url = own_cluster.db_url
-    with connect(url) as conn:
+    with connection(url) as conn:
         mv = register_model(conn, tiny_checkpoint)
     source = f"restart-{uuid.uuid4().hex[:6]}"
     request = EmbedRequest(
@@ -211,3 +216,39 @@ def test_worker_module_loads_lazily():
                          text=True, timeout=120, env={**os.environ, "PSM_BROKER_URL": "redis://127.0.0.1:1/0"})
     assert out.returncode == 0, out.stderr
     assert "psm.embed_chunk" in out.stdout and "psm.embed_region" in out.stdout and "psm.train" in out.stdout
+
+
+def test_nodata_tiles_are_skipped_and_a_truncated_cog_fails_whole(db_url, model_version, workers, queue_name,
+                                                                  tmp_path):
+    """On real workers: `psm job` says how many tiles had no data; a truncated file leaves no rows."""
+    from test_embed import _fraction_box, _nodata_border_tif, _truncated_cog
+
+    workers.start()
+    tif = _nodata_border_tif(tmp_path / "border.tif")
+    border = f"border-{uuid.uuid4().hex[:6]}"
+    job, plan = _submit(db_url, queue_name, EmbedRequest(
+        region=_fraction_box(tif, 0.05, 0.45), model_version=model_version.version, chunk_tiles=64,
+        imagery=ImagerySpec(kind="geotiff", path=str(tif), size_px=32, name=border)), Limits())
+    row = wait_job(db_url, str(job), timeout=150)
+    assert row["status"] == "succeeded", (row, workers.logs())
+    assert _table_counts(db_url, border, model_version.version)["tiles"] == 0
+    out = subprocess.run([PSM, "job", str(job)], cwd=ROOT, env=worker_env(db_url, queue_name),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert f"skipped for lack of data: {plan.total} tile(s) (under 50% of their pixels hold data)" in out.stdout
+    assert "nothing was embedded" in out.stdout
+
+    cog = _truncated_cog(tmp_path)
+    name = f"trunc-{uuid.uuid4().hex[:6]}"
+    job, _ = _submit(db_url, queue_name, EmbedRequest(
+        region=geotiff_region(cog, 0.02), model_version=model_version.version, chunk_tiles=400,
+        imagery=ImagerySpec(kind="geotiff", path=str(cog), size_px=32, name=name)), Limits())
+    row = wait_job(db_url, str(job), timeout=150)
+    assert row["status"] == "failed", (row, workers.logs())
+    assert f"cannot read the imagery file {cog}" in row["error"]
+    with connect(db_url) as conn:
+        states = jobs.chunk_states(conn, str(job))
+    done = sum(c["tiles"] for c in states if c["status"] == "succeeded")
+    counts = _table_counts(db_url, name, model_version.version)
+    assert counts["tiles"] == counts["features"] == counts["embeddings"] == done  # failed chunks: nothing
+    assert any(c["status"] == "failed" for c in states)

@@ -13,7 +13,7 @@ from worker.cli.embed import EMBED_OPTIONS
 
 ARGV = ["--region", "0,51,0.1,51.1", "-m", "deadbeef", "-z", "1,3", "--zoom", "5", "--imagery", "geotiff",
         "--imagery-path", "/data/x.tif", "--seed", "7", "--world-imagery", "highres", "--gsd", "2.5",
-        "--size-px", "64", "--source-name", "s", "-c", "month=5,hour=20", "--condition", "caption=metadata",
+        "--size-px", "64", "--source-name", "s", "--bands", "4,3,2", "--min-valid", "0.8", "-c", "month=5,hour=20", "--condition", "caption=metadata",
         "--month", "6", "--hour", "12", "--audio-source", "aporee", "--caption-source", "metadata",
         "--chunk-tiles", "9", "--wait", "--no-progress", "--timeout", "30"]
 
@@ -35,7 +35,7 @@ def _options(cmd):
 
 def test_both_entry_points_declare_the_same_options():
     table = {s.name for s in EMBED_OPTIONS}
-    assert len(table) == len(EMBED_OPTIONS) == 19
+    assert len(table) == len(EMBED_OPTIONS) == 21
     assert _options(embed_region) == _options(_typer_embed())
     assert set(_options(embed_region)) == table
 
@@ -45,15 +45,18 @@ def test_both_entry_points_parse_the_same_values():
     assert full == _params(_typer_embed(), ARGV)
     assert full["zoom"] == ("1,3", "5") and full["condition"] == ("month=5,hour=20", "caption=metadata")
     assert (full["wait"], full["progress"], full["gsd"], full["seed"]) == (True, False, 2.5, 7)
+    assert (full["bands"], full["min_valid"]) == ("4,3,2", 0.8)
     minimal = ["-r", "0,51,0.1,51.1", "-m", "deadbeef"]
     defaults = _params(embed_region, minimal)
     assert defaults == _params(_typer_embed(), minimal)
     assert (defaults["zoom"], defaults["condition"], defaults["imagery"], defaults["size_px"],
             defaults["wait"], defaults["progress"], defaults["month"]) == ((), (), "world", 256, False, True, None)
+    assert (defaults["bands"], defaults["min_valid"]) == (None, 0.5)
 
 
 @pytest.mark.parametrize("argv", [["-m", "deadbeef"], ["-r", "x", "-m", "y", "--imagery", "s3"],
-                                  ["-r", "x", "-m", "y", "--seed", "one"]])
+                                  ["-r", "x", "-m", "y", "--seed", "one"],
+                                  ["-r", "x", "-m", "y", "--min-valid", "half"]])
 def test_both_entry_points_refuse_the_same_bad_input(argv):
     import click
 
@@ -77,6 +80,6 @@ def test_celery_subcommand_help_lists_the_table():
 def test_every_group_is_mounted():
     cli = get_command(app)
     assert list(cli.commands) == ["embed-region", "register-model", "job", "submit-train", "services", "db",  # type: ignore[attr-defined]
-                                  "query", "regions", "train", "eval", "world"]
+                                  "query", "regions", "train", "eval", "world", "map"]
     assert set(cli.commands["query"].commands) == {"embed", "index", "list", "rank"}  # type: ignore[attr-defined]
     assert set(cli.commands["world"].commands) == {"build"}  # type: ignore[attr-defined]

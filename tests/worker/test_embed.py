@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import shapely
@@ -72,9 +74,9 @@ def test_bad_geotiffs_fail_clearly(tmp_path, make, error, message):
         ("nowhere/at-all", "unknown stored region"),
     ],
 )
-def test_bad_regions(conn, region, message):
+def test_bad_regions(db, region, message):
     with pytest.raises(ValueError, match=message):
-        embed.resolve_region(region, conn)
+        embed.resolve_region(region, db)
 
 
 def test_region_forms(tmp_path):
@@ -105,26 +107,26 @@ def test_condition_parse():
     assert ConditionSpec.parse("") == ConditionSpec()
 
 
-def test_plan_refuses_unknown_model_and_too_many_tiles(conn, model_version, geotiff):
+def test_plan_refuses_unknown_model_and_too_many_tiles(db, conn, model_version, geotiff):
     req = EmbedRequest(region=geotiff_region(geotiff), model_version="0123456789abcdef",
                        imagery=ImagerySpec(kind="geotiff", path=str(geotiff), size_px=32))
     with pytest.raises(LookupError, match="unknown model version"):
-        embed.plan_job(conn, req, LIMITS)
-    conn.rollback()
+        embed.plan_job(db, req, LIMITS)
+    db.rollback()
     big = EmbedRequest(region=geotiff_region(geotiff, 0.0), model_version=model_version.version,
                        imagery=ImagerySpec(kind="geotiff", path=str(geotiff), size_px=16))
     with pytest.raises(ValueError, match="more than the limit of 50"):
-        embed.plan_job(conn, big, Limits(max_region_tiles=50))
+        embed.plan_job(db, big, Limits(max_region_tiles=50))
 
 
-def test_chunks_are_idempotent_and_new_conditions_reuse_features(conn, model_version, geotiff, monkeypatch):
+def test_chunks_are_idempotent_and_new_conditions_reuse_features(db, conn, model_version, geotiff, monkeypatch):
     imagery = ImagerySpec(kind="geotiff", path=str(geotiff), size_px=64, name="reuse-test")
     region = geotiff_region(geotiff, 0.3)
     first = EmbedRequest(region=region, model_version=model_version.version, zooms=(1,), imagery=imagery,
                          conditions=(ConditionSpec(month=5),))
-    job, plan = embed.submit(conn, first, LIMITS, lambda j: "no-celery")
-    for c in embed.prepare_job(conn, str(job), LIMITS):
-        embed.run_chunk(conn, str(job), c, LIMITS)
+    job, plan = embed.submit(db, first, LIMITS, lambda j: "no-celery")
+    for c in embed.prepare_job(db, str(job), LIMITS):
+        embed.run_chunk(db, str(job), c, LIMITS)
     n = plan.total
     assert n > LIMITS.chunk_tiles  # several chunks
     assert _count(conn, "SELECT count(*) FROM psm.tile_features WHERE model_version = %s", model_version.version) >= n
@@ -135,7 +137,7 @@ def test_chunks_are_idempotent_and_new_conditions_reuse_features(conn, model_ver
     assert cv > 0.005, cv
     # re-running a finished chunk changes nothing
     before = conn.execute("SELECT count(*), sum(var_sum) FROM psm.embeddings").fetchone()
-    assert embed.run_chunk(conn, str(job), 0, LIMITS).skipped
+    assert embed.run_chunk(db, str(job), 0, LIMITS).skipped
     assert conn.execute("SELECT count(*), sum(var_sum) FROM psm.embeddings").fetchone() == before
 
     # a later condition: the stored features are reused; the image encoder must not run
@@ -145,25 +147,25 @@ def test_chunks_are_idempotent_and_new_conditions_reuse_features(conn, model_ver
     monkeypatch.setattr(model_runner, "compute_features", no_images)
     second = EmbedRequest(region=region, model_version=model_version.version[:10], zooms=(1,), imagery=imagery,
                           conditions=(ConditionSpec(month=5), ConditionSpec(hour=6, audio_source="aporee")))
-    job2, plan2 = embed.submit(conn, second, LIMITS, lambda j: "no-celery")
-    results = [embed.run_chunk(conn, str(job2), c, LIMITS) for c in embed.prepare_job(conn, str(job2), LIMITS)]
+    job2, plan2 = embed.submit(db, second, LIMITS, lambda j: "no-celery")
+    results = [embed.run_chunk(db, str(job2), c, LIMITS) for c in embed.prepare_job(db, str(job2), LIMITS)]
     assert sum(r.features_reused for r in results) == n
     assert sum(r.features_computed for r in results) == 0
     assert sum(r.embeddings_written for r in results) == n  # only the new condition
     row = conn.execute("SELECT status, done, total FROM psm.jobs WHERE id = %s", (job2,)).fetchone()
     assert row == ("succeeded", n, n)
-    cids = embed.ensure_conditions(conn, plan2.conditions)
+    cids = embed.ensure_conditions(db, plan2.conditions)
     for cid in cids:
         assert _count(conn, "SELECT count(*) FROM psm.embeddings e JOIN psm.tiles t ON t.id = e.tile_id"
                       " WHERE t.imagery_source = 'reuse-test' AND e.condition_id = %s", cid) == n
     conn.rollback()
 
 
-def test_stored_region_by_set_and_name(conn):
+def test_stored_region_by_set_and_name(db, conn):
     conn.execute("INSERT INTO psm.region_sets (name) VALUES ('worker-test') ON CONFLICT DO NOTHING")
     conn.execute("INSERT INTO psm.regions (set_name, name, geom) VALUES ('worker-test', 'square',"
                  " ST_Multi(ST_MakeEnvelope(1, 2, 3, 4, 4326))) ON CONFLICT DO NOTHING")
-    geom = embed.resolve_region("worker-test/square", conn)
+    geom = embed.resolve_region("worker-test/square", db)
     assert geom.bounds == (1, 2, 3, 4)
     conn.rollback()
 
@@ -183,7 +185,7 @@ def test_stored_region_by_set_and_name(conn):
         ({"zooms": (0,)}, ValueError, "zoom levels must be"),
     ],
 )
-def test_bad_input_is_refused_before_anything_is_queued_or_written(conn, model_version, tmp_path, change,
+def test_bad_input_is_refused_before_anything_is_queued_or_written(db, conn, model_version, tmp_path, change,
                                                                    error, message):
     if change.get("imagery") == "nocrs":
         change["imagery"] = ImagerySpec(kind="geotiff", path=str(write_geotiff(tmp_path / "n.tif", crs=None, size=64)))
@@ -196,7 +198,7 @@ def test_bad_input_is_refused_before_anything_is_queued_or_written(conn, model_v
     before = conn.execute("SELECT (SELECT count(*) FROM psm.tiles), (SELECT count(*) FROM psm.embeddings),"
                           " (SELECT count(*) FROM psm.tile_features)").fetchone()
     with pytest.raises(error, match=message):
-        embed.submit(conn, request, LIMITS, sent.append)
+        embed.submit(db, request, LIMITS, sent.append)
     assert sent == []  # nothing queued
     row = conn.execute("SELECT status, error FROM psm.jobs ORDER BY created_at DESC LIMIT 1").fetchone()
     assert row[0] == "failed" and row[1].startswith("invalid request:")
@@ -214,7 +216,7 @@ def test_bad_input_is_refused_before_anything_is_queued_or_written(conn, model_v
         ({"weekday": 3}, "unknown condition field"),
     ],
 )
-def test_bad_conditions_are_refused_before_a_request_exists(conn, model_version, fields, message):
+def test_bad_conditions_are_refused_before_a_request_exists(db, conn, model_version, fields, message):
     """A bad condition cannot be built; one in a stored job's params fails the job in the planner."""
     from psm_db import jobs
 
@@ -228,9 +230,9 @@ def test_bad_conditions_are_refused_before_a_request_exists(conn, model_version,
     with pytest.raises(ValueError, match=message):
         EmbedRequest.from_params(params)
     before = _count(conn, "SELECT count(*) FROM psm.embeddings")
-    job_id = jobs.create_job(conn, "embed_region", params, model_version=model_version.version)
-    conn.commit()
-    assert embed.prepare_job(conn, str(job_id), LIMITS) == []
+    job_id = jobs.create_job(db, "embed_region", params, model_version=model_version.version)
+    db.commit()
+    assert embed.prepare_job(db, str(job_id), LIMITS) == []
     row = conn.execute("SELECT status, error FROM psm.jobs WHERE id = %s", (job_id,)).fetchone()
     assert row[0] == "failed" and row[1].startswith("invalid request:")
     assert _count(conn, "SELECT count(*) FROM psm.embeddings") == before
@@ -259,37 +261,190 @@ def test_limits_from_settings():
 EWKT_3857 = "SRID=3857;POLYGON((1 1,2 1,2 2,1 2,1 1))"
 
 
-def test_ewkt_srid_is_transformed_before_planning(conn, model_version):
+def test_ewkt_srid_is_transformed_before_planning(db, conn, model_version):
     """A square metre given in EPSG:3857 is planned as that square metre, not as a 1 x 1 degree box."""
     from psm_db.geometry import parse_region
 
-    region = embed.resolve_region(EWKT_3857, conn)
+    region = embed.resolve_region(EWKT_3857, db)
     assert region.wkb == parse_region(EWKT_3857).wkb  # the same polygon as every other path
     w, s, e, n = region.bounds
     assert 8e-6 < w < e < 2e-5 and 8e-6 < s < n < 2e-5
     request = EmbedRequest(region=EWKT_3857, model_version=model_version.version, imagery=ImagerySpec(kind="world"))
-    plan = embed.plan_job(conn, request, LIMITS)
+    plan = embed.plan_job(db, request, LIMITS)
     assert plan.region.wkb == region.wkb
     assert plan.total <= 4  # the tiles touching one square metre (was 97: a degree box)
     tw, ts, te, tn = (float(np.min(b)) if i < 2 else float(np.max(b)) for i, b in enumerate(plan.tiles(0).bounds()))
     side = plan.specs[0].dlat  # one tile, in degrees (about 0.02 here)
     assert tw <= w and ts <= s and te >= e and tn >= n  # the tiles cover the square metre...
     assert te - tw <= 2 * side + 1e-12 and tn - ts <= 2 * side + 1e-12  # ...and no more than it needs
-    conn.rollback()
+    db.rollback()
     # a planned job re-reads its resolved region (WKT in lon/lat) to the same polygon
-    assert embed.resolve_region(plan.region.wkt, conn).equals_exact(region, 1e-15)
+    assert embed.resolve_region(plan.region.wkt, db).equals_exact(region, 1e-15)
 
 
-def test_model_prefix_is_matched_literally(conn, model_version):
+def test_model_prefix_is_matched_literally(db, conn, model_version):
     from psm_db.errors import UnknownModelError
     from psm_db.registry import get_model_version
 
-    assert get_model_version(conn, model_version.version[:10]).version == model_version.version
+    assert get_model_version(db, model_version.version[:10]).version == model_version.version
     for pattern in ("%%%%%%%%", "________", model_version.version[:4] + "%%%%", model_version.version[:7] + "_",
                     "\\\\\\\\\\\\\\\\"):
         with pytest.raises(UnknownModelError, match="unknown model version"):
-            get_model_version(conn, pattern)
+            get_model_version(db, pattern)
     with pytest.raises(LookupError):  # callers catching LookupError (or ValueError) still work
-        get_model_version(conn, "%%%%%%%%")
+        get_model_version(db, "%%%%%%%%")
     with pytest.raises(ValueError):
-        get_model_version(conn, "%%%%%%%%")
+        get_model_version(db, "%%%%%%%%")
+
+
+# --------------------------------------------------------------------------- real imagery: nodata and failures
+
+
+def _nodata_border_tif(path):
+    """A UTM GeoTIFF whose west half is the nodata border of a scene (value 0, declared nodata)."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    data = np.full((3, 600, 600), 120, np.uint8)
+    data += np.random.default_rng(3).integers(0, 60, data.shape, dtype=np.uint8)
+    data[:, :, :300] = 0
+    with rasterio.open(path, "w", driver="GTiff", width=600, height=600, count=3, dtype="uint8",
+                       crs="EPSG:32631", transform=from_origin(300_000.0, 5_660_000.0, 10.0, 10.0),
+                       nodata=0, tiled=True, blockxsize=256, blockysize=256) as ds:
+        ds.write(data)
+    return path
+
+
+def _fraction_box(path, west: float, east: float) -> str:
+    import rasterio
+    from rasterio.warp import transform_bounds
+
+    with rasterio.open(path) as ds:
+        w, s, e, n = transform_bounds(ds.crs, "EPSG:4326", *ds.bounds)
+    return f"{w + (e - w) * west},{s + (n - s) * 0.1},{w + (e - w) * east},{n - (n - s) * 0.1}"
+
+
+def _source_rows(conn, source: str) -> tuple[int, int, int]:
+    """(tiles, features, embeddings) rows of an imagery source."""
+    return conn.execute(
+        "SELECT (SELECT count(*) FROM psm.tiles WHERE imagery_source = %(s)s),"
+        " (SELECT count(*) FROM psm.tile_features f JOIN psm.tiles t ON t.id = f.tile_id"
+        "   WHERE t.imagery_source = %(s)s),"
+        " (SELECT count(*) FROM psm.embeddings e JOIN psm.tiles t ON t.id = e.tile_id"
+        "   WHERE t.imagery_source = %(s)s)", {"s": source}).fetchone()
+
+
+def _run_job(db, request, limits=LIMITS):
+    job, plan = embed.submit(db, request, limits, lambda j: "no-celery")
+    results = [embed.run_chunk(db, str(job), c, limits) for c in embed.prepare_job(db, str(job), limits)]
+    return str(job), plan, results
+
+
+def test_a_region_in_the_nodata_border_embeds_nothing_and_says_why(db, conn, model_version, tmp_path):
+    from psm_db import jobs
+
+    tif = _nodata_border_tif(tmp_path / "border.tif")
+    imagery = ImagerySpec(kind="geotiff", path=str(tif), size_px=32, name="nodata-border")
+    request = EmbedRequest(region=_fraction_box(tif, 0.05, 0.45), model_version=model_version.version,
+                           imagery=imagery)
+    job, plan, results = _run_job(db, request, Limits(max_region_tiles=2000, chunk_tiles=64, batch_size=32))
+    assert plan.total > 100
+    assert _source_rows(conn, "nodata-border") == (0, 0, 0)  # was (n, n, n) with n identical features
+    assert sum(r.tiles_skipped_nodata for r in results) == plan.total
+    row = jobs.get_job(db, job)
+    assert row["status"] == "succeeded"
+    assert row["result"]["tiles_skipped_nodata"] == plan.total
+    assert f"{plan.total} tile(s) skipped" in row["message"]
+    events = " ".join(m for _, m in jobs.job_events(db, job))
+    assert "under 50% of their pixels hold data" in events
+
+    # across the edge of the data: only the tiles with enough data are embedded
+    both = replace(request, region=_fraction_box(tif, 0.3, 0.7))
+    job2, plan2, results2 = _run_job(db, both, Limits(max_region_tiles=2000, chunk_tiles=64, batch_size=32))
+    skipped = sum(r.tiles_skipped_nodata for r in results2)
+    tiles, feats, embs = _source_rows(conn, "nodata-border")
+    assert 0 < skipped < plan2.total and tiles == feats == embs == plan2.total - skipped
+    assert jobs.get_job(db, job2)["result"]["tiles_skipped_nodata"] == skipped
+    # the stored tiles all lie east of the data edge (their features differ: real pixels)
+    distinct = conn.execute("SELECT count(DISTINCT f.features::text) FROM psm.tile_features f JOIN psm.tiles t"
+                            " ON t.id = f.tile_id WHERE t.imagery_source = 'nodata-border'").fetchone()[0]
+    assert distinct == feats
+    # min_valid 0 embeds everything, even tiles without a single pixel of data
+    everything = replace(both, imagery=replace(imagery, name="nodata-all", min_valid=0.0))
+    _, plan3, results3 = _run_job(db, everything, Limits(max_region_tiles=2000, chunk_tiles=64, batch_size=32))
+    assert sum(r.tiles_skipped_nodata for r in results3) == 0
+    assert _source_rows(conn, "nodata-all") == (plan3.total,) * 3
+
+
+def _truncated_cog(tmp_path):
+    import rasterio
+    import rasterio.shutil
+
+    local = write_geotiff(tmp_path / "scene.tif", size=1200)
+    cog = tmp_path / "cog.tif"
+    with rasterio.open(local) as ds:
+        rasterio.shutil.copy(ds, str(cog), driver="COG", COMPRESS="DEFLATE")
+    cog.write_bytes(cog.read_bytes()[: cog.stat().st_size // 2])
+    return cog
+
+
+def test_a_chunk_that_fails_on_a_truncated_cog_leaves_nothing_behind(db, conn, model_version, tmp_path):
+    from psm_db import jobs
+
+    cog = _truncated_cog(tmp_path)
+    request = EmbedRequest(region=geotiff_region(cog, 0.02), model_version=model_version.version,
+                           imagery=ImagerySpec(kind="geotiff", path=str(cog), size_px=32, name="truncated-cog"))
+    limits = Limits(max_region_tiles=5000, chunk_tiles=400, batch_size=32)
+    job, plan = embed.submit(db, request, limits, lambda j: "no-celery")
+    chunks = embed.prepare_job(db, str(job), limits)
+    before = conn.execute("SELECT (SELECT count(*) FROM psm.tiles), (SELECT count(*) FROM psm.tile_features),"
+                          " (SELECT count(*) FROM psm.embeddings)").fetchone()
+    failed = None
+    for c in chunks:
+        try:
+            embed.run_chunk(db, str(job), c, limits)
+        except ValueError as e:  # what psm.embed_chunk does with a permanent error
+            jobs.fail_chunk(db, str(job), c, str(e), final=True)
+            failed = c
+            break
+    assert failed is not None, "the truncated half of the file was read without an error"
+    after = conn.execute("SELECT (SELECT count(*) FROM psm.tiles), (SELECT count(*) FROM psm.tile_features),"
+                         " (SELECT count(*) FROM psm.embeddings)").fetchone()
+    succeeded = sum(1 for s in jobs.chunk_states(db, str(job)) if s["status"] == "succeeded")
+    written = sum(len(plan.tiles(c)) for c in range(succeeded))
+    assert succeeded == failed  # chunks run in order: the ones before the failing one finished
+    assert tuple(a - b for a, b in zip(after, before, strict=True)) == (written, written, written)
+    failing = plan.tiles(failed)
+    left = conn.execute("SELECT count(*) FROM psm.tiles WHERE imagery_source = 'truncated-cog'"
+                        " AND zoom = 1 AND (grid_row, grid_col) IN (SELECT * FROM unnest(%s::int[], %s::int[]))",
+                        (failing.rows.tolist(), failing.cols.tolist())).fetchone()[0]
+    assert left == 0, f"{left} tiles of the failed chunk were left in psm.tiles"
+    row = jobs.get_job(db, str(job))
+    assert row["status"] == "failed"
+    assert f"cannot read the imagery file {cog}" in row["error"] and "truncated" in row["error"]
+
+
+def test_the_raster_of_stored_tiles_is_found_by_their_source_name(db, conn, db_url, model_version, tmp_path):
+    """What the dashboard reads to show a tile's real imagery (psm_db.rasters, no worker code)."""
+    from sqlalchemy.orm import Session
+
+    from psm_db import rasters
+    from psm_db.engine import make_engine
+
+    tif = write_geotiff(tmp_path / "named.tif", size=200)
+    region = geotiff_region(tif, 0.3)
+    for name in ("my-scene", None):
+        imagery = ImagerySpec(kind="geotiff", path=str(tif), size_px=32, name=name, bands=(3, 2, 1))
+        _run_job(db, EmbedRequest(region=region, model_version=model_version.version, imagery=imagery))
+    stored = {r[0] for r in conn.execute("SELECT DISTINCT imagery_source FROM psm.tiles WHERE imagery_source"
+                                         " IN ('my-scene', %s)", (f"geotiff:{tif}",)).fetchall()}
+    assert stored == {"my-scene", f"geotiff:{tif}"}
+    engine = make_engine(db_url)
+    try:
+        with Session(engine) as s:
+            for name in stored:
+                assert rasters.raster_of_source(name, s) == rasters.RasterRef("geotiff", str(tif), (3, 2, 1))
+            assert rasters.raster_of_source("world-0-sentinel", s) is None
+    finally:
+        engine.dispose()
+    assert rasters.raster_of_source(f"geotiff:{tif}") == rasters.RasterRef("geotiff", str(tif))

@@ -7,6 +7,7 @@ import pytest
 import shapely
 
 from psm_db import bulk
+from psm_db.engine import driver_connection
 from psm_db.tiles import METRES_PER_DEGREE, GridSpec, count_tiles, grid_tiles, upsert_tiles
 
 
@@ -42,22 +43,23 @@ def test_tile_limit_is_enforced_with_a_clear_message():
         count_tiles(shapely.box(0, 50, 0.5, 50.5), spec, limit=10)
 
 
-def _setup(conn, dim=8):
+def _setup(db, dim=8):
+    conn = driver_connection(db)
     conn.execute("INSERT INTO psm.model_versions (version, name, preset, loss, embed_dim, feature_dim,"
                  " match_a, match_b, checkpoint_path) VALUES ('feedbeef', 't', 't', 'pcmepp', %s, %s, 5, 5, '-')"
                  " ON CONFLICT DO NOTHING", (dim, dim))
     cid = conn.execute("SELECT psm.ensure_condition(3, 4, NULL, NULL)").fetchone()[0]
-    ids = upsert_tiles(conn, grid_tiles(shapely.box(5, 5, 5.1, 5.1), GridSpec("bulk-test", 10.0, 256, 1)))
+    ids = upsert_tiles(db, grid_tiles(shapely.box(5, 5, 5.1, 5.1), GridSpec("bulk-test", 10.0, 256, 1)))
     return cid, ids
 
 
-def test_write_embeddings_round_trip_and_idempotent(conn):
-    cid, ids = _setup(conn)
+def test_write_embeddings_round_trip_and_idempotent(db, conn):
+    cid, ids = _setup(db)
     rng = np.random.default_rng(1)
     mu = rng.standard_normal((len(ids), 8)).astype(np.float32)
     var = np.exp(rng.normal(-4, 1, (len(ids), 8))).astype(np.float32)
-    assert bulk.write_embeddings(conn, "feedbeef", cid, ids, mu, var, 8) == len(ids)
-    assert bulk.write_embeddings(conn, "feedbeef", cid, ids, mu + 1, var, 8) == 0  # nothing changes
+    assert bulk.write_embeddings(db, "feedbeef", cid, ids, mu, var, 8) == len(ids)
+    assert bulk.write_embeddings(db, "feedbeef", cid, ids, mu + 1, var, 8) == 0  # nothing changes
     rows = conn.execute("SELECT tile_id, mu, var, var_sum FROM psm.embeddings WHERE model_version = 'feedbeef'"
                         " ORDER BY tile_id").fetchall()
     order = np.argsort(ids)
@@ -67,7 +69,7 @@ def test_write_embeddings_round_trip_and_idempotent(conn):
     assert np.array_equal(np.array([r[2].to_numpy() for r in rows]), var[order])
     assert np.allclose([r[3] for r in rows], var[order].sum(1, dtype=np.float64))
     # the tiles upsert is idempotent too: same ids back
-    again = upsert_tiles(conn, grid_tiles(shapely.box(5, 5, 5.1, 5.1), GridSpec("bulk-test", 10.0, 256, 1)))
+    again = upsert_tiles(db, grid_tiles(shapely.box(5, 5, 5.1, 5.1), GridSpec("bulk-test", 10.0, 256, 1)))
     assert np.array_equal(again, ids)
 
 
@@ -81,8 +83,8 @@ def test_write_embeddings_round_trip_and_idempotent(conn):
         ("inf_var", "infinity"),
     ],
 )
-def test_write_embeddings_refuses_bad_rows_and_writes_nothing(conn, bad, message):
-    cid, ids = _setup(conn)
+def test_write_embeddings_refuses_bad_rows_and_writes_nothing(db, conn, bad, message):
+    cid, ids = _setup(db)
     n = len(ids)
     mu = np.ones((n, 8), np.float32)
     var = np.full((n, 8), 0.01, np.float32)
@@ -97,16 +99,60 @@ def test_write_embeddings_refuses_bad_rows_and_writes_nothing(conn, bad, message
     else:
         var[2, 2] = np.inf
     with pytest.raises(bulk.EmbeddingValidationError, match=message):
-        bulk.write_embeddings(conn, "feedbeef", cid, ids, mu, var, 8)
+        bulk.write_embeddings(db, "feedbeef", cid, ids, mu, var, 8)
     assert conn.execute("SELECT count(*) FROM psm.embeddings WHERE model_version = 'feedbeef'").fetchone()[0] == 0
 
 
-def test_write_features_once_per_tile(conn):
-    _, ids = _setup(conn)
+def test_write_features_once_per_tile(db, conn):
+    _, ids = _setup(db)
     f = np.arange(len(ids) * 8, dtype=np.float32).reshape(-1, 8)
-    assert bulk.write_features(conn, "feedbeef", ids, f, 8) == len(ids)
-    assert bulk.write_features(conn, "feedbeef", ids, f * 2, 8) == 0
+    assert bulk.write_features(db, "feedbeef", ids, f, 8) == len(ids)
+    assert bulk.write_features(db, "feedbeef", ids, f * 2, 8) == 0
     with pytest.raises(bulk.EmbeddingValidationError, match="NaN"):
-        bulk.write_features(conn, "feedbeef", ids, f * np.nan, 8)
+        bulk.write_features(db, "feedbeef", ids, f * np.nan, 8)
     got = conn.execute("SELECT features FROM psm.tile_features WHERE tile_id = %s", (int(ids[0]),)).fetchone()[0]
     assert np.array_equal(got.to_numpy(), f[0])
+
+
+def _rows_of(db, source: str) -> tuple[int, int]:
+    from sqlalchemy import func, select
+
+    from psm_db.models import Tile, TileFeature
+
+    tiles = db.scalar(select(func.count()).select_from(Tile).where(Tile.imagery_source == source))
+    feats = db.scalar(select(func.count()).select_from(TileFeature).join(Tile, Tile.id == TileFeature.tile_id)
+                      .where(Tile.imagery_source == source))
+    return tiles, feats
+
+
+@pytest.mark.parametrize("kind", ["connection", "session"])
+def test_copy_and_core_writes_are_one_transaction(db, kind):
+    """The COPY runs on the caller's connection: a rollback leaves no row, a commit keeps them all."""
+    from sqlalchemy import delete, insert
+    from sqlalchemy.orm import Session
+
+    from psm_db.models import ModelVersion, Tile
+
+    source, version = f"one-transaction-{kind}", {"connection": "0e0e0001", "session": "0e0e0002"}[kind]
+    region, spec = shapely.box(6, 6, 6.05, 6.05), GridSpec(source, 10.0, 256, 1)
+    db.execute(insert(ModelVersion).values(version=version, name="t", preset="t", loss="pcmepp", embed_dim=8,
+                                           feature_dim=8, match_a=5, match_b=5, checkpoint_path="-"))
+    db.commit()
+    unit = db if kind == "connection" else Session(db.engine)
+    try:
+        ids = upsert_tiles(unit, grid_tiles(region, spec))
+        bulk.write_features(unit, version, ids, np.ones((len(ids), 8), np.float32), 8)
+        unit.rollback()
+        assert _rows_of(db, source) == (0, 0)
+        ids = upsert_tiles(unit, grid_tiles(region, spec))
+        bulk.write_features(unit, version, ids, np.ones((len(ids), 8), np.float32), 8)
+        unit.commit()
+        db.rollback()
+        assert _rows_of(db, source) == (len(ids), len(ids)) and len(ids) > 1
+    finally:
+        if isinstance(unit, Session):
+            unit.close()
+        db.rollback()
+        db.execute(delete(Tile).where(Tile.imagery_source == source))
+        db.execute(delete(ModelVersion).where(ModelVersion.version == version))
+        db.commit()

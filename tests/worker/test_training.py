@@ -18,7 +18,7 @@ class FakeResult:
     best_metrics: dict = field(default_factory=dict)
 
 
-def test_training_job_registers_the_checkpoint_with_its_metrics(conn, settings, tmp_path, tiny_checkpoint):
+def test_training_job_registers_the_checkpoint_with_its_metrics(db, conn, settings, tmp_path, tiny_checkpoint):
     import shutil
 
     from psm_model import read_checkpoint_info
@@ -33,12 +33,12 @@ def test_training_job_registers_the_checkpoint_with_its_metrics(conn, settings, 
         shutil.copy(tiny_checkpoint, path)
         return FakeResult(str(path), read_checkpoint_info(path)["version"], {"val_i2a_r10": 0.25})
 
-    job_id = submit_training(conn, TrainRequest(str(tmp_path), "tiny", "pcmepp", True, 2), lambda j: "no-celery")
+    job_id = submit_training(db, TrainRequest(str(tmp_path), "tiny", "pcmepp", True, 2), lambda j: "no-celery")
     reports = []
-    result = run_training_job(conn, str(job_id), settings, train=fake_train,
+    result = run_training_job(db, str(job_id), settings, train=fake_train,
                               progress=lambda d, t, m: reports.append((d, t, m)))
     assert reports[-1][:2] == (3, 3) and "loss" in reports[-1][2]
-    row = jobs.get_job(conn, job_id)
+    row = jobs.get_job(db, job_id)
     assert row["status"] == "succeeded" and row["model_version"] == result["version"]
     stored = conn.execute("SELECT metrics, checkpoint_path FROM psm.model_versions WHERE version = %s",
                           (result["version"],)).fetchone()
@@ -46,12 +46,12 @@ def test_training_job_registers_the_checkpoint_with_its_metrics(conn, settings, 
     assert Path(stored[1]).is_relative_to(settings.checkpoints_dir)
 
 
-def test_training_request_is_validated(conn, tmp_path):
+def test_training_request_is_validated(db, conn, tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        submit_training(conn, TrainRequest(str(tmp_path / "nope")), lambda j: "x")
+        submit_training(db, TrainRequest(str(tmp_path / "nope")), lambda j: "x")
     with pytest.raises(ValueError, match="unknown preset"):
-        submit_training(conn, TrainRequest(str(tmp_path), preset="huge"), lambda j: "x")
+        submit_training(db, TrainRequest(str(tmp_path), preset="huge"), lambda j: "x")
     with pytest.raises(ValueError, match="unknown loss"):
-        submit_training(conn, TrainRequest(str(tmp_path), loss="mse"), lambda j: "x")
+        submit_training(db, TrainRequest(str(tmp_path), loss="mse"), lambda j: "x")
     row = conn.execute("SELECT status, error FROM psm.jobs WHERE kind = 'train' ORDER BY created_at DESC LIMIT 1").fetchone()
     assert row[0] == "failed" and "unknown loss" in row[1]

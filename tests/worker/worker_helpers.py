@@ -126,13 +126,13 @@ def wait_job(db_url: str, job_id: str, timeout: float = 90.0,
              until: Callable[[dict], bool] | None = None) -> dict:
     """Poll a job row until it is final (or ``until(row)``); fail the test on timeout."""
     from psm_db import jobs
-    from psm_db.engine import connect
+    from psm_db.engine import connection
 
     deadline = time.monotonic() + timeout
     row: dict | None = None
     while time.monotonic() < deadline:
         try:
-            with connect(db_url) as conn:
+            with connection(db_url) as conn:
                 row = jobs.get_job(conn, job_id)
         except Exception:  # noqa: BLE001 - the database may be restarting
             row = None

@@ -7,6 +7,7 @@ below it (``psm_db``, ``psm_model``) are handed URLs and values.
 from __future__ import annotations
 
 import time
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -15,6 +16,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
     from psm_db.settings import Settings
     from psm_model.condition import Condition
 
@@ -31,18 +34,21 @@ def settings() -> Settings:
     return get_settings()
 
 
-def connect(url: str | None = None) -> Any:
-    """A psycopg connection to ``url`` (default: the writer URL of the settings)."""
-    from psm_db.engine import connect as _connect
+def connect(url: str | None = None) -> AbstractContextManager[Connection]:
+    """A SQLAlchemy connection to ``url`` (default: the writer URL of the settings), for a ``with`` block.
 
-    return _connect(url or settings().db_url)
+    The block's work is committed at its end, rolled back on an error (:func:`psm_db.engine.connection`).
+    """
+    from psm_db.engine import connection
+
+    return connection(url or settings().db_url)
 
 
 def engine() -> Any:
-    """A SQLAlchemy engine on the writer URL of the settings."""
-    from psm_db.engine import make_engine
+    """The SQLAlchemy engine on the writer URL of the settings (one per process, shared with :func:`connect`)."""
+    from psm_db.engine import shared_engine
 
-    return make_engine(settings().db_url)
+    return shared_engine(settings().db_url)
 
 
 def resolve_model(version: str) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from worker.cli.common import connect, settings
@@ -31,11 +33,20 @@ def db_downgrade(revision: str = typer.Argument(..., help="target revision, e.g.
 @app.command("smoke")
 def db_smoke() -> None:
     """Run a CSD smoke query against the database and print the result."""
+    from pgvector.sqlalchemy import Vector
+    from sqlalchemy import column, func, literal, select, table
+
+    from psm_db.functions import Csd
+
+    def vec(*values: float) -> Any:
+        return literal(list(values), Vector())
+
+    ext = table("pg_extension", column("extname"), column("extversion"))
     with connect() as conn:
         row = conn.execute(
-            "SELECT psm.csd('[1,0]', '[0.1,0.1]', '[0,1]', '[0.2,0.2]'),"
-            " postgis_lib_version(), extversion FROM pg_extension WHERE extname = 'vector'"
-        ).fetchone()
+            select(Csd(vec(1, 0), vec(0.1, 0.1), vec(0, 1), vec(0.2, 0.2)),
+                   func.postgis_lib_version(), ext.c.extversion).where(ext.c.extname == "vector")
+        ).first()
     assert row is not None
     console.print(f"psm.csd([1,0],[.1,.1],[0,1],[.2,.2]) = {row[0]:.6f} (expected 2.600000); "
                   f"PostGIS {row[1]}, pgvector {row[2]}")

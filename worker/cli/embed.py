@@ -64,6 +64,11 @@ EMBED_OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("size_px", ("--size-px",), type=int, default=256, show_default=True,
                help="tile size in pixels at zoom 1"),
     OptionSpec("source_name", ("--source-name",), help="name the tiles are stored under"),
+    OptionSpec("bands", ("--bands",), help="1-based raster bands read as red,green,blue, e.g. 4,3,2 "
+               "(or one band for grey; default 1,2,3, or band 1 of a single-band raster)"),
+    OptionSpec("min_valid", ("--min-valid",), type=float, default=0.5, show_default=True,
+               help="embed a tile only when at least this share (0..1) of its pixels holds data (not "
+                    "nodata, masked or outside the imagery); the others are skipped and counted"),
     OptionSpec("condition", ("--condition", "-c"), multiple=True,
                help="a metadata condition, e.g. month=5,hour=20,audio=inaturalist,caption=metadata; "
                     "repeat for more"),
@@ -159,6 +164,23 @@ def _zooms(values: tuple[str, ...]) -> tuple[int, ...]:
     return tuple(out)
 
 
+def _bands(value: str | None) -> tuple[int, ...] | None:
+    """``--bands 4,3,2`` as band numbers (validated further by ImagerySpec)."""
+    if value is None or not str(value).strip():
+        return None
+    parts = [p.strip() for p in str(value).replace(";", ",").split(",") if p.strip()]
+    try:
+        return tuple(int(p) for p in parts)
+    except ValueError as e:
+        raise ValueError(f"--bands takes 1-based band numbers such as 4,3,2, got {value!r}") from e
+
+
+def _min_valid(value: float) -> float:
+    if not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"--min-valid is a share of a tile's pixels between 0 and 1, got {value!r}")
+    return float(value)
+
+
 def embed_region_main(ctx: click.Context | None, **kw: Any) -> None:
     """Validate the request, write the job row and queue ``psm.embed_region``; print the job id.
 
@@ -176,13 +198,17 @@ def embed_region_main(ctx: click.Context | None, **kw: Any) -> None:
         single = {k: kw[k] for k in FIELDS if kw[k] is not None}
         if single or not conditions:
             conditions.insert(0, Condition(**single))
+        if kw["bands"] and kw["imagery"] == "world":
+            raise ValueError("--bands picks bands of a GeoTIFF or folder source (--imagery geotiff|folder); "
+                             "the world renderer has no bands to choose")
         request = EmbedRequest(
             region=kw["region"],
             model_version=kw["model"],
             zooms=_zooms(kw["zoom"]),
             imagery=ImagerySpec(kind=kw["imagery"], path=kw["imagery_path"], seed=kw["seed"],
                                 imagery=kw["world_imagery"], gsd=kw["gsd"], size_px=kw["size_px"],
-                                name=kw["source_name"]),
+                                name=kw["source_name"], bands=_bands(kw["bands"]),
+                                min_valid=_min_valid(kw["min_valid"])),
             conditions=tuple(conditions),
             chunk_tiles=kw["chunk_tiles"],
         )

