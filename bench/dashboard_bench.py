@@ -177,6 +177,7 @@ def breakdown(url: str, version: str) -> dict[str, float]:
     from psm_db import ranking
     from psm_db.engine import make_engine
     from psm_model import load_checkpoint
+    from psm_model.condition import Condition
 
     engine = make_engine(get_settings().reader_url)
     with Session(engine) as sess:
@@ -189,19 +190,18 @@ def breakdown(url: str, version: str) -> dict[str, float]:
         region = shapely.box(WEST - 1, SOUTH - 1, 0, 60)
         parts = {}
         t = time.perf_counter()
-        tiles = ranking.region_tiles(region, 1, session=sess)
+        ranking.region_layout(session=sess, region=region, zoom=1)
         parts["region grid (psm_db, cached per region, loaded when the region is chosen)"] = time.perf_counter() - t
         t = time.perf_counter()
-        c = ranking.condition_scores(version, mu, var, region, month=5, hour=HOURS[0], audio_source="inaturalist",
-                                caption_source=None, zoom=1, tile_ids=tiles["tile_id"], session=sess)
-        a = ranking.join_scores(tiles, c)
+        gaussian = ranking.Gaussian(version, mu, var)
+        condition = Condition(month=5, hour=HOURS[0], audio_source="inaturalist")
+        m = ranking.map_scores(session=sess, gaussian=gaussian, region=region, condition=condition)
         parts["scores of one condition (psm_db, 100k rows)"] = time.perf_counter() - t
         t = time.perf_counter()
-        ranking.rank_regions_vector(version, mu, var, "bench", month=5, hour=HOURS[0], audio_source="inaturalist",
-                               caption_source=None, zoom=1, session=sess)
+        ranking.rank_regions(session=sess, gaussian=gaussian, region_set="bench", condition=condition, k=20)
         parts["rank_regions (after the image)"] = time.perf_counter() - t
-    scores = mapview.TileScores(a["tile_id"], a["lon"], a["lat"], a["xmin"], a["ymin"], a["xmax"], a["ymax"],
-                                a["probability"], a["distance"], a["var_sum"])
+    scores = mapview.TileScores(m.tile_id, m.lon, m.lat, m.bounds[:, 0], m.bounds[:, 1], m.bounds[:, 2],
+                                m.bounds[:, 3], m.probability, m.distance, m.var_sum)
     t = time.perf_counter()
     r = mapview.rasterise(scores, scores.probability)
     parts["rasterise"] = time.perf_counter() - t

@@ -564,6 +564,7 @@ def _whole_map(args, out, url, n, qids) -> None:
 
     from psm_db import ranking
     from psm_db.engine import make_engine
+    from psm_model.condition import Condition
 
     rows, cols = grid_shape(n)
     side = math.sqrt(args.map_tiles)
@@ -574,11 +575,11 @@ def _whole_map(args, out, url, n, qids) -> None:
         for i in range(args.map_repeats):
             # a different region each round, so "cold" also finds the tiles cold in the database
             region = box(-100.0 + 0.37 * i, 35.0 - 0.21 * i, -100.0 + 0.37 * i + w, 35.0 - 0.21 * i + h)
-            ranking.stored._LAYOUTS.clear()
+            ranking.maps._LAYOUTS.clear()
             for j, times in enumerate((cold, warm, warm)):
                 t0 = time.perf_counter()
                 m = ranking.map_scores(session=s, query_id=qids[(3 * i + j) % len(qids)], region=region,
-                                       month=5, hour=6)
+                                       condition=Condition(month=5, hour=6))
                 times.append(time.perf_counter() - t0)
                 m_len = len(m)
                 s.rollback()

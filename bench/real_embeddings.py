@@ -63,7 +63,7 @@ def main() -> None:
                     zoom=args.zoom)
     w, s, e, n = (float(v) for v in args.region.split(","))
     tiles = grid_tiles(box(w, s, e, n), spec)
-    cond = ConditionSpec(month=args.month, hour=args.hour, audio_source=args.audio_source).validated()
+    cond = ConditionSpec(month=args.month, hour=args.hour, audio_source=args.audio_source)
     lat, lon = tiles.centroids()
     print(f"model {info['version']}: {len(tiles)} tiles at zoom {args.zoom}", flush=True)
 

@@ -23,6 +23,7 @@ from dashboard.mapview import TileScores
 from psm_db import catalog, ranking, rasters
 from psm_db.engine import make_engine
 from psm_db.settings import get_settings
+from psm_model.condition import Condition
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -163,92 +164,59 @@ def real_tile_images(ref: rasters.RasterRef, lat: float, lon: float, sides_m: tu
 # ----------------------------------------------------------------------------- maps
 
 
-def _scores_from_arrays(a: dict[str, np.ndarray]) -> TileScores:
-    return TileScores(a["tile_id"], a["lon"], a["lat"], a["xmin"], a["ymin"], a["xmax"], a["ymax"],
-                      a["probability"], a["distance"], a["var_sum"])
-
-
 @cached(max_entries=16, show_spinner=False)
 def region_tiles(db_url: str, region_wkt: str | None, zoom: int) -> dict[str, np.ndarray]:
-    """Where the tiles of a region lie (cached per region and zoom: it does not depend on the query)."""
+    """Where the tiles of a region lie (it does not depend on the query: ``psm_db.ranking.region_layout``).
+
+    Calling it ahead warms the layout every map of the region reuses.
+    """
     import shapely
 
     with session() as s:
-        return ranking.region_tiles(shapely.from_wkt(region_wkt) if region_wkt else None, zoom, session=s)
+        return ranking.region_layout(session=s, region=shapely.from_wkt(region_wkt) if region_wkt else None,
+                                     zoom=zoom)
 
 
 @cached(max_entries=96, show_spinner=False)
-def _condition_scores(db_url: str, model_version: str, query: QueryKey, region_wkt: str | None,
-                      month: int | None, hour: int | None, audio_source: str | None,
-                      caption_source: str | None, zoom: int) -> dict[str, np.ndarray]:
-    import shapely
-
-    tiles = region_tiles(region_wkt, zoom)
-    with session() as s:
-        return ranking.condition_scores(model_version, query.mu, query.var,
-                                   shapely.from_wkt(region_wkt) if region_wkt else None, month=month, hour=hour,
-                                   audio_source=audio_source, caption_source=caption_source, zoom=zoom,
-                                   tile_ids=tiles["tile_id"], session=s)
-
-
-@cached(max_entries=96, show_spinner=False)
-def _stored_map_scores(db_url: str, model_version: str, query_id: int, region_wkt: str | None,
-                       month: int | None, hour: int | None, audio_source: str | None,
-                       caption_source: str | None, zoom: int) -> TileScores:
+def _map_scores(db_url: str, model_version: str, query: QueryKey, region_wkt: str | None,
+                condition: Condition, zoom: int) -> TileScores:
     import shapely
 
     with session() as s:
-        m = ranking.map_scores(session=s, query_id=query_id,
-                                  region=shapely.from_wkt(region_wkt) if region_wkt else None, month=month,
-                                  hour=hour, audio_source=audio_source, caption_source=caption_source,
-                                  zoom=zoom, model_version=model_version)
+        m = ranking.map_scores(session=s, **query.ranking_args(model_version),
+                               region=shapely.from_wkt(region_wkt) if region_wkt else None,
+                               condition=condition, zoom=zoom, model_version=model_version)
     return TileScores(m.tile_id, m.lon, m.lat, m.bounds[:, 0], m.bounds[:, 1], m.bounds[:, 2],
                       m.bounds[:, 3], m.probability, m.distance, m.var_sum)
 
 
-def map_scores(model_version: str, query: QueryKey, region_wkt: str | None, month: int | None,
-               hour: int | None, audio_source: str | None, caption_source: str | None,
+def map_scores(model_version: str, query: QueryKey, region_wkt: str | None, condition: Condition,
                zoom: int) -> TileScores:
     """Scores of every tile of a region for a query under one condition (cached).
 
-    A stored query is scored by ``psm_db.ranking.map_scores``. An ad-hoc one (text typed or audio
-    uploaded here) cannot be stored on the read-only role: it is scored by its Gaussian, bound as
-    a parameter (``psm_db.ranking.condition_scores``), and joined with the region's
-    tile grid, which is cached apart because it does not change with the query or the hour.
+    A stored query and an ad-hoc one (text typed or audio uploaded here, which cannot be stored
+    on the read-only role) are scored alike, by ``psm_db.ranking.map_scores``.
 
     Raises:
         NotEmbeddedError: When the condition is not embedded in the region.
     """
-    if query.stored_id is not None:
-        return _stored_map_scores(model_version, query.stored_id, region_wkt, month, hour, audio_source,
-                                  caption_source, zoom)
-    scores = _condition_scores(model_version, query, region_wkt, month, hour, audio_source, caption_source, zoom)
-    return _scores_from_arrays(ranking.join_scores(region_tiles(region_wkt, zoom), scores))
+    return _map_scores(model_version, query, region_wkt, condition, zoom)
 
 
 def clear_maps() -> None:
     """Forget cached scores (after an embedding job finished)."""
-    _condition_scores.clear()  # type: ignore[attr-defined]
-    _stored_map_scores.clear()  # type: ignore[attr-defined]
+    _map_scores.clear()  # type: ignore[attr-defined]
 
 
 @cached(max_entries=96, show_spinner=False)
-def rank_regions(db_url: str, model_version: str, query: QueryKey, set_name: str, month: int | None, hour: int | None,
-                 audio_source: str | None, caption_source: str | None, zoom: int, k: int = 20) -> list[dict]:
-    """The top regions of a set for a query (``psm_db.ranking.rank_regions`` for stored queries)."""
+def rank_regions(db_url: str, model_version: str, query: QueryKey, set_name: str, condition: Condition,
+                 zoom: int, k: int = 20) -> list[dict]:
+    """The top regions of a set for a query, by the mean match probability of their tiles."""
     with session() as s:
-        if query.stored_id is not None:
-            rows = ranking.rank_regions(session=s, query_id=query.stored_id, region_set=set_name,
-                                           month=month, hour=hour, audio_source=audio_source,
-                                           caption_source=caption_source, zoom=zoom, k=k,
-                                           model_version=model_version)
-            return [{"rank": i, "region": r.name, "mean probability": r.score, "tiles": r.tile_count,
-                     "mean sum sigma^2": r.uncertainty} for i, r in enumerate(rows, start=1)]
-        rows = ranking.rank_regions_vector(model_version, query.mu, query.var, set_name, month=month, hour=hour,
-                                      audio_source=audio_source, caption_source=caption_source, zoom=zoom,
-                                      k=k, session=s)
-        return [{"rank": r["rank"], "region": r["name"], "mean probability": r["score"], "tiles": r["tiles"],
-                 "mean sum sigma^2": r["uncertainty"]} for r in rows]
+        rows = ranking.rank_regions(session=s, **query.ranking_args(model_version), region_set=set_name,
+                                    condition=condition, zoom=zoom, k=k, model_version=model_version)
+    return [{"rank": i, "region": r.name, "mean probability": r.score, "tiles": r.tile_count,
+             "mean sum sigma^2": r.uncertainty} for i, r in enumerate(rows, start=1)]
 
 
 class QueryKey:
@@ -265,6 +233,12 @@ class QueryKey:
             h.update(self.mu.tobytes())
             h.update(self.var.tobytes())
         self.digest = h.hexdigest()
+
+    def ranking_args(self, model_version: str) -> dict[str, Any]:
+        """The query arguments of ``psm_db.ranking``: a stored query's id, or the Gaussian of ``model_version``."""
+        if self.stored_id is not None:
+            return {"query_id": self.stored_id}
+        return {"gaussian": ranking.Gaussian(model_version, self.mu, self.var)}
 
     def __reduce__(self) -> tuple:  # st.cache_data hashes unknown arguments through __reduce__
         return (QueryKey, (self.label, self.mu, self.var, self.stored_id))
@@ -396,7 +370,7 @@ def submit_embed_region(model_version: str, region_wkt: str | None, meta: Any, w
     with _writer() as conn:
         job_id, _plan = submit(conn, get_settings(), region=region_wkt, model_version=model_version,
                                zooms=(int(meta.zoom),), world_seed=int(world_seed),
-                               conditions=((meta.month, meta.hour, meta.audio_source, meta.caption_source),),
+                               conditions=(meta.condition,),
                                imagery=imagery, imagery_path=imagery_path, bands=bands, min_valid=min_valid,
                                send=lambda name, j: _send_task(name, j))
     return job_id

@@ -23,13 +23,11 @@ from dashboard.uploads import (
 )
 from psm_db.errors import DatabaseURLError, NotEmbeddedError
 from psm_db.settings import get_settings
+from psm_model.condition import MONTHS, Condition
 from psm_model.errors import CheckpointError
 from psm_model.metadata import AUDIO_SOURCES, CAPTION_SOURCES
 
 log = logging.getLogger(__name__)
-
-MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-
 
 def guard(body: Callable[[], None]) -> None:
     """Run a page body; show failures the user can fix as ``st.error`` instead of a traceback."""
@@ -85,27 +83,44 @@ def model_picker(key: str = "model", label: str = "Model version", index: int = 
 
 @dataclass(frozen=True)
 class Meta:
-    """A metadata condition (None = left out) and a zoom level."""
+    """A metadata condition and a zoom level."""
 
-    month: int | None
-    hour: int | None
-    audio_source: str | None
-    caption_source: str | None
+    condition: Condition
     zoom: int
 
+    @property
+    def month(self) -> int | None:
+        return self.condition.month
+
+    @property
+    def hour(self) -> int | None:
+        return self.condition.hour
+
+    @property
+    def audio_source(self) -> str | None:
+        return self.condition.audio_source
+
+    @property
+    def caption_source(self) -> str | None:
+        return self.condition.caption_source
+
     def label(self) -> str:
-        """Readable summary, e.g. "May · 20:00 · inaturalist · caption left out · zoom 1"."""
-        return " · ".join([
-            MONTHS[self.month - 1] if self.month else "month left out",
-            f"{self.hour:02d}:00" if self.hour is not None else "hour left out",
-            self.audio_source or "audio source left out",
-            self.caption_source or "caption source left out",
-            f"zoom {self.zoom}",
-        ])
+        """Readable summary, e.g. "May · 20:00 · inaturalist · caption source left out · zoom 1"."""
+        return f"{self.condition.label()} · zoom {self.zoom}"
 
     def with_hour(self, hour: int | None) -> Meta:
         """The same condition at another hour."""
-        return Meta(self.month, hour, self.audio_source, self.caption_source, self.zoom)
+        return Meta(self.condition.replace(hour=hour), self.zoom)
+
+
+def meta_from_widgets(month: int | None, hour: int | None, audio_source: str | None, caption_source: str | None,
+                      zoom: int) -> Meta:
+    """The :class:`Meta` of the pickers' values (None: left out).
+
+    Raises:
+        ValueError: On a value :class:`psm_model.condition.Condition` refuses (it says which).
+    """
+    return Meta(Condition(month, hour, audio_source, caption_source), int(zoom))
 
 
 def _leave_out(col: Any, label: str, key: str, default: bool) -> bool:
@@ -138,7 +153,7 @@ def metadata_picker(key: str, conditions: list[dict[str, Any]], hour_widget: boo
     cap = c4.selectbox("Caption source", CAPTION_SOURCES, index=CAPTION_SOURCES.index(cap_default),
                        key=f"{key}_cap", disabled=cap_out)
     zoom = c5.selectbox("Zoom", zooms, key=f"{key}_zoom")
-    return Meta(
+    return meta_from_widgets(
         None if month_out else int(month),
         None if (hour_out or hour is None) else int(hour),
         None if src_out else src,

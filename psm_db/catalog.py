@@ -10,7 +10,7 @@ enough except for :func:`store_query`) and returns ORM rows, small dataclasses o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from psm_db.errors import UnknownModelError, UnknownQueryError
+from psm_db.functions import FindCondition, condition_args
 from psm_db.geometry import geometry_arg
 from psm_db.models import (
     AnnIndex,
@@ -34,6 +35,9 @@ from psm_db.models import (
     StoredQuery,
     Tile,
 )
+
+if TYPE_CHECKING:
+    from psm_model.condition import Condition as MetadataCondition
 
 QUERY_KINDS = ("text", "audio", "audio+text")
 
@@ -229,16 +233,9 @@ def list_conditions(*, session: Session, model_version: str) -> list[ConditionSu
     ]
 
 
-def find_condition_id(month: int | None, hour: int | None, audio_source: str | None,
-                      caption_source: str | None, *, session: Session) -> int | None:
+def find_condition_id(condition: MetadataCondition, *, session: Session) -> int | None:
     """The id of a condition (None fields = left out), or None when it was never created."""
-    q = select(Condition.id).where(
-        Condition.month.is_not_distinct_from(month),
-        Condition.hour.is_not_distinct_from(hour),
-        Condition.audio_source.is_not_distinct_from(audio_source),
-        Condition.caption_source.is_not_distinct_from(caption_source),
-    )
-    return session.scalar(q)
+    return session.scalar(select(FindCondition(*condition_args(condition))))
 
 
 # --------------------------------------------------------------------------- tiles

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from geoalchemy2 import Geometry
 from pgvector.sqlalchemy import Vector
-from sqlalchemy import BigInteger, Double, Integer, Text, column
+from sqlalchemy import BigInteger, Double, Integer, Text, column, literal
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.functions import GenericFunction
 from sqlalchemy.sql.selectable import TableValuedAlias
+
+if TYPE_CHECKING:
+    from psm_model.condition import Condition
 
 
 class _PsmFunction(GenericFunction[Any]):
@@ -146,6 +150,13 @@ class ArraySend(GenericFunction[bytes]):
         super().__init__(*args, **kwargs)
 
 
+def condition_args(condition: Condition) -> tuple[ColumnElement[Any], ...]:
+    """A condition as the four typed arguments (month, hour, audio_source, caption_source) of our SQL functions."""
+    month, hour, audio_source, caption_source = condition.sql_args()
+    return (literal(month, Integer), literal(hour, Integer), literal(audio_source, Text),
+            literal(caption_source, Text))
+
+
 def _tile_columns(fn: GenericFunction[Any]) -> TableValuedAlias:
     return fn.table_valued(
         column("tile_id", BigInteger),
@@ -197,6 +208,6 @@ def rank_regions_gaussian_table(*args: Any) -> TableValuedAlias:
 __all__ = [
     "AnnVector", "ArraySend", "Csd", "FindCondition", "L2SquaredDistance", "MatchProbability",
     "RankRegions", "RankRegionsGaussian", "RankTiles", "RankTilesGaussian", "Region4326",
-    "RegionFromText", "RegionGeom", "rank_regions_gaussian_table", "rank_regions_table",
+    "RegionFromText", "RegionGeom", "condition_args", "rank_regions_gaussian_table", "rank_regions_table",
     "rank_tiles_gaussian_table", "rank_tiles_table",
 ]

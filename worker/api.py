@@ -13,10 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from psm_db.settings import Settings
-    from worker.embed import Limits
-
-Condition = tuple[int | None, int | None, str | None, str | None]
-"""(month, hour, audio_source, caption_source) of one metadata condition; None leaves it out."""
+    from psm_model.condition import Condition
 
 
 def send_task(name: str, job_id: str) -> str:
@@ -24,14 +21,6 @@ def send_task(name: str, job_id: str) -> str:
     from worker.celery import app as celery_app
 
     return str(celery_app.send_task(name, args=[job_id]).id)
-
-
-def embed_limits(settings: Settings) -> Limits:
-    """The region-size, chunk and batch limits of embedding jobs, from ``settings``."""
-    from worker.embed import Limits
-
-    return Limits(max_region_tiles=settings.max_region_tiles, chunk_tiles=settings.chunk_tiles,
-                  batch_size=settings.embed_batch_size)
 
 
 def submit_embed_region(conn: Any, settings: Settings, *, region: str, model_version: str,
@@ -46,11 +35,11 @@ def submit_embed_region(conn: Any, settings: Settings, *, region: str, model_ver
 
     Args:
         conn: A SQLAlchemy connection (or session) on the writer role (the job row is written on it).
-        settings: Supplies the limits (:func:`embed_limits`).
+        settings: Supplies the limits (:meth:`worker.plan.Limits.from_settings`).
         region: bbox, WKT or GeoJSON polygon, or a stored region set/name.
         model_version: A registered model version (or a unique prefix).
         zooms: Zoom levels to embed.
-        conditions: The metadata conditions to embed.
+        conditions: The metadata conditions to embed (:class:`psm_model.condition.Condition`).
         world_seed: Seed of the synthetic world the tiles are rendered from.
         imagery: ``world``, ``geotiff`` or ``folder``.
         imagery_path: The GeoTIFF/COG (file or URL) or folder (geotiff, folder).
@@ -62,16 +51,16 @@ def submit_embed_region(conn: Any, settings: Settings, *, region: str, model_ver
         ValueError, LookupError, FileNotFoundError: On a request the workers refuse (kept as a
             failed job when it gets as far as the planner).
     """
-    from worker.embed import ConditionSpec, EmbedRequest, submit
+    from worker.embed import EmbedRequest, Limits, submit
     from worker.imagery import ImagerySpec
 
     request = EmbedRequest(
         region=region, model_version=model_version, zooms=tuple(int(z) for z in zooms),
         imagery=ImagerySpec(kind=imagery, path=imagery_path or None, seed=int(world_seed),
                             bands=tuple(bands) if bands else None, min_valid=float(min_valid)),
-        conditions=tuple(ConditionSpec(*c) for c in conditions),
+        conditions=tuple(conditions),
     )
-    job_id, plan = submit(conn, request, embed_limits(settings), lambda j: send("psm.embed_region", j))
+    job_id, plan = submit(conn, request, Limits.from_settings(settings), lambda j: send("psm.embed_region", j))
     return str(job_id), plan
 
 

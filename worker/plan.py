@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import shapely
 from shapely.geometry.base import BaseGeometry
@@ -20,67 +20,21 @@ from psm_db.geometry import parse_region
 from psm_db.models import ModelVersion
 from psm_db.registry import get_model_version
 from psm_db.tiles import GridSpec, TileSet, bbox_tile_count, grid_tiles
-from psm_model.metadata import AUDIO_SOURCES, CAPTION_SOURCES, check_hour, check_month
+from psm_model.condition import Condition
 from worker.imagery import ImagerySource, ImagerySpec, open_source
+
+if TYPE_CHECKING:
+    from psm_db.settings import Settings
 
 # --------------------------------------------------------------------------- inputs
 
 
-@dataclass(frozen=True)
-class ConditionSpec:
-    """A metadata condition; None leaves that metadata type out (masked in the fusion)."""
+ConditionSpec = Condition
+"""A job's metadata condition: :class:`psm_model.condition.Condition` (validated when built).
 
-    month: int | None = None
-    hour: int | None = None
-    audio_source: str | None = None
-    caption_source: str | None = None
-
-    def validated(self) -> ConditionSpec:
-        """A copy with checked and normalised values.
-
-        Raises:
-            ValueError: a month outside 1..12, an hour outside 0..23 or an unknown source.
-        """
-        audio = _check_source(self.audio_source, AUDIO_SOURCES, "audio source")
-        caption = _check_source(self.caption_source, CAPTION_SOURCES, "caption source")
-        return ConditionSpec(check_month(self.month), check_hour(self.hour), audio, caption)
-
-    @classmethod
-    def parse(cls, text: str) -> ConditionSpec:
-        """Parse ``month=5,hour=20,audio=inaturalist,caption=metadata`` (any part may be left out).
-
-        Raises:
-            ValueError: on an unknown key or a value that is not a number where one is needed.
-        """
-        values: dict[str, Any] = {}
-        keys = {"month": "month", "hour": "hour", "audio": "audio_source", "audio_source": "audio_source",
-                "caption": "caption_source", "caption_source": "caption_source"}
-        for part in filter(None, (p.strip() for p in text.split(","))):
-            key, sep, value = part.partition("=")
-            key = key.strip().lower()
-            if not sep or key not in keys:
-                raise ValueError(
-                    f"bad condition part {part!r} in {text!r}; use month=1..12, hour=0..23, "
-                    f"audio={'|'.join(AUDIO_SOURCES)}, caption={'|'.join(CAPTION_SOURCES)}"
-                )
-            value = value.strip()
-            if keys[key] in ("month", "hour"):
-                try:
-                    values[keys[key]] = int(value)
-                except ValueError as e:
-                    raise ValueError(f"{key} must be an integer, got {value!r}") from e
-            else:
-                values[keys[key]] = value or None
-        return cls(**values).validated()
-
-
-def _check_source(value: str | None, names: tuple[str, ...], what: str) -> str | None:
-    if value is None:
-        return None
-    key = str(value).strip().lower()
-    if key not in names:
-        raise ValueError(f"unknown {what} {value!r}; expected one of {', '.join(names)} (or leave it out)")
-    return key
+In a job's params a condition is the JSON object of :meth:`Condition.as_dict`
+(``{"month": 5, "hour": null, ...}``), as it always was.
+"""
 
 
 @dataclass(frozen=True)
@@ -101,7 +55,7 @@ class EmbedRequest:
     model_version: str
     zooms: tuple[int, ...] = (1,)
     imagery: ImagerySpec = field(default_factory=ImagerySpec)
-    conditions: tuple[ConditionSpec, ...] = (ConditionSpec(),)
+    conditions: tuple[Condition, ...] = (Condition(),)
     chunk_tiles: int | None = None
 
     def to_params(self) -> dict[str, Any]:
@@ -111,19 +65,23 @@ class EmbedRequest:
             "model_version": self.model_version,
             "zooms": list(self.zooms),
             "imagery": self.imagery.to_dict(),
-            "conditions": [asdict(c) for c in self.conditions],
+            "conditions": [c.as_dict() for c in self.conditions],
             "chunk_tiles": self.chunk_tiles,
         }
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> EmbedRequest:
-        """Rebuild from :meth:`to_params`."""
+        """Rebuild from :meth:`to_params`.
+
+        Raises:
+            ValueError: On a condition :class:`Condition` refuses.
+        """
         return cls(
             region=params["region"],
             model_version=params["model_version"],
             zooms=tuple(params.get("zooms") or (1,)),
             imagery=ImagerySpec.from_dict(params.get("imagery") or {}),
-            conditions=tuple(ConditionSpec(**c) for c in params.get("conditions") or [{}]),
+            conditions=tuple(Condition.from_dict(c) for c in params.get("conditions") or [{}]),
             chunk_tiles=params.get("chunk_tiles"),
         )
 
@@ -136,6 +94,12 @@ class Limits:
     chunk_tiles: int = 2_048
     batch_size: int = 256
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        """The limits the settings give (PSM_MAX_REGION_TILES, PSM_CHUNK_TILES, PSM_EMBED_BATCH_SIZE)."""
+        return cls(max_region_tiles=settings.max_region_tiles, chunk_tiles=settings.chunk_tiles,
+                   batch_size=settings.embed_batch_size)
+
 
 @dataclass
 class Plan:
@@ -147,7 +111,7 @@ class Plan:
     specs: list[GridSpec]
     chunks: list[tuple[int, int, int]]
     """(index into specs, start, stop) per chunk, in a fixed order."""
-    conditions: list[ConditionSpec]
+    conditions: list[Condition]
     min_valid: float = 0.5
     """Tiles with a smaller share of pixels holding data are skipped (:attr:`ImagerySpec.min_valid`)."""
 
@@ -220,7 +184,7 @@ def plan_job(conn: Db, request: EmbedRequest, limits: Limits) -> Plan:
         ValueError, LookupError, FileNotFoundError: each with a message that says what to fix.
     """
     region = resolve_region(request.region, conn)
-    conditions = [c.validated() for c in request.conditions]
+    conditions = list(request.conditions)
     if not conditions:
         raise ValueError("give at least one metadata condition (an empty one leaves all metadata out)")
     if len(set(conditions)) != len(conditions):

@@ -47,12 +47,6 @@ def open_db(settings: WorkerSettings) -> Iterator[Connection]:
         yield conn
 
 
-def limits_from(settings: WorkerSettings) -> embed.Limits:
-    """Job limits from the settings."""
-    return embed.Limits(max_region_tiles=settings.max_region_tiles, chunk_tiles=settings.chunk_tiles,
-                        batch_size=settings.embed_batch_size)
-
-
 def _backoff(retries: int) -> float:
     return float(min(30, 1 + 2 ** min(retries, 5)))
 
@@ -72,7 +66,7 @@ def embed_region(self: Any, job_id: str) -> dict[str, Any]:
     settings = get_worker_settings()
     try:
         with open_db(settings) as conn:
-            chunks = embed.prepare_job(conn, job_id, limits_from(settings))
+            chunks = embed.prepare_job(conn, job_id, embed.Limits.from_settings(settings))
     except TRANSIENT_ERRORS as e:
         log.warning("job %s: planning hit %s; retrying", job_id, e)
         raise self.retry(exc=e, countdown=_backoff(self.request.retries),
@@ -95,7 +89,7 @@ def embed_chunk(self: Any, job_id: str, chunk: int) -> dict[str, Any]:
 
     try:
         with open_db(settings) as conn:
-            result = embed.run_chunk(conn, job_id, chunk, limits_from(settings), device=settings.device,
+            result = embed.run_chunk(conn, job_id, chunk, embed.Limits.from_settings(settings), device=settings.device,
                                      progress=progress)
     except TRANSIENT_ERRORS as e:
         retries = self.request.retries

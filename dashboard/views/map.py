@@ -30,8 +30,7 @@ def embedded_hours(conds: list[dict[str, Any]], meta: widgets.Meta) -> list[int]
 
 def fetch(model: dict[str, Any], query: store.QueryKey, region: widgets.RegionChoice, meta: widgets.Meta) -> TileScores:
     """Scores of every tile of the region under ``meta`` (cached)."""
-    return store.map_scores(model["version"], query, region.wkt, meta.month, meta.hour, meta.audio_source,
-                            meta.caption_source, meta.zoom)
+    return store.map_scores(model["version"], query, region.wkt, meta.condition, meta.zoom)
 
 
 def map_key(model: dict[str, Any], query: store.QueryKey, region: widgets.RegionChoice, meta: widgets.Meta) -> str:
@@ -263,8 +262,7 @@ def page() -> None:
     with t1:
         st.subheader("Top regions")
         if region.set_name:
-            rows = store.rank_regions(model["version"], query, region.set_name, meta.month, meta.hour,
-                                      meta.audio_source, meta.caption_source, meta.zoom, 20)
+            rows = store.rank_regions(model["version"], query, region.set_name, meta.condition, meta.zoom, 20)
             st.dataframe(pd.DataFrame(rows), hide_index=True, key="top_regions")
         else:
             st.info("Load a region set to rank regions.")

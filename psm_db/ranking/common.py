@@ -16,6 +16,28 @@ METHODS = ("auto", "exact", "ann")
 AGGREGATES = ("mean", "max", "share")
 
 
+# --------------------------------------------------------------------------- queries
+
+
+@dataclass(frozen=True, eq=False)
+class Gaussian:
+    """A query Gaussian N(mu, diag(var)) of a model, not stored (typed text, an uploaded clip).
+
+    Every ranking takes either the id of a stored query or one of these; a stored query is
+    ranked as its Gaussian (:func:`psm_db.ranking.query_gaussian`).
+    """
+
+    model_version: str
+    mu: np.ndarray
+    """float32, the model's embedding size."""
+    var: np.ndarray
+    """sigma^2 (not log-variance), float32, the model's embedding size."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mu", np.asarray(self.mu, dtype=np.float32).ravel())
+        object.__setattr__(self, "var", np.asarray(self.var, dtype=np.float32).ravel())
+
+
 # --------------------------------------------------------------------------- result types
 
 
@@ -97,5 +119,5 @@ def check_choice(value: str, choices: Sequence[str], name: str) -> str:
     return value
 
 
-__all__ = ["AGGREGATES", "MAX_K", "METHODS", "MapScores", "RegionScore", "TileScore", "check_choice", "check_int",
+__all__ = ["AGGREGATES", "MAX_K", "METHODS", "Gaussian", "MapScores", "RegionScore", "TileScore", "check_choice", "check_int",
            "check_k"]

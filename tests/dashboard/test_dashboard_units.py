@@ -234,3 +234,36 @@ def test_read_area_mosaics_a_folder_and_keeps_nodata_black(tmp_path):
     assert share == 0.0 and img.max() == 0, "the nodata half of a.tif is black"
     img, share = rasters.read_area(ref, (e - 0.02, lat - 0.005, e + 0.02, lat + 0.005), 32)
     assert share > 0.95 and abs(float(img[..., 2].mean()) - 200) < 3, "a.tif and b.tif side by side"
+
+
+# --------------------------------------------------------------------------- metadata widgets
+
+
+def test_meta_holds_one_condition():
+    from dashboard.widgets import Meta, meta_from_widgets
+    from psm_model.condition import Condition
+
+    meta = meta_from_widgets(5, 20, "inaturalist", None, 1)
+    assert meta == Meta(Condition(5, 20, "inaturalist"), 1)
+    assert (meta.month, meta.hour, meta.audio_source, meta.caption_source, meta.zoom) == (5, 20, "inaturalist", None, 1)
+    assert meta.label() == "May · 20:00 · inaturalist · caption source left out · zoom 1"
+    assert meta.with_hour(6) == Meta(Condition(5, 6, "inaturalist"), 1)
+    assert meta.with_hour(None).label().startswith("May · hour left out")
+    assert meta_from_widgets(None, None, None, None, 2).label() == (
+        "month left out · hour left out · audio source left out · caption source left out · zoom 2")
+
+
+@pytest.mark.parametrize("values, message", [
+    ((13, 20, "inaturalist", None), "month 13 is out of range: month must be in 1..12, or leave it out"),
+    ((5, 24, "inaturalist", None), "hour 24 is out of range: hour must be in 0..23, or leave it out"),
+    ((5, 20, "spotify", None), "unknown audio source 'spotify'; expected one of yfcc"),
+    ((5, 20, None, "gpt"), "unknown caption source 'gpt'"),
+])
+def test_widget_values_are_checked_as_a_condition(values, message):
+    from dashboard.widgets import meta_from_widgets
+
+    with pytest.raises(ValueError, match=message):
+        meta_from_widgets(*values, 1)
+    if values[1] == 24:
+        with pytest.raises(ValueError, match=message):
+            meta_from_widgets(5, 20, "inaturalist", None, 1).with_hour(24)

@@ -14,11 +14,13 @@ from shapely.geometry import box
 from psm_db import ann, catalog, ranking
 from psm_db.errors import NotEmbeddedError
 from psm_db.regions import load_regions
+from psm_model.condition import FIELDS, Condition
 
 MODEL = "a1b2c3d4e5f6a7b8"
 OTHER = "ffee0000ffee0000"
 D = 16
 A, B = 4.0, 6.0
+C56 = Condition(month=5, hour=6)
 GRID = 40                      # GRID x GRID tiles of 0.1 deg from (-100, 40)
 LON0, LAT0, STEP = -100.0, 40.0, 0.1
 
@@ -137,7 +139,7 @@ def _in(seed, geom):
 
 
 def test_rank_tiles_exact_matches_numpy(seed, session):
-    rows = ranking.rank_tiles(session=session, query_id=seed.query_id, month=5, hour=6, k=25,
+    rows = ranking.rank_tiles(session=session, query_id=seed.query_id, condition=C56, k=25,
                               method="exact")
     ids, d = _exact(seed, 25)
     assert [r.tile_id for r in rows] == ids.tolist()
@@ -150,7 +152,7 @@ def test_rank_tiles_exact_matches_numpy(seed, session):
 
 def test_rank_tiles_in_region_keeps_only_tiles_inside(seed, session):
     region = box(-99.0, 41.0, -98.0, 42.0)
-    rows = ranking.rank_tiles(session=session, query_id=seed.query_id, region=region, month=5, hour=6, k=10)
+    rows = ranking.rank_tiles(session=session, query_id=seed.query_id, region=region, condition=C56, k=10)
     ids, _ = _exact(seed, 10, _in(seed, region))
     assert [r.tile_id for r in rows] == ids.tolist()
 
@@ -170,24 +172,24 @@ def test_region_in_another_srid_is_transformed(seed, session):
     to_merc = Transformer.from_crs(4326, 3857, always_xy=True).transform
     region = box(-99.0, 41.0, -98.0, 42.0)
     merc = shapely.transform(region, to_merc, interleaved=False)
-    a = ranking.rank_tiles(session=session, query_id=seed.query_id, region=region, month=5, hour=6, k=10)
-    b = ranking.rank_tiles(session=session, query_id=seed.query_id, region=merc, srid=3857, month=5, hour=6, k=10)
+    a = ranking.rank_tiles(session=session, query_id=seed.query_id, region=region, condition=C56, k=10)
+    b = ranking.rank_tiles(session=session, query_id=seed.query_id, region=merc, srid=3857, condition=C56, k=10)
     c = ranking.rank_tiles(session=session, query_id=seed.query_id, region=f"SRID=3857;{merc.wkt}",
-                           month=5, hour=6, k=10)
+                           condition=C56, k=10)
     assert [r.tile_id for r in a] == [r.tile_id for r in b] == [r.tile_id for r in c]
 
 
 def test_stored_region_by_set_and_name(seed, session):
-    by_name = ranking.rank_tiles(session=session, query_id=seed.query_id, region="squares/sq00", month=5, hour=6,
+    by_name = ranking.rank_tiles(session=session, query_id=seed.query_id, region="squares/sq00", condition=C56,
                                  k=10)
     by_geom = ranking.rank_tiles(session=session, query_id=seed.query_id,
-                                 region=box(LON0, LAT0, LON0 + 2, LAT0 + 2), month=5, hour=6, k=10)
+                                 region=box(LON0, LAT0, LON0 + 2, LAT0 + 2), condition=C56, k=10)
     assert [r.tile_id for r in by_name] == [r.tile_id for r in by_geom] and by_name
-    m = ranking.map_scores(session=session, query_id=seed.query_id, region="squares/sq00", month=5, hour=6)
+    m = ranking.map_scores(session=session, query_id=seed.query_id, region="squares/sq00", condition=C56)
     assert len(m) == len(ranking.map_scores(session=session, query_id=seed.query_id,
-                                            region=box(LON0, LAT0, LON0 + 2, LAT0 + 2), month=5, hour=6))
+                                            region=box(LON0, LAT0, LON0 + 2, LAT0 + 2), condition=C56))
     with pytest.raises(ValueError, match="unknown stored region 'squares/nope'"):
-        ranking.rank_tiles(session=session, query_id=seed.query_id, region="squares/nope", month=5, hour=6)
+        ranking.rank_tiles(session=session, query_id=seed.query_id, region="squares/nope", condition=C56)
 
 
 def test_sql_transforms_srid_and_refuses_unknown_srid(seed, conn):
@@ -205,8 +207,8 @@ def test_ann_index_gives_the_exact_order(seed, session, key_type):
     entry = ann.build_ann_index(engine=seed.engine, model_version=MODEL, condition_id=seed.cond_a,
                                 key_type=key_type)
     assert entry.rows == len(seed.tile_ids) and entry.dim == D + 1 and entry.key_type == key_type
-    exact = ranking.rank_tiles(session=session, query_id=seed.query_id, month=5, hour=6, k=50, method="exact")
-    by_index = ranking.rank_tiles(session=session, query_id=seed.query_id, month=5, hour=6, k=50, method="ann")
+    exact = ranking.rank_tiles(session=session, query_id=seed.query_id, condition=C56, k=50, method="exact")
+    by_index = ranking.rank_tiles(session=session, query_id=seed.query_id, condition=C56, k=50, method="ann")
     recall = len({r.tile_id for r in by_index} & {r.tile_id for r in exact}) / 50
     assert recall >= 0.95
     assert [r.distance for r in by_index] == sorted(r.distance for r in by_index)
@@ -216,7 +218,7 @@ def test_ann_index_gives_the_exact_order(seed, session, key_type):
     assert shared and all(r.distance == pytest.approx(by_tile[r.tile_id], rel=1e-9) for r in shared)
     # a small region is ranked exactly even when asked for the index (fallback when the walk runs out)
     small = box(-99.0, 41.0, -98.8, 41.2)
-    rows = ranking.rank_tiles(session=session, query_id=seed.query_id, region=small, month=5, hour=6, k=4,
+    rows = ranking.rank_tiles(session=session, query_id=seed.query_id, region=small, condition=C56, k=4,
                               method="ann")
     assert [r.tile_id for r in rows] == _exact(seed, 4, _in(seed, small))[0].tolist()
     summary = {c.condition_id: c for c in catalog.list_conditions(session=session, model_version=MODEL)}
@@ -260,7 +262,7 @@ def test_rank_regions_aggregates_match_numpy(seed, session):
     thr = float(np.median(p))
     for agg, fn in (("mean", np.mean), ("max", np.max), ("share", lambda x: np.mean(x >= thr))):
         rows = ranking.rank_regions(session=session, query_id=seed.query_id, region_set="squares",
-                                    month=5, hour=6, agg=agg, threshold=thr)
+                                    condition=C56, agg=agg, threshold=thr)
         assert len(rows) == 4
         for r in rows:
             i, j = int(r.name[2]), int(r.name[3])
@@ -270,7 +272,7 @@ def test_rank_regions_aggregates_match_numpy(seed, session):
             assert r.uncertainty == pytest.approx(seed.var[inside].astype(np.float64).sum(1).mean(), rel=1e-5)
         assert [r.score for r in rows] == sorted((r.score for r in rows), reverse=True)
     frame = ranking.rank_regions_frame(session=session, query_id=seed.query_id, region_set="squares",
-                                       month=5, hour=6, k=2)
+                                       condition=C56, k=2)
     assert list(frame.columns) == ["region_id", "name", "score", "tile_count", "uncertainty"]
     assert len(frame) == 2
 
@@ -283,7 +285,7 @@ def test_rank_regions_sql(seed, conn):
 
 def test_map_scores_returns_every_tile_as_arrays(seed, session):
     region = box(-100.0, 40.0, -99.0, 41.0)
-    m = ranking.map_scores(session=session, query_id=seed.query_id, region=region, month=5, hour=6)
+    m = ranking.map_scores(session=session, query_id=seed.query_id, region=region, condition=C56)
     inside = _in(seed, region)
     assert len(m) == inside.sum() == 100
     order = np.argsort(m.tile_id)
@@ -295,7 +297,7 @@ def test_map_scores_returns_every_tile_as_arrays(seed, session):
     assert m.bounds.shape == (100, 4)
     assert np.all(m.bounds[:, 0] < m.lon) and np.all(m.lon < m.bounds[:, 2])
     assert m.to_frame().shape == (100, 10)
-    everything = ranking.map_scores(session=session, query_id=seed.query_id, month=5, hour=6)
+    everything = ranking.map_scores(session=session, query_id=seed.query_id, condition=C56)
     assert len(everything) == len(seed.tile_ids)
 
 
@@ -305,21 +307,21 @@ def test_map_scores_returns_every_tile_as_arrays(seed, session):
 def test_condition_never_embedded_names_the_command(seed, session):
     with pytest.raises(NotEmbeddedError, match=r"no embeddings for month=7.*psm embed-region --model "
                                                + MODEL + r".*--month 7"):
-        ranking.rank_tiles(session=session, query_id=seed.query_id, month=7)
+        ranking.rank_tiles(session=session, query_id=seed.query_id, condition=Condition(month=7))
     with pytest.raises(NotEmbeddedError, match="celery -A worker embed_region"):
-        ranking.rank_regions(session=session, query_id=seed.query_id, region_set="squares", month=7)
+        ranking.rank_regions(session=session, query_id=seed.query_id, region_set="squares", condition=Condition(month=7))
     with pytest.raises(NotEmbeddedError, match="psm embed-region"):
-        ranking.map_scores(session=session, query_id=seed.query_id, month=7)
+        ranking.map_scores(session=session, query_id=seed.query_id, condition=Condition(month=7))
 
 
 def test_region_not_embedded_for_a_condition(seed, session):
     east = box(-97.0, 40.0, -96.0, 44.0)      # condition B covers the west half only
     with pytest.raises(NotEmbeddedError, match="audio_source=aporee.*zoom 1.*--audio-source aporee"):
-        ranking.rank_tiles(session=session, query_id=seed.query_id, region=east, audio_source="aporee")
+        ranking.rank_tiles(session=session, query_id=seed.query_id, region=east, condition=Condition(audio_source="aporee"))
     with pytest.raises(NotEmbeddedError, match="zoom 3"):
-        ranking.rank_tiles(session=session, query_id=seed.query_id, month=5, hour=6, zoom=3)
+        ranking.rank_tiles(session=session, query_id=seed.query_id, condition=C56, zoom=3)
     west = ranking.rank_tiles(session=session, query_id=seed.query_id, region=box(-100, 40, -99, 41),
-                              audio_source="aporee", k=3)
+                              condition=Condition(audio_source="aporee"), k=3)
     assert len(west) == 3
 
 
@@ -332,8 +334,10 @@ def test_sql_not_embedded_raises_with_hint(seed, conn):
 
 def test_session_stays_usable_after_an_error(seed, session):
     with pytest.raises(ValueError):
-        ranking.rank_tiles(session=session, query_id=seed.query_id, month=13)
-    assert len(ranking.rank_tiles(session=session, query_id=seed.query_id, month=5, hour=6, k=2)) == 2
+        ranking.rank_tiles(session=session, query_id=seed.query_id, condition=Condition(month=13))
+    with pytest.raises(ValueError, match="zoom must be"):  # refused by the SQL function
+        ranking.rank_tiles(session=session, query_id=seed.query_id, condition=C56, zoom=0)
+    assert len(ranking.rank_tiles(session=session, query_id=seed.query_id, condition=C56, k=2)) == 2
 
 
 # --------------------------------------------------------------------------- bad input
@@ -362,9 +366,10 @@ def test_session_stays_usable_after_an_error(seed, session):
     ({"query_id": 999_999}, r"no stored query with id 999999"),
 ])
 def test_rank_tiles_bad_input(seed, session, kwargs, message):
-    args = {"session": session, "query_id": seed.query_id, "month": 5, "hour": 6, **kwargs}
+    kwargs = dict(kwargs)
+    fields = {"month": 5, "hour": 6, **{k: kwargs.pop(k) for k in FIELDS if k in kwargs}}
     with pytest.raises(ValueError, match=message):
-        ranking.rank_tiles(**args)
+        ranking.rank_tiles(session=session, **{"query_id": seed.query_id, **kwargs}, condition=Condition(**fields))
 
 
 def test_sql_bad_input_messages(seed, conn):
@@ -414,11 +419,11 @@ def test_unknown_model_and_query_have_their_own_errors(seed, session):
     with pytest.raises(UnknownModelError, match=f"unknown model version '00000000'; known versions: .*{MODEL}"):
         catalog.store_query(session=session, model_version="00000000", kind="text", mu=good, var=good)
     with pytest.raises(UnknownModelError):
-        ranking.condition_scores("00000000", good, good, None, month=None, hour=None, audio_source=None,
-                                 caption_source=None, zoom=1, session=session)
+        ranking.map_scores(session=session, gaussian=ranking.Gaussian("00000000", good, good))
     with pytest.raises(UnknownModelError):
-        ranking.rank_regions_vector("00000000", good, good, "squares", month=None, hour=None, audio_source=None,
-                                    caption_source=None, zoom=1, session=session)
+        ranking.rank_regions(session=session, gaussian=ranking.Gaussian("00000000", good, good), region_set="squares")
+    with pytest.raises(UnknownModelError):
+        ranking.rank_tiles(session=session, gaussian=ranking.Gaussian("00000000", good, good))
     with pytest.raises(UnknownModelError):
         ann.build_ann_index(engine=seed.engine, model_version="00000000", condition_id=seed.cond_a)
     with pytest.raises(UnknownQueryError, match="no stored query with id 999999"):
@@ -430,7 +435,7 @@ def test_unknown_model_and_query_have_their_own_errors(seed, session):
 
 def test_unknown_region_set(seed, session):
     with pytest.raises(ValueError, match="unknown region set 'nowhere'.*psm regions load"):
-        ranking.rank_regions(session=session, query_id=seed.query_id, region_set="nowhere", month=5, hour=6)
+        ranking.rank_regions(session=session, query_id=seed.query_id, region_set="nowhere", condition=C56)
     with pytest.raises(ValueError, match="unknown region set"):
         catalog.list_regions(session=session, region_set="nowhere")
     with pytest.raises(ValueError, match="threshold must be a probability"):
@@ -457,12 +462,12 @@ def test_hostile_strings_are_data(seed, session, evil):
                               text=evil, name=evil)
     assert catalog.get_query(session=session, query_id=qid).text == evil
     with pytest.raises(ValueError, match="unknown audio source"):
-        ranking.rank_tiles(session=session, query_id=seed.query_id, audio_source=evil)
+        ranking.rank_tiles(session=session, query_id=seed.query_id, condition=Condition(audio_source=evil))
     with pytest.raises(ValueError, match="unknown region set"):
         ranking.rank_regions(session=session, query_id=seed.query_id, region_set=evil)
     with pytest.raises(ValueError):
         ranking.rank_tiles(session=session, query_id=seed.query_id, region=evil)
-    assert len(ranking.rank_tiles(session=session, query_id=seed.query_id, month=5, hour=6, k=3)) == 3
+    assert len(ranking.rank_tiles(session=session, query_id=seed.query_id, condition=C56, k=3)) == 3
 
 
 def test_tables_survive_hostile_inputs(seed, conn):
@@ -483,7 +488,7 @@ def test_listings(seed, session):
     assert {q.id for q in catalog.list_queries(session=session, model_version=MODEL)} >= {seed.query_id}
     assert catalog.eval_runs(session=session) == [] or all(r.id for r in catalog.eval_runs(session=session))
     assert isinstance(catalog.jobs(session=session, limit=5), list)
-    frame = ranking.rank_tiles_frame(session=session, query_id=seed.query_id, month=5, hour=6, k=4)
+    frame = ranking.rank_tiles_frame(session=session, query_id=seed.query_id, condition=C56, k=4)
     assert list(frame.columns) == ["tile_id", "geom", "distance", "probability", "uncertainty"]
     assert frame["distance"].is_monotonic_increasing
 
@@ -519,10 +524,10 @@ def test_reader_can_rank_but_not_write(seed):
     reader = make_engine(_as(seed.url, "psm_reader"))
     try:
         with Session(reader) as s:
-            assert len(ranking.rank_tiles(session=s, query_id=seed.query_id, month=5, hour=6, k=3)) == 3
-            assert len(ranking.map_scores(session=s, query_id=seed.query_id, month=5, hour=6)) == GRID * GRID
+            assert len(ranking.rank_tiles(session=s, query_id=seed.query_id, condition=C56, k=3)) == 3
+            assert len(ranking.map_scores(session=s, query_id=seed.query_id, condition=C56)) == GRID * GRID
             assert len(ranking.rank_regions(session=s, query_id=seed.query_id, region_set="squares",
-                                            month=5, hour=6)) == 4
+                                            condition=C56)) == 4
             with pytest.raises(Exception, match="read-only|permission denied"):
                 catalog.store_query(session=s, model_version=MODEL, kind="text", mu=seed.q_mu, var=seed.q_var)
     finally:
@@ -578,6 +583,27 @@ def test_cli_rank_index_and_errors(seed, cli):
     assert out.exit_code == 1 and "never embedded" in out.output
     out = cli("list", "--model", MODEL)
     assert out.exit_code == 0 and "rooster" in out.output
+
+
+def test_cli_conditions(seed, cli):
+    """--condition TEXT is the same condition as the flags; bad ones are refused with what to fix."""
+    by_flags = cli("rank", seed.query_id, "--month", 5, "--hour", 6, "-k", 3)
+    by_text = cli("rank", seed.query_id, "--condition", "month=5, hour=6", "-k", 3)
+    assert by_flags.exit_code == by_text.exit_code == 0 and by_text.output == by_flags.output
+    assert cli("rank", seed.query_id, "-c", "audio=Aporee", "-k", 2).exit_code == 0
+    assert cli("index", "--model", MODEL, "--condition", "audio=aporee").exit_code == 0
+    for args, message in [
+        (("--hour", 24), "hour 24 is out of range: hour must be in 0..23, or leave it out"),
+        (("--audio-source", "spotify"), "unknown audio source 'spotify'; expected one of yfcc"),
+        (("--caption-source", "gpt"), "unknown caption source 'gpt'"),
+        (("--condition", "month=13"), "month 13 is out of range: month must be in 1..12"),
+        (("--condition", "weekday=3"), "bad condition part 'weekday=3'"),
+        (("--condition", "hour=noon"), "hour must be an integer in 0..23, got 'noon'"),
+        (("--condition", "month=5", "--hour", 6), "either as --condition 'month=5' or as --hour, not both"),
+    ]:
+        for command in (("rank", seed.query_id), ("index", "--model", MODEL)):
+            out = cli(*command, *args)
+            assert out.exit_code == 1 and message in " ".join(out.output.split()), (command, args, out.output)
 
 
 def test_embeddings_keep_mu_inline(conn):
@@ -639,18 +665,18 @@ def test_map_layout_is_cached_per_region_and_refreshed_when_tiles_arrive(fresh_d
         engine = make_engine(fresh_db_url)
         try:
             with Session(engine) as s:
-                first = ranking.map_scores(session=s, query_id=qid, region=region, month=5, hour=6)
-                again = ranking.map_scores(session=s, query_id=qid, region=region, month=5, hour=6)
+                first = ranking.map_scores(session=s, query_id=qid, region=region, condition=C56)
+                again = ranking.map_scores(session=s, query_id=qid, region=region, condition=C56)
                 assert len(first) == 4
                 np.testing.assert_array_equal(np.sort(first.tile_id), np.sort(again.tile_id))
                 np.testing.assert_allclose(first.distance[np.argsort(first.tile_id)],
                                            again.distance[np.argsort(again.tile_id)])
                 west = ranking.map_scores(session=s, query_id=qid, region=box(-0.1, -0.1, 1.9, 1.1),
-                                          month=5, hour=6)
+                                          condition=C56)
                 assert len(west) == 2  # another region gets its own layout
                 s.rollback()
                 add_tile(4)
-                later = ranking.map_scores(session=s, query_id=qid, region=region, month=5, hour=6)
+                later = ranking.map_scores(session=s, query_id=qid, region=region, condition=C56)
                 assert len(later) == 5
                 i = int(np.argmax(later.tile_id))
                 assert later.bounds[i].tolist() == [4.0, 0.0, 5.0, 1.0] and later.lon[i] == 4.5

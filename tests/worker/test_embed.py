@@ -181,10 +181,7 @@ def test_stored_region_by_set_and_name(db, conn):
         ({"imagery": ImagerySpec(kind="geotiff", path="/nonexistent/x.tif")}, FileNotFoundError, "does not exist"),
         ({"imagery": "nocrs"}, ValueError, "has no CRS"),
         ({"imagery": "junk"}, ValueError, "cannot read"),
-        ({"conditions": (ConditionSpec(month=0),)}, ValueError, "month must be"),
-        ({"conditions": (ConditionSpec(hour=25),)}, ValueError, "hour must be"),
-        ({"conditions": (ConditionSpec(audio_source="radio"),)}, ValueError, "unknown audio source"),
-        ({"conditions": (ConditionSpec(caption_source="gpt"),)}, ValueError, "unknown caption source"),
+        ({"conditions": (ConditionSpec(month=5), ConditionSpec(month=5))}, ValueError, "the same condition"),
         ({"zooms": (0,)}, ValueError, "zoom levels must be"),
     ],
 )
@@ -207,6 +204,58 @@ def test_bad_input_is_refused_before_anything_is_queued_or_written(db, conn, mod
     assert row[0] == "failed" and row[1].startswith("invalid request:")
     assert conn.execute("SELECT (SELECT count(*) FROM psm.tiles), (SELECT count(*) FROM psm.embeddings),"
                         " (SELECT count(*) FROM psm.tile_features)").fetchone() == before
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"month": 0}, r"month 0 is out of range: month must be in 1\.\.12"),
+        ({"hour": 25}, r"hour 25 is out of range: hour must be in 0\.\.23"),
+        ({"audio_source": "radio"}, "unknown audio source 'radio'"),
+        ({"caption_source": "gpt"}, "unknown caption source 'gpt'"),
+        ({"weekday": 3}, "unknown condition field"),
+    ],
+)
+def test_bad_conditions_are_refused_before_a_request_exists(db, conn, model_version, fields, message):
+    """A bad condition cannot be built; one in a stored job's params fails the job in the planner."""
+    from psm_db import jobs
+
+    if "weekday" not in fields:
+        with pytest.raises(ValueError, match=message):
+            ConditionSpec(**fields)
+    params = EmbedRequest(region="0.0,51.0,0.05,51.05", model_version=model_version.version,
+                          imagery=ImagerySpec(kind="world")).to_params()
+    assert params["conditions"] == [{"month": None, "hour": None, "audio_source": None, "caption_source": None}]
+    params["conditions"] = [fields]
+    with pytest.raises(ValueError, match=message):
+        EmbedRequest.from_params(params)
+    before = _count(conn, "SELECT count(*) FROM psm.embeddings")
+    job_id = jobs.create_job(db, "embed_region", params, model_version=model_version.version)
+    db.commit()
+    assert embed.prepare_job(db, str(job_id), LIMITS) == []
+    row = conn.execute("SELECT status, error FROM psm.jobs WHERE id = %s", (job_id,)).fetchone()
+    assert row[0] == "failed" and row[1].startswith("invalid request:")
+    assert _count(conn, "SELECT count(*) FROM psm.embeddings") == before
+
+
+def test_job_params_keep_their_json_form():
+    """Conditions are stored as they always were: an object of the four fields."""
+    old = {"region": "0,0,1,1", "model_version": "x", "zooms": [1], "imagery": {"kind": "world"},
+           "conditions": [{"month": 5, "hour": None, "audio_source": "iNaturalist", "caption_source": None}, {}],
+           "chunk_tiles": 8}
+    request = EmbedRequest.from_params(old)
+    assert request.conditions == (ConditionSpec(month=5, audio_source="inaturalist"), ConditionSpec())
+    assert request.to_params()["conditions"] == [
+        {"month": 5, "hour": None, "audio_source": "inaturalist", "caption_source": None},
+        {"month": None, "hour": None, "audio_source": None, "caption_source": None}]
+    assert EmbedRequest.from_params(request.to_params()) == request
+
+
+def test_limits_from_settings():
+    from psm_db.settings import Settings
+
+    s = Settings(max_region_tiles=123, chunk_tiles=45, embed_batch_size=6)
+    assert Limits.from_settings(s) == Limits(max_region_tiles=123, chunk_tiles=45, batch_size=6)
 
 
 EWKT_3857 = "SRID=3857;POLYGON((1 1,2 1,2 2,1 2,1 1))"

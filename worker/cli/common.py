@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
 
     from psm_db.settings import Settings
+    from psm_model.condition import Condition
 
 console = Console(stderr=True)
 """Progress, errors and messages (stderr: stdout carries only ids and tables)."""
@@ -56,6 +57,29 @@ def resolve_model(version: str) -> Any:
 
     with connect() as conn:
         return get_model_version(conn, version)
+
+
+CONDITION_HELP = ("a metadata condition, e.g. month=5,hour=20,audio=inaturalist,caption=metadata "
+                  "(instead of --month, --hour, --audio-source, --caption-source)")
+
+
+def condition(text: str | None, month: int | None, hour: int | None, audio_source: str | None,
+              caption_source: str | None) -> Condition:
+    """The condition of ``--condition TEXT`` or of the four flags (none given: every metadata left out).
+
+    Raises:
+        ValueError: On a bad condition, or both forms given.
+    """
+    from psm_model.condition import Condition
+
+    if text is None:
+        return Condition(month, hour, audio_source, caption_source)
+    flags = {"month": month, "hour": hour, "audio_source": audio_source, "caption_source": caption_source}
+    given = [k for k, v in flags.items() if v is not None]
+    if given:
+        named = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise ValueError(f"give the condition either as --condition {text!r} or as {named}, not both")
+    return Condition.parse(text)
 
 
 def fail(message: str) -> typer.Exit:

@@ -187,17 +187,17 @@ def embed_region_main(ctx: click.Context | None, **kw: Any) -> None:
     ``kw`` holds the values of :data:`EMBED_OPTIONS`. A request that does not validate is kept as
     a failed job and exits with status 2; a job that fails while ``--wait`` waits, with 1.
     """
-    from worker.api import embed_limits
-    from worker.embed import ConditionSpec, EmbedRequest, submit
+    from psm_model.condition import FIELDS, Condition
+    from worker.embed import EmbedRequest, Limits, submit
     from worker.imagery import ImagerySpec
 
     s = settings()
     celery_app = _celery_app(ctx)
     try:
-        conditions: list[ConditionSpec] = [ConditionSpec.parse(c) for c in kw["condition"]]
-        single = {k: kw[k] for k in ("month", "hour", "audio_source", "caption_source") if kw[k] is not None}
+        conditions: list[Condition] = [Condition.parse(c) for c in kw["condition"]]
+        single = {k: kw[k] for k in FIELDS if kw[k] is not None}
         if single or not conditions:
-            conditions.insert(0, ConditionSpec(**single))
+            conditions.insert(0, Condition(**single))
         if kw["bands"] and kw["imagery"] == "world":
             raise ValueError("--bands picks bands of a GeoTIFF or folder source (--imagery geotiff|folder); "
                              "the world renderer has no bands to choose")
@@ -221,7 +221,7 @@ def embed_region_main(ctx: click.Context | None, **kw: Any) -> None:
 
     try:
         with connect(s.db_url) as conn:
-            job_id, plan = submit(conn, request, embed_limits(s), send)
+            job_id, plan = submit(conn, request, Limits.from_settings(s), send)
     except (ValueError, LookupError, FileNotFoundError) as e:
         console.print(f"[red]error:[/] {e}")
         console.print("nothing was queued; the rejected request is kept as a failed job")

@@ -8,19 +8,13 @@ from typing import Any
 
 import typer
 
-from worker.cli.common import console
+from worker.cli.common import CONDITION_HELP, console
+from worker.cli.common import condition as _condition
 from worker.cli.common import engine as _engine
 from worker.cli.common import fail as _fail
 from worker.cli.common import resolve_model as _resolve_model
 
 app = typer.Typer()
-
-
-def _tile_scores(data: dict[str, Any]) -> Any:
-    from psm_db.maps.scores import TileScores
-
-    return TileScores(data["tile_id"], data["lon"], data["lat"], data["xmin"], data["ymin"], data["xmax"],
-                      data["ymax"], data["probability"], data["distance"], data["var_sum"])
 
 
 @app.command("map")
@@ -37,6 +31,7 @@ def map_cmd(
     hour: int | None = typer.Option(None, "--hour"),
     audio_source: str | None = typer.Option(None, "--audio-source"),
     caption_source: str | None = typer.Option(None, "--caption-source"),
+    condition: str | None = typer.Option(None, "--condition", "-c", help=CONDITION_HELP),
     zoom: int = typer.Option(1, "--zoom"),
     layer: str = typer.Option("probability", "--layer", help="Layer of a .png: probability, var_sum or distance."),
 ) -> None:
@@ -44,10 +39,9 @@ def map_cmd(
     from sqlalchemy.orm import Session
 
     from psm_db.errors import NotEmbeddedError
-    from psm_db.geometry import parse_region
     from psm_db.maps.export import map_format, write_map
     from psm_db.maps.scores import TileScores
-    from psm_db.ranking import map_scores, map_scores_vector
+    from psm_db.ranking import Gaussian, map_scores
 
     if (query_id is None) == (text is None and audio is None):
         raise _fail("give either --query ID or a --text/--audio query (with --model), not both")
@@ -58,14 +52,11 @@ def map_cmd(
     except ValueError as e:
         raise _fail(str(e)) from e
     started = time.perf_counter()
-    condition: dict[str, Any] = {"month": month, "hour": hour, "audio_source": audio_source,
-                                 "caption_source": caption_source}
     try:
+        wanted = _condition(condition, month, hour, audio_source, caption_source)
         with Session(_engine()) as session:
             if query_id is not None:
-                m = map_scores(session=session, query_id=query_id, region=region, zoom=zoom, **condition)
-                scores = TileScores(m.tile_id, m.lon, m.lat, m.bounds[:, 0], m.bounds[:, 1], m.bounds[:, 2],
-                                    m.bounds[:, 3], m.probability, m.distance, m.var_sum)
+                query: dict[str, Any] = {"query_id": query_id}
                 label = f"query {query_id}"
             else:
                 from psm_model import encode_query, load_checkpoint
@@ -74,13 +65,14 @@ def map_cmd(
                 version = _resolve_model(model)
                 loaded, _ = load_checkpoint(version.checkpoint_path)
                 _kind, mu, var = encode_query(loaded, text=text, audio=audio)
-                geom = parse_region(region, db=session)
-                data = map_scores_vector(version.version, mu, var, geom, zoom=zoom, session=session, **condition)
-                scores = _tile_scores(data)
+                query = {"gaussian": Gaussian(version.version, mu, var)}
                 label = text if text is not None else str(audio)
+            m = map_scores(session=session, **query, region=region, zoom=zoom, condition=wanted)
+        scores = TileScores(m.tile_id, m.lon, m.lat, m.bounds[:, 0], m.bounds[:, 1], m.bounds[:, 2],
+                            m.bounds[:, 3], m.probability, m.distance, m.var_sum)
         fetched = time.perf_counter()
         tags = {"query": label, "region": region, "zoom": zoom,
-                **{k: v for k, v in condition.items() if v is not None}}
+                **{k: v for k, v in wanted.as_dict().items() if v is not None}}
         title = f"{label} · " + ", ".join(f"{k}={v}" for k, v in tags.items() if k not in ("query",))
         path = write_map(out, scores, tags=tags, layer=layer, title=title)
     except (ValueError, LookupError, FileNotFoundError, NotEmbeddedError) as e:

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import typer
 from rich.table import Table
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from worker.cli.common import CONDITION_HELP
+from worker.cli.common import condition as _condition
 from worker.cli.common import engine as _engine
 from worker.cli.common import fail as _fail
 from worker.cli.common import out_console as console
@@ -50,6 +51,7 @@ def index(
     hour: int | None = typer.Option(None, "--hour"),
     audio_source: str | None = typer.Option(None, "--audio-source"),
     caption_source: str | None = typer.Option(None, "--caption-source"),
+    condition: str | None = typer.Option(None, "--condition", "-c", help=CONDITION_HELP),
     all_conditions: bool = typer.Option(False, "--all", help="Index every embedded condition."),
     m: int = typer.Option(8, "--m", help="HNSW graph degree (8 suits low-dimensional model embeddings)."),
     ef_construction: int = typer.Option(64, "--ef-construction"),
@@ -59,9 +61,8 @@ def index(
 ) -> None:
     """Build the HNSW index of one (model, condition), or of every embedded condition."""
     from psm_db.ann import build_ann_index
-    from psm_db.catalog import list_conditions
+    from psm_db.catalog import find_condition_id, list_conditions
     from psm_db.errors import NotEmbeddedError
-    from psm_db.functions import FindCondition
 
     try:
         version = _resolve_model(model).version
@@ -70,10 +71,11 @@ def index(
             if all_conditions:
                 ids = [c.condition_id for c in list_conditions(session=session, model_version=version)]
             else:
-                cid = session.scalar(select(FindCondition(month, hour, audio_source, caption_source)))
+                wanted = _condition(condition, month, hour, audio_source, caption_source)
+                cid = find_condition_id(wanted, session=session)
                 if cid is None:
                     raise NotEmbeddedError(
-                        "that condition was never embedded; run psm embed-region first")
+                        f"the condition {wanted} was never embedded; run psm embed-region first")
                 ids = [cid]
         for cid in ids:
             entry = build_ann_index(engine=engine, model_version=version, condition_id=cid, m=m,
@@ -116,6 +118,7 @@ def rank(
     hour: int | None = typer.Option(None, "--hour"),
     audio_source: str | None = typer.Option(None, "--audio-source"),
     caption_source: str | None = typer.Option(None, "--caption-source"),
+    condition: str | None = typer.Option(None, "--condition", "-c", help=CONDITION_HELP),
     zoom: int = typer.Option(1, "--zoom"),
     k: int = typer.Option(20, "-k", "--k"),
     agg: str = typer.Option("mean", "--agg", help="Region aggregate: mean, max or share."),
@@ -126,11 +129,11 @@ def rank(
     from psm_db.ranking import rank_regions, rank_tiles
 
     try:
+        wanted = _condition(condition, month, hour, audio_source, caption_source)
         with Session(_engine()) as session:
             if region_set is not None:
                 regions = rank_regions(session=session, query_id=query_id, region_set=region_set,
-                                       month=month, hour=hour, audio_source=audio_source,
-                                       caption_source=caption_source, zoom=zoom, k=k, agg=agg)
+                                       condition=wanted, zoom=zoom, k=k, agg=agg)
                 table = Table("rank", "region", f"score ({agg})", "tiles", "mean sum sigma^2")
                 rows = [{"rank": i, "region_id": r.region_id, "region": r.name, "score": r.score, "agg": agg,
                          "tile_count": r.tile_count, "uncertainty": r.uncertainty}
@@ -138,8 +141,7 @@ def rank(
                 for i, r in enumerate(regions, 1):
                     table.add_row(str(i), r.name, f"{r.score:.4g}", str(r.tile_count), f"{r.uncertainty:.4g}")
             else:
-                tiles = rank_tiles(session=session, query_id=query_id, region=region, month=month,
-                                   hour=hour, audio_source=audio_source, caption_source=caption_source,
+                tiles = rank_tiles(session=session, query_id=query_id, region=region, condition=wanted,
                                    zoom=zoom, k=k)
                 table = Table("rank", "tile", "lon", "lat", "CSD", "probability", "sum sigma^2")
                 rows = [{"rank": i, "tile_id": t.tile_id, "lon": t.geom.centroid.x, "lat": t.geom.centroid.y,
