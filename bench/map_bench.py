@@ -28,8 +28,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
@@ -38,7 +36,9 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 from dashboard_bench import HOURS, TEXT, create_db, drop_db, seed  # noqa: E402
 
-CONDITION = {"month": 5, "hour": HOURS[1], "audio_source": "inaturalist", "caption_source": None}
+from psm_model.condition import Condition  # noqa: E402
+
+CONDITION = Condition(month=5, hour=HOURS[1], audio_source="inaturalist")
 
 
 def _median(xs: list[float]) -> float:
@@ -76,25 +76,30 @@ def server_side(url: str, query_id: int, repeat: int, out_dir: Path) -> dict[str
     engine = make_engine(url)
     times: dict[str, list[float]] = {}
 
-    def timed(name: str, fn):  # type: ignore[no-untyped-def]
-        t = time.perf_counter()
-        out = fn()
-        times.setdefault(name, []).append(time.perf_counter() - t)
-        return out
-
-    for _ in range(repeat):
+    def once() -> tuple[TileScores, str]:
         with Session(engine) as session:
-            m = timed("scores (map_scores, stored query)",
-                      lambda s=session: map_scores(session=s, query_id=query_id, zoom=1, **CONDITION))
+            t = time.perf_counter()
+            m = map_scores(session=session, query_id=query_id, zoom=1, condition=CONDITION)
+            times.setdefault("scores (map_scores, stored query)", []).append(time.perf_counter() - t)
         scores = TileScores(m.tile_id, m.lon, m.lat, m.bounds[:, 0], m.bounds[:, 1], m.bounds[:, 2],
                             m.bounds[:, 3], m.probability, m.distance, m.var_sum)
         for suffix in (".tif", ".geojson", ".parquet", ".png"):
-            timed(f"write {suffix}", lambda sfx=suffix: write_map(out_dir / f"m{sfx}", scores))
-        raster = timed("rasterise", lambda: rasterise_bounds(scores.xmin, scores.ymin, scores.xmax, scores.ymax,
-                                                             scores.probability))
-        chart = timed("deck (build)", lambda r=raster: deckmap.deck(scores, r, layer="probability", vmin=0.0,
-                                                                    vmax=1.0))
-        payload = timed("deck (JSON)", lambda c=chart: c.to_json())
+            t = time.perf_counter()
+            write_map(out_dir / f"m{suffix}", scores)
+            times.setdefault(f"write {suffix}", []).append(time.perf_counter() - t)
+        t = time.perf_counter()
+        raster = rasterise_bounds(scores.xmin, scores.ymin, scores.xmax, scores.ymax, scores.probability)
+        times.setdefault("rasterise", []).append(time.perf_counter() - t)
+        t = time.perf_counter()
+        chart = deckmap.deck(scores, raster, layer="probability", vmin=0.0, vmax=1.0)
+        times.setdefault("deck (build)", []).append(time.perf_counter() - t)
+        t = time.perf_counter()
+        payload = chart.to_json()
+        times.setdefault("deck (JSON)", []).append(time.perf_counter() - t)
+        return scores, payload
+
+    for _ in range(repeat):
+        scores, payload = once()
     engine.dispose()
     os.environ["PSM_DATABASE_URL"] = url
     get_settings.cache_clear()
@@ -102,7 +107,9 @@ def server_side(url: str, query_id: int, repeat: int, out_dir: Path) -> dict[str
     args = ["map", "--query", str(query_id), "--region", "-91,40,-87.8,43.2", "--month", "5", "--hour",
             str(HOURS[1]), "--audio-source", "inaturalist", "--out", str(out_dir / "cli.tif")]
     for _ in range(repeat):
-        r = timed("psm map -> .tif (whole command)", lambda: runner.invoke(app, args))
+        t = time.perf_counter()
+        r = runner.invoke(app, args)
+        times.setdefault("psm map -> .tif (whole command)", []).append(time.perf_counter() - t)
         assert r.exit_code == 0, r.output
     return {"tiles": len(scores), "deck_json_mb": len(payload) / 1e6,
             "medians": {k: _median(v) for k, v in times.items()}, "runs": repeat}

@@ -10,8 +10,25 @@ import pyogrio
 import pytest
 import rasterio
 import shapely
-from conftest import HOURS, INSECTS, MONTH, REGIONS, SOURCE
 from typer.testing import CliRunner
+
+
+def _seed_facts():  # type: ignore[no-untyped-def]
+    """The seed's constants, from this folder's conftest (the name "conftest" is shared by every folder)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("dashboard_seed_facts", Path(__file__).with_name("conftest.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+_SEED = _seed_facts()
+HOURS, INSECTS, MONTH, REGIONS, SOURCE = _SEED.HOURS, _SEED.INSECTS, _SEED.MONTH, _SEED.REGIONS, _SEED.SOURCE
 
 CONDITION = ["--month", str(MONTH), "--hour", str(HOURS[1]), "--audio-source", SOURCE]
 REGION = "-91,40,-88,41"
