@@ -119,3 +119,39 @@ def test_query_rank_and_list_speak_json(dash_env, seeded):
     r = runner.invoke(app, ["query", "list", "--json"])
     listed = json.loads(r.stdout)
     assert seeded.query_id in {q["id"] for q in listed} and all("model_version" in q for q in listed)
+
+
+def test_qgis_path_map_tiles_as_the_reader(seeded):
+    """psm.map_tiles: valid SRID-4326 polygons with the scores psm map writes, callable by psm_reader."""
+    import psycopg
+    from sqlalchemy.orm import Session
+
+    from psm_db.engine import make_engine
+    from psm_db.ranking import map_scores
+    from psm_model import Condition
+
+    scheme, rest = seeded.db_url.split("://", 1)
+    reader = f"{scheme}://psm_reader@{rest.split('@', 1)[1]}"
+    with psycopg.connect(reader) as c:
+        rows = c.execute(
+            "SELECT tile_id, ST_IsValid(geom), ST_SRID(geom), GeometryType(geom), probability, uncertainty,"
+            " distance, ST_XMin(geom), ST_YMax(geom) FROM psm.map_tiles(%s, p_month => %s, p_hour => %s,"
+            " p_audio_source => %s)", (seeded.query_id, MONTH, HOURS[1], SOURCE)).fetchall()
+        with pytest.raises(psycopg.errors.NoDataFound, match="no stored query 999999"):
+            c.execute("SELECT * FROM psm.map_tiles(999999)")
+        c.rollback()
+        with pytest.raises(psycopg.Error, match="embed"):
+            c.execute("SELECT * FROM psm.map_tiles(%s, p_month => 7)", (seeded.query_id,))
+    assert len(rows) == 300 and all(r[1] and r[2] == 4326 and r[3] == "POLYGON" for r in rows)
+    engine = make_engine(seeded.db_url)
+    try:
+        with Session(engine) as s:
+            m = map_scores(session=s, query_id=seeded.query_id,
+                           condition=Condition(month=MONTH, hour=HOURS[1], audio_source=SOURCE))
+    finally:
+        engine.dispose()
+    assert [r[0] for r in rows] == m.tile_id.tolist()
+    np.testing.assert_allclose([r[4] for r in rows], m.probability, rtol=1e-9)
+    np.testing.assert_allclose([r[5] for r in rows], m.var_sum, rtol=1e-9)
+    np.testing.assert_allclose([r[6] for r in rows], m.distance, rtol=1e-9)
+    np.testing.assert_allclose([(r[7], r[8]) for r in rows], m.bounds[:, [0, 3]])

@@ -203,7 +203,7 @@ def test_0008_adds_the_gaussian_forms_and_its_downgrade_restores_0007(fresh_db_u
     with psycopg.connect(fresh_db_url) as c:
         at_0007 = _functions(c)
     assert not GAUSSIAN_FORMS & {f[0] for f in at_0007.values()}
-    migrate.upgrade(fresh_db_url)
+    migrate.upgrade(fresh_db_url, "0008")
     assert migrate.current(fresh_db_url) == "0008"
     with psycopg.connect(fresh_db_url) as c:
         at_0008 = _functions(c)
