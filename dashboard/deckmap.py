@@ -43,11 +43,26 @@ COASTLINES = Path(psm_db.maps.__file__).resolve().parent / "coastlines.geojson"
 MAX_LAT = 85.05112878
 """Web Mercator's latitude limit."""
 TOOLTIP = {
-    "html": "<b>tile {tile_id}</b><br/>probability {p}<br/>uncertainty (sum σ²) {u}<br/>{lat}°N, {lon}°E",
+    "html": "<b>tile {id}</b><br/>probability {p}<br/>uncertainty (sum σ²) {u}<br/>{s} to {n}°N, {w} to {e}°E",
     "style": {"backgroundColor": "#1f2430", "color": "white", "fontSize": "12px"},
 }
 TILE_LAYER = "tiles"
 """Id of the pickable tile layer: ``selection["indices"][TILE_LAYER]`` holds the clicked tile."""
+
+
+class CompactDeck(pdk.Deck):  # type: ignore[misc]
+    """A Deck whose JSON has no indentation: pydeck indents by two spaces, which more than doubles
+    the size of a large tile layer (what Streamlit sends to the browser)."""
+
+    def to_json(self) -> str:
+        from pydeck.bindings.json_tools import default_serialize
+
+        return json.dumps(self, default=default_serialize, separators=(",", ":"))
+
+
+def _significant(x: np.ndarray, digits: int = 3) -> list[float]:
+    """Values rounded to ``digits`` significant digits (tiny probabilities stay readable)."""
+    return [float(f"{v:.{digits}g}") for v in np.asarray(x, dtype=np.float64)]
 
 
 def _mercator_y(lat: np.ndarray | float) -> np.ndarray:
@@ -125,13 +140,15 @@ def view_state(bounds: Sequence[float], width_px: int = 900, height_px: int = 52
 
 
 def tile_frame(scores: TileScores) -> pd.DataFrame:
-    """The pickable tiles' data: id, footprint, centre and scores (rounded for the tooltip)."""
+    """The pickable tiles' data: id, footprint (which the tooltip shows as its place) and scores.
+
+    Short names and rounded numbers: this is most of what the browser receives for a large map.
+    """
     return pd.DataFrame({
-        "tile_id": scores.tile_id.astype(np.int64),
-        "w": np.round(scores.xmin, 5), "s": np.round(scores.ymin, 5),
-        "e": np.round(scores.xmax, 5), "n": np.round(scores.ymax, 5),
-        "lon": np.round(scores.lon, 4), "lat": np.round(scores.lat, 4),
-        "p": np.round(scores.probability, 4), "u": np.round(scores.var_sum, 4),
+        "id": scores.tile_id.astype(np.int64),
+        "w": np.round(scores.xmin, 4), "s": np.round(scores.ymin, 4),
+        "e": np.round(scores.xmax, 4), "n": np.round(scores.ymax, 4),
+        "p": _significant(scores.probability), "u": _significant(scores.var_sum, 4),
     })
 
 
@@ -182,8 +199,8 @@ def deck(
             data=[{"lon": float(scores.lon[chosen]), "lat": float(scores.lat[chosen])}],
             get_position=["lon", "lat"], get_radius=9, radius_units="'pixels'", stroked=True, filled=False,
             get_line_color=[230, 30, 30], line_width_min_pixels=3))
-    return pdk.Deck(layers=layers, initial_view_state=view_state((w, s, e, n), height_px=height_px),
-                    map_provider=None, map_style=None, tooltip=TOOLTIP)  # type: ignore[arg-type]
+    return CompactDeck(layers=layers, initial_view_state=view_state((w, s, e, n), height_px=height_px),
+                       map_provider=None, map_style=None, tooltip=TOOLTIP)
 
 
 def picked_tile(event: Any, scores: TileScores) -> int | None:
