@@ -79,7 +79,7 @@ def test_constraints_are_the_working_environments_closure():
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-@pytest.mark.parametrize("path", ["scripts/bootstrap.sh"])
+@pytest.mark.parametrize("path", ["scripts/bootstrap.sh", "docker/app.Dockerfile"])
 def test_installs_use_the_constraints_file(path):
     text = (ROOT / path).read_text()
     assert re.search(r"pip[^\n]* install[^\n]*-c [^\n]*constraints\.txt", text), f"{path} does not install with -c constraints.txt"
