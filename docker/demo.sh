@@ -7,7 +7,7 @@
 # the stack on the same queue.
 #   PSM_DEMO_SAMPLES (5000), PSM_DEMO_TRAIN_MINUTES (3), PSM_DEMO_FAST=1 (tiny world and preset).
 set -euo pipefail
-cd /app
+cd "$(dirname "${BASH_SOURCE[0]}")/.."   # /app in the image
 if [ "${PSM_DEMO_FAST:-0}" = "1" ]; then
   NAME=compose-fast; PRESET=tiny; SAMPLES="${PSM_DEMO_SAMPLES:-400}"; CLIP=1; IMG=32
   TRAIN_ARGS=(--epochs 1 --threads 1)

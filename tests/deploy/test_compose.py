@@ -269,3 +269,39 @@ def test_demo_script_calls_existing_commands_and_options():
                 assert o in opts, f"{array}: psm {command} has no option {o}"
     # the embedding needs a worker: the script starts one on the image's celery
     assert "celery -A worker worker" in (ROOT / "docker" / "demo.sh").read_text()
+
+
+@pytest.mark.slow
+def test_demo_job_script_fills_a_database(session_database, settings, tmp_path):
+    """docker/demo.sh in its fast mode, outside Docker, on the real services: the job the demo
+    profile runs leaves a model, an eval run, embeddings, the demo regions and three queries;
+    a second run reuses all of it."""
+    import os
+    import subprocess
+    import sys
+    import uuid
+
+    import psycopg
+
+    db_url = session_database("psm_demojob")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "PSM_HOME": str(tmp_path / "home"), "PSM_DATABASE_URL": db_url, "PSM_BROKER_URL": settings.broker,
+           "PSM_RESULT_BACKEND": settings.results, "PSM_QUEUE": f"psm-demojob-{uuid.uuid4().hex[:8]}",
+           "PSM_DEMO_FAST": "1", "PSM_TORCH_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    for run in (1, 2):
+        log = tmp_path / f"demo{run}.log"
+        with open(log, "w") as out:
+            proc = subprocess.run(["bash", str(DOCKER / "demo.sh")], cwd=tmp_path, env=env, stdout=out,
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=600)
+        text = log.read_text()
+        assert proc.returncode == 0, text[-4000:]
+        assert "==> " in text and "done: the dashboard is on" in text
+    assert text.count("reusing") == 4, text[-3000:]
+    with psycopg.connect(db_url) as c:
+        models, evals, emb, conds, regions, queries = c.execute(
+            "SELECT (SELECT count(*) FROM psm.model_versions), (SELECT count(*) FROM psm.eval_runs),"
+            " (SELECT count(*) FROM psm.embeddings), (SELECT count(DISTINCT condition_id) FROM psm.embeddings),"
+            " (SELECT count(*) FROM psm.regions WHERE set_name = 'demo'), (SELECT count(*) FROM psm.queries)"
+        ).fetchone()
+    assert (models, evals, conds, queries) == (1, 1, 4, 3)
+    assert emb > 100 and regions > 0
