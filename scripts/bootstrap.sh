@@ -7,10 +7,20 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${PSM_VENV:-$ROOT/.venv}"
 PG_MAJOR="${PSM_PG_MAJOR:-15}"
-PYTHON="${PYTHON:-python3}"
+# Python 3.11 only (pyproject's requires-python): python3.11 where it exists, else python3.
+PYTHON="${PYTHON:-$(command -v python3.11 || echo python3)}"
+# The torch wheel index; empty means PyPI (on Linux its wheel is the CUDA build). For a CPU-only
+# machine: PSM_TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+TORCH_INDEX_URL="${PSM_TORCH_INDEX_URL:-}"
 WITH_BROWSER="${PSM_WITH_BROWSER:-1}"
 
 log() { printf '\033[1;34m[bootstrap]\033[0m %s\n' "$*"; }
+
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
+  echo "PSM needs Python 3.11 (pyproject requires-python); $PYTHON is $("$PYTHON" -V 2>&1 || echo missing)." >&2
+  echo "Install one (Debian 12: python3; Ubuntu 22.04: python3.11) and set PYTHON=/path/to/python3.11." >&2
+  exit 1
+fi
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
@@ -32,6 +42,16 @@ if command -v apt-get >/dev/null 2>&1; then
         redis-server build-essential libpq-dev sox)
   [ "$WITH_BROWSER" = "1" ] && pkgs+=(chromium chromium-driver)
   apt_install "${pkgs[@]}"
+
+  # venv needs ensurepip, which Debian ships apart (python3-venv, or python3.X-venv for a
+  # Python other than the system's python3).
+  if ! "$PYTHON" -c "import ensurepip" >/dev/null 2>&1; then
+    if [ "$("$PYTHON" -V 2>&1)" = "$(python3 -V 2>&1)" ]; then
+      apt_install python3-venv
+    else
+      apt_install python3.11-venv
+    fi
+  fi
 
   PG_CONFIG="/usr/lib/postgresql/$PG_MAJOR/bin/pg_config"
   SHAREDIR="$($PG_CONFIG --sharedir)"
@@ -61,15 +81,19 @@ else
 fi
 
 stamp="$VENV/.psm-installed"
+CONSTRAINTS="$ROOT/constraints.txt"  # the tested versions (scripts/constraints.py)
 if [ ! -x "$VENV/bin/python" ]; then
   log "creating virtual environment at $VENV"
   "$PYTHON" -m venv "$VENV"
 fi
-if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
-  log "installing the project into $VENV"
+if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ] || [ "$CONSTRAINTS" -nt "$stamp" ]; then
+  log "installing the project into $VENV (versions from constraints.txt)"
   "$VENV/bin/pip" install -q --upgrade pip >/dev/null
-  "$VENV/bin/pip" install -q "torch==2.13.0"
-  "$VENV/bin/pip" install -q -e "$ROOT[dev]"
+  if [ -n "$TORCH_INDEX_URL" ]; then
+    "$VENV/bin/pip" install -q --no-deps "torch==2.13.0" --index-url "$TORCH_INDEX_URL"
+  fi
+  "$VENV/bin/pip" install -q -c "$ROOT/constraints.txt" "torch==2.13.0"
+  "$VENV/bin/pip" install -q -c "$ROOT/constraints.txt" -e "$ROOT[dev]"
   touch "$stamp"
 fi
 log "ready: $VENV"

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 from typer.main import get_command
-from worker_helpers import CELERY, ROOT
+from worker_helpers import CELERY, PSM, ROOT
 
-from worker.cli import app, embed_region
+from worker.cli import app, embed_region, package_version
 from worker.cli.embed import EMBED_OPTIONS
 
 ARGV = ["--region", "0,51,0.1,51.1", "-m", "deadbeef", "-z", "1,3", "--zoom", "5", "--imagery", "geotiff",
@@ -80,6 +81,34 @@ def test_celery_subcommand_help_lists_the_table():
 def test_every_group_is_mounted():
     cli = get_command(app)
     assert list(cli.commands) == ["embed-region", "register-model", "job", "submit-train", "services", "db",  # type: ignore[attr-defined]
-                                  "query", "regions", "train", "eval", "world", "map"]
+                                  "query", "regions", "train", "eval", "world", "map", "dashboard"]
     assert set(cli.commands["query"].commands) == {"embed", "index", "list", "rank"}  # type: ignore[attr-defined]
     assert set(cli.commands["world"].commands) == {"build"}  # type: ignore[attr-defined]
+
+
+def test_version_prints_the_installed_package_version():
+    from importlib.metadata import version
+
+    out = subprocess.run([PSM, "--version"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"psm {version('psm-maps')}"
+    assert package_version() == version("psm-maps")
+    # eager: the version wins over a command and its required options
+    out = subprocess.run([PSM, "--version", "map"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.startswith("psm "), out.stderr
+
+
+def test_dashboard_command_runs_the_packages_app_headless():
+    import sys
+
+    import dashboard
+    from worker.cli.dashboard import app_path, streamlit_argv
+
+    assert app_path() == Path(dashboard.__file__).parent / "app.py"
+    argv = streamlit_argv(8600, "0.0.0.0", ["--theme.base", "dark"])
+    assert argv[:5] == [sys.executable, "-m", "streamlit", "run", str(app_path())]
+    opts = dict(zip(argv[5::2], argv[6::2], strict=True))
+    assert opts == {"--server.port": "8600", "--server.address": "0.0.0.0", "--server.headless": "true",
+                    "--browser.gatherUsageStats": "false", "--theme.base": "dark"}
+    ctx = get_command(app).commands["dashboard"].make_context("dashboard", ["--port", "9", "--x.y", "z"])  # type: ignore[attr-defined]
+    assert (ctx.params["port"], ctx.params["address"], ctx.args) == (9, "127.0.0.1", ["--x.y", "z"])

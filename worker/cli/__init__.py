@@ -14,6 +14,7 @@ module             commands
 ``eval``           ``psm eval``
 ``world``          ``psm world build``
 ``map``            ``psm map`` (a map file for a query and a region)
+``dashboard``      ``psm dashboard`` (serve the installed dashboard)
 =================  ===========================================================
 
 The command line is the one place that reads the settings (``worker.cli.common.settings``);
@@ -23,10 +24,12 @@ The command line is the one place that reads the settings (``worker.cli.common.s
 from __future__ import annotations
 
 import logging
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated
 
 import typer
 
-from worker.cli import db, embed, jobs, models, query, regions, services, train, world
+from worker.cli import dashboard, db, embed, jobs, models, query, regions, services, train, world
 from worker.cli import eval as eval_
 from worker.cli import map as map_
 from worker.cli.embed import embed_region
@@ -44,6 +47,31 @@ app.add_typer(train.app)
 app.add_typer(eval_.app)
 app.add_typer(world.app, name="world")
 app.add_typer(map_.app)
+app.add_typer(dashboard.app)
+
+DISTRIBUTION = "psm-maps"
+
+
+def package_version() -> str:
+    """The installed ``psm-maps`` version (importlib.metadata)."""
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:  # imported from a folder that was never installed
+        return "unknown (not installed)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"psm {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    _version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                           help="Print the installed psm-maps version and exit.")] = False,
+) -> None:
+    """PSM Maps: probabilistic soundscape maps."""
 
 
 def main() -> None:
@@ -52,4 +80,4 @@ def main() -> None:
     app()
 
 
-__all__ = ["app", "embed_region", "main"]
+__all__ = ["app", "embed_region", "main", "package_version"]
