@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     query_timeout_ms: int = 30_000
     pg_shared_buffers: str = "512MB"
     max_audio_seconds: float = 600.0
+    """The longest audio query clip (CLI and dashboard), in seconds."""
+    min_audio_seconds: float = 0.5
+    """The shortest audio query clip, in seconds."""
     task_soft_time_limit: int = 3_600
     task_time_limit: int = 3_900
 
