@@ -23,6 +23,9 @@ class WorkerSettings(Settings):
     """Seconds between a worker's scans for tasks whose worker died (their visibility timed out)."""
     task_max_retries: int = 20
     """Retries of a chunk on transient errors (database restart, deadlock, lost connection)."""
+    broker_connect_timeout: float = 4.0
+    """Seconds to wait for the broker (and the Redis result store) to answer a connection; a
+    submission fails after about twice this when they are down, instead of hanging."""
 
     @property
     def broker_visibility_timeout(self) -> int:
@@ -50,6 +53,7 @@ def create_app(settings: WorkerSettings | None = None) -> Celery:
         "visibility_timeout": s.broker_visibility_timeout,
         "unacked_restore_interval": max(1, s.restore_interval),
         "unacked_restore_throttle": 1,
+        "socket_connect_timeout": s.broker_connect_timeout,
     }
     app.conf.update(
         task_default_queue=s.queue,
@@ -67,6 +71,8 @@ def create_app(settings: WorkerSettings | None = None) -> Celery:
         broker_transport_options=transport,
         result_backend_transport_options=transport,
         broker_connection_retry_on_startup=True,
+        broker_connection_timeout=s.broker_connect_timeout,
+        redis_socket_connect_timeout=s.broker_connect_timeout,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         task_send_sent_event=False,

@@ -62,7 +62,8 @@ def submit(
     """Validate, create the job row and queue it with ``send(job_id) -> task_id``.
 
     Bad input is stored as a failed job (with the message) and re-raised; nothing is queued
-    and no tile or embedding is written.
+    and no tile or embedding is written. A ``send`` that fails (the broker is down) marks the
+    job failed with its message and re-raises.
     """
     # Fix the chunk size now: every worker must cut the region the same way.
     request = replace(request, chunk_tiles=int(request.chunk_tiles or limits.chunk_tiles))
@@ -78,10 +79,24 @@ def submit(
                    f"queued: {plan.total} tiles in {len(plan.chunks)} chunk(s), "
                    f"{len(plan.conditions)} condition(s)")
     conn.commit()
-    task_id = send(str(job_id))
+    task_id = send_or_fail(conn, job_id, send)
     jobs.set_task_id(conn, job_id, task_id)
     conn.commit()
     return job_id, plan
+
+
+def send_or_fail(conn: Connection, job_id: uuid.UUID, send: Callable[[str], str]) -> str:
+    """``send(job_id)``; when that fails (the broker is down), mark the job failed and re-raise.
+
+    The job row is committed before the task is sent (a worker may pick it up at once), so a
+    send that fails would otherwise leave it ``queued`` for ever.
+    """
+    try:
+        return send(str(job_id))
+    except Exception as e:
+        conn.rollback()
+        jobs.fail_job(conn, job_id, f"not queued: {e}")
+        raise
 
 
 def load_plan(conn: Connection, job_id: str, limits: Limits) -> tuple[dict[str, Any], Plan]:
@@ -342,5 +357,5 @@ def run_chunk(
 __all__ = [
     "ChunkResult", "ConditionSpec", "EmbedRequest", "Limits", "Plan", "ProgressFn", "cached_grid", "cached_source",
     "ensure_conditions", "expected_rows", "load_plan", "plan_job", "prepare_job", "resolve_region", "run_chunk",
-    "submit", "tiles_per_chunk_hint",
+    "send_or_fail", "submit", "tiles_per_chunk_hint",
 ]

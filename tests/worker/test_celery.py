@@ -252,3 +252,34 @@ def test_nodata_tiles_are_skipped_and_a_truncated_cog_fails_whole(db_url, model_
     counts = _table_counts(db_url, name, model_version.version)
     assert counts["tiles"] == counts["features"] == counts["embeddings"] == done  # failed chunks: nothing
     assert any(c["status"] == "failed" for c in states)
+
+
+@pytest.mark.parametrize("program, args", [
+    (PSM, ["embed-region", "--region", "0.0,51.0,0.02,51.02", "--model", "{model}"]),
+    (CELERY, ["-A", "worker", "embed_region", "--region", "0.0,51.0,0.02,51.02", "--model", "{model}"]),
+    (PSM, ["submit-train", "{dataset}", "--preset", "tiny"]),
+])
+def test_broker_down_at_submit_fails_fast_and_leaves_no_queued_job(db_url, model_version, queue_name, tmp_path,
+                                                                   program, args):
+    """Redis down: the command showed a traceback after ~25 s and the job row stayed queued for ever."""
+    port = _free_port()  # nothing listens there
+    broker = f"redis://127.0.0.1:{port}/0"
+    env = worker_env(db_url, queue_name, PSM_BROKER_URL=broker, PSM_RESULT_BACKEND=f"redis://127.0.0.1:{port}/1")
+    argv = [a.format(model=model_version.version, dataset=tmp_path) for a in args]
+    with connect(db_url) as conn:
+        before = {r[0] for r in conn.execute("SELECT id FROM psm.jobs")}
+    started = time.monotonic()
+    out = subprocess.run([program, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    elapsed = time.monotonic() - started
+    message = " ".join(out.stderr.split())
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr, out.stderr
+    assert f"cannot reach the Celery broker at {broker}" in message, message
+    assert "psm services up" in message and "nothing was queued" in message
+    assert elapsed < 10, f"took {elapsed:.1f} s"
+    with connect(db_url) as conn:
+        new = conn.execute("SELECT id, status, error FROM psm.jobs").fetchall()
+    new = [r for r in new if r[0] not in before]
+    assert len(new) == 1, new
+    assert new[0][1] == "failed" and f"cannot reach the Celery broker at {broker}" in new[0][2]  # not queued
+    print(f"broker down: error after {elapsed:.2f} s ({program.rsplit('/', 1)[-1]} {argv[0]})")

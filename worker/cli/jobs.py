@@ -29,9 +29,14 @@ def job_cmd(
         raise typer.Exit(2) from e
     db_url = settings().db_url
     if resume:
+        from psm_db.errors import BrokerUnavailableError
         from worker.api import send_task
 
-        task_id = send_task("psm.embed_region", job_id)
+        try:
+            task_id = send_task("psm.embed_region", job_id)
+        except BrokerUnavailableError as e:
+            console.print(f"[red]error:[/] {e}", soft_wrap=True)
+            raise typer.Exit(1) from e
         console.print(f"re-sent job {job_id} (task {task_id}); finished chunks are skipped")
     if wait:
         wait_for_job(db_url, job_id)
@@ -67,6 +72,7 @@ def train_cmd(
     wait: bool = typer.Option(False, help="show progress until the job finishes"),
 ) -> None:
     """Queue a psm.train job on the workers; prints the job id."""
+    from psm_db.errors import BrokerUnavailableError
     from worker.api import submit_training
 
     options = {"max_minutes": max_minutes} if max_minutes else {}
@@ -75,6 +81,10 @@ def train_cmd(
         with connect(db_url) as conn:
             job_id = submit_training(conn, dataset_dir=str(dataset_dir.resolve()), preset=preset, loss=loss,
                                      use_metadata=use_metadata, epochs=epochs, options=options, name=name)
+    except BrokerUnavailableError as e:
+        console.print(f"[red]error:[/] {e}", soft_wrap=True)
+        console.print("the job is kept as a failed job with this message")
+        raise typer.Exit(1) from e
     except (ValueError, FileNotFoundError) as e:
         console.print(f"[red]error:[/] {e}")
         raise typer.Exit(2) from e
