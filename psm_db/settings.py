@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     """The longest audio query clip (CLI and dashboard), in seconds."""
     min_audio_seconds: float = 0.5
     """The shortest audio query clip, in seconds."""
+    chunk_lease: float = 120.0
+    """Seconds a running chunk stays claimed without a heartbeat from its worker; after that it is
+    stale (its worker died) and a live worker re-queues it (``psm job`` shows stale chunks)."""
     task_soft_time_limit: int = 3_600
     task_time_limit: int = 3_900
 

@@ -241,6 +241,7 @@ def run_chunk(
     *,
     device: str = "auto",
     progress: ProgressFn | None = None,
+    worker: str | None = None,
 ) -> ChunkResult:
     """Embed one chunk of a job; safe to run twice or concurrently (idempotent writes).
 
@@ -250,7 +251,8 @@ def run_chunk(
     then write the chunk in one transaction: its tiles, features, embeddings and the chunk's
     success. A tile with less than the imagery's ``min_valid`` share of data is skipped (no
     tile, features or embeddings row) and counted in the job's result. Any error (e.g. a
-    truncated file) leaves nothing of the chunk behind.
+    truncated file) leaves nothing of the chunk behind. ``worker`` names who holds the chunk's
+    lease (:func:`psm_db.jobs.claim_chunk`); the caller keeps it renewed while this runs.
     """
     report = progress or (lambda done, total, msg: None)
     clock = [time.perf_counter()]
@@ -261,7 +263,7 @@ def run_chunk(
         seconds[step] = seconds.get(step, 0.0) + now - clock[0]
         clock[0] = now
 
-    previous = jobs.claim_chunk(conn, job_id, chunk)
+    previous = jobs.claim_chunk(conn, job_id, chunk, worker)
     if previous is None:
         raise LookupError(f"job {job_id} has no chunk {chunk}")
     job, plan = load_plan(conn, job_id, limits)

@@ -46,7 +46,13 @@ def job_cmd(
             console.print(f"[red]error:[/] job {job_id} does not exist")
             raise typer.Exit(1)
         events = jobs.job_events(conn, job_id)
+        lease = settings().chunk_lease
+        stale = jobs.stale_chunks(conn, job_id, lease) if row["status"] == "running" else []
     typer.echo(f"{row['id']} {row['kind']} {row['status']} {row['done']}/{row['total']} {row['message'] or ''}")
+    for c in stale:
+        typer.echo(f"stale: chunk {c['chunk']} is marked running on {c['worker'] or 'an unknown worker'} but sent "
+                   f"no heartbeat for {c['silent_s']:.0f} s (PSM_CHUNK_LEASE {lease:g} s): its worker is gone; "
+                   "a running worker re-queues it (start one if none runs)")
     result = row["result"] or {}
     if result.get("tiles_skipped_nodata"):
         min_valid = ((row["params"] or {}).get("imagery") or {}).get("min_valid", 0.5)
