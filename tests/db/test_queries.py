@@ -716,12 +716,13 @@ def embed_cli(seed, monkeypatch, tmp_path):
         c.commit()
     sent: list[str] = []
 
-    class App:
-        def send_task(self, name, args):
-            sent.append(args[0])
-            return type("Result", (), {"id": f"task-{len(sent)}"})()
+    def publish(app, name, args):
+        assert name == "psm.embed_region"
+        sent.append(args[0])
+        return f"task-{len(sent)}"
 
-    monkeypatch.setattr(embed_cli_module, "_celery_app", lambda ctx: App())
+    monkeypatch.setattr(embed_cli_module, "_celery_app", lambda ctx: None)
+    monkeypatch.setattr("worker.api.publish", publish)
     monkeypatch.setenv("PSM_DATABASE_URL", seed.url)
     get_settings.cache_clear()
     runner = CliRunner()
