@@ -285,7 +285,9 @@ def encode_audio(checkpoint_path: str, version: str, wave: np.ndarray, sample_ra
     """(mu, sigma^2) of an audio clip (``psm_model.encode_query``, as ``psm query embed``)."""
     from psm_model import encode_query
 
-    q = encode_query(load_model(checkpoint_path, version), audio=(wave, sample_rate))
+    s = get_settings()
+    q = encode_query(load_model(checkpoint_path, version), audio=(wave, sample_rate),
+                     max_audio_seconds=s.max_audio_seconds, min_audio_seconds=s.min_audio_seconds)
     return q.mu, q.var
 
 

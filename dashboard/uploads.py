@@ -24,8 +24,8 @@ def _clock(seconds: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
-def read_audio(name: str, data: bytes, max_seconds: float) -> tuple[np.ndarray, int]:
-    """Decode an uploaded audio file to mono float32, refusing empty, non-audio and too-long files.
+def read_audio(name: str, data: bytes, max_seconds: float, min_seconds: float = 0.0) -> tuple[np.ndarray, int]:
+    """Decode an uploaded audio file to mono float32, refusing empty, non-audio, too-long and too-short files.
 
     The length is read from the header before decoding, so a two-hour recording is refused
     without being decoded.
@@ -50,6 +50,11 @@ def read_audio(name: str, data: bytes, max_seconds: float) -> tuple[np.ndarray, 
         raise UploadError(
             f"The clip {name!r} is {_clock(seconds)} long; the limit is {_clock(max_seconds)} "
             f"(setting PSM_MAX_AUDIO_SECONDS = {max_seconds:g} s). Trim it and upload again."
+        )
+    if seconds < min_seconds:
+        raise UploadError(
+            f"The clip {name!r} is {seconds:.2f} s long; the shortest clip accepted is {min_seconds:g} s "
+            "(setting PSM_MIN_AUDIO_SECONDS). Upload a longer clip."
         )
     try:
         wave, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)

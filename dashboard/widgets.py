@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,32 +30,58 @@ from psm_model.metadata import AUDIO_SOURCES, CAPTION_SOURCES
 
 log = logging.getLogger(__name__)
 
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]<>#|~$@])|(?<=:)(//)|(?i:(?<![\w.])(www)\.)")
+"""What Markdown could make something of: emphasis, code, links and images (``[`` starts both, and
+Streamlit's ``:red[...]``), HTML and autolinks, headings, tables, strikethrough, LaTeX, e-mail
+addresses, and the bare ``http://`` and ``www.`` addresses GitHub's Markdown turns into links."""
+
+
+def _escape(m: re.Match[str]) -> str:
+    if m.group(1):
+        return "\\" + m.group(1)
+    if m.group(2):
+        return "\\/\\/"
+    return m.group(3) + "\\."
+
+
+def plain(text: object) -> str:
+    """``text`` escaped for Streamlit's Markdown, so it shows as typed (``st.caption``, ``st.error``...).
+
+    User text (a query, a region, a file name, an error that quotes them) goes through this before
+    any element that renders Markdown: ``[x](http://...)`` stays text rather than becoming a link,
+    ``![](http://...)`` fetches no image, and ``*``, ``_``, ``:red[...]`` and ``$...$`` are shown
+    as they are. Each escape is a backslash before an ASCII punctuation character, which
+    CommonMark shows as the character alone.
+    """
+    return _MARKDOWN.sub(_escape, str(text))
+
+
 def guard(body: Callable[[], None]) -> None:
     """Run a page body; show failures the user can fix as ``st.error`` instead of a traceback."""
     try:
         body()
     except DatabaseURLError as e:
-        st.error(f"Cannot use the database: {e}")
+        st.error(f"Cannot use the database: {plain(e)}")
     except OperationalError as e:
         st.error(
             "Cannot reach the database on the read-only role "
-            f"({get_settings().reader_url}): {str(e.orig).strip()[:300]}. Start it with "
+            f"({plain(get_settings().reader_url)}): {plain(str(e.orig).strip()[:300])}. Start it with "
             "`psm services up`, or set PSM_READER_DATABASE_URL."
         )
     except ProgrammingError as e:
         st.error(
-            f"The database schema is not what this dashboard expects: {str(e.orig).strip()[:300]}. "
+            f"The database schema is not what this dashboard expects: {plain(str(e.orig).strip()[:300])}. "
             "Run `psm db upgrade`."
         )
     except CheckpointError as e:
-        st.error(f"The model checkpoint cannot be loaded: {e}")
+        st.error(f"The model checkpoint cannot be loaded: {plain(e)}")
     except (NotEmbeddedError, UploadError) as e:
-        st.error(str(e))
+        st.error(plain(e))
 
 
 def show_error(e: BaseException, prefix: str = "") -> None:
     """One st.error for an exception the user can act on."""
-    st.error(f"{prefix}{e}")
+    st.error(f"{prefix}{plain(e)}")
 
 
 # ----------------------------------------------------------------------------- model
@@ -210,7 +237,7 @@ def region_picker(key: str = "region") -> RegionChoice | None:
         try:
             geom = parse_region_text(text)
         except UploadError as e:
-            st.error(str(e))
+            st.error(plain(e))
             return None
         return RegionChoice(f"box {text.strip()}", geom, _ranking_set(sets, key), [("", geom)])
     if mode == "Draw a box":
@@ -222,7 +249,7 @@ def region_picker(key: str = "region") -> RegionChoice | None:
     try:
         geom = read_geojson(up.name, up.getvalue())
     except UploadError as e:
-        st.error(str(e))
+        st.error(plain(e))
         return None
     return RegionChoice(up.name, geom, _ranking_set(sets, key), [("", geom)])
 
@@ -301,7 +328,8 @@ def query_picker(model: dict[str, Any], key: str = "query") -> store.QueryKey | 
                             key=f"{key}_example")
         wav = samples.example_clip(name)
         st.audio(wav, format="audio/wav")
-        wave, sr = read_audio(f"{name}.wav", wav, get_settings().max_audio_seconds)
+        wave, sr = read_audio(f"{name}.wav", wav, get_settings().max_audio_seconds,
+                              get_settings().min_audio_seconds)
         mu, var = store.encode_audio(path, version, wave, sr)
         return store.QueryKey(f"example clip: {name}", mu, var)
     up = st.file_uploader("Audio clip", type=list(AUDIO_TYPES), key=f"{key}_audio")
@@ -309,9 +337,10 @@ def query_picker(model: dict[str, Any], key: str = "query") -> store.QueryKey | 
         st.info("Upload a WAV, FLAC, OGG or MP3 clip.")
         return None
     try:
-        wave, sr = read_audio(up.name, up.getvalue(), get_settings().max_audio_seconds)
+        wave, sr = read_audio(up.name, up.getvalue(), get_settings().max_audio_seconds,
+                              get_settings().min_audio_seconds)
     except UploadError as e:
-        st.error(str(e))
+        st.error(plain(e))
         return None
     st.audio(up.getvalue())
     mu, var = store.encode_audio(path, version, wave, sr)

@@ -23,6 +23,10 @@ class PortInUseError(ServiceError):
     """A port the project wants for its own service is taken by something else."""
 
 
+class BrokerUnavailableError(ServiceError):
+    """The Celery broker (or its result store) cannot be reached, so nothing was queued."""
+
+
 class DatabaseURLError(ValueError):
     """The configured database URL is malformed or points nowhere."""
 
@@ -81,6 +85,6 @@ def raise_sql_errors(session: Session, fn: Callable[[], T]) -> T:
 
 
 __all__ = [
-    "DatabaseURLError", "EmbeddingValidationError", "MissingDependencyError", "NotEmbeddedError", "PortInUseError",
+    "BrokerUnavailableError", "DatabaseURLError", "EmbeddingValidationError", "MissingDependencyError", "NotEmbeddedError", "PortInUseError",
     "ServiceError", "UnknownModelError", "UnknownQueryError", "raise_sql_errors",
 ]

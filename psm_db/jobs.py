@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Interval,
     Text,
     bindparam,
     case,
@@ -184,23 +186,96 @@ def start_job(db: Db, job_id: uuid.UUID | str, chunk_tiles: Sequence[int], messa
     return True
 
 
-def claim_chunk(db: Db, job_id: uuid.UUID | str, chunk: int) -> str | None:
+def claim_chunk(db: Db, job_id: uuid.UUID | str, chunk: int, worker: str | None = None) -> str | None:
     """Count an attempt at a chunk and mark it running; return its previous status.
 
     Returns None when the chunk row does not exist, and the status ``succeeded`` when the
-    chunk is already done (the caller then skips it). Commits.
+    chunk is already done (the caller then skips it). A chunk it marks running gets a fresh
+    lease (``heartbeat_at``) held by ``worker``, which :func:`renew_lease` keeps renewing.
+    Commits.
     """
     old = _chunks.alias("old")
+    done = _chunks.c.status == "succeeded"
     previous = db.scalar(
         update(_chunks)
         .where(_chunks.c.job_id == old.c.job_id, _chunks.c.chunk == old.c.chunk,
                _chunks.c.job_id == _id(job_id), _chunks.c.chunk == int(chunk))
         .values(attempts=_chunks.c.attempts + 1, updated_at=func.now(),
-                status=case((_chunks.c.status == "succeeded", _chunks.c.status), else_=literal("running")))
+                status=case((done, _chunks.c.status), else_=literal("running")),
+                heartbeat_at=case((done, _chunks.c.heartbeat_at), else_=func.now()),
+                worker=case((done, _chunks.c.worker), else_=literal(worker, Text)))
         .returning(old.c.status)
     )
     db.commit()
     return previous
+
+
+def renew_lease(db: Db, job_id: uuid.UUID | str, chunk: int, worker: str | None) -> bool:
+    """The heartbeat of a running chunk: renew its lease while ``worker`` still holds it. Commits.
+
+    Returns False when the chunk is no longer running under ``worker`` (it finished, failed, or
+    was re-queued as stale and claimed by another worker): the caller then stops beating.
+    """
+    c = _chunks.c
+    held = db.execute(update(_chunks).where(
+        c.job_id == _id(job_id), c.chunk == int(chunk), c.status == "running",
+        c.worker.is_(None) if worker is None else c.worker == worker,
+    ).values(heartbeat_at=func.now()).returning(c.chunk)).first()
+    db.commit()
+    return held is not None
+
+
+def _stale(lease_seconds: float) -> Any:
+    """Running chunks of running jobs whose lease ran out (no heartbeat for ``lease_seconds``)."""
+    c = _chunks.c
+    last = func.coalesce(c.heartbeat_at, c.updated_at)
+    return (c.status == "running") & (last < func.now() - literal(timedelta(seconds=float(lease_seconds)), Interval))
+
+
+def stale_chunks(db: Db, job_id: uuid.UUID | str, lease_seconds: float) -> list[dict[str, Any]]:
+    """The chunks of a job marked running whose worker has not renewed their lease for ``lease_seconds``.
+
+    Each is a dict of chunk, worker and silent_s (seconds since the last heartbeat).
+    """
+    c = _chunks.c
+    silent = func.extract("epoch", func.now() - func.coalesce(c.heartbeat_at, c.updated_at))
+    rows = db.execute(select(c.chunk, c.worker, silent.label("silent_s"))
+                      .where(c.job_id == _id(job_id), _stale(lease_seconds)).order_by(c.chunk)).mappings()
+    return [{"chunk": int(r["chunk"]), "worker": r["worker"], "silent_s": float(r["silent_s"])} for r in rows]
+
+
+def requeue_stale_chunks(db: Db, lease_seconds: float,
+                         send: Callable[[str, int], object]) -> list[tuple[str, int]]:
+    """Re-queue every stale chunk of a running job: ``send(job_id, chunk)``, then mark it queued.
+
+    A chunk is stale when it is marked running but its worker has not renewed the lease for
+    ``lease_seconds`` (the worker was killed, or lost its machine). The rows are locked with SKIP
+    LOCKED, so of several workers scanning at once each chunk is re-sent by one; a send that
+    fails (the broker is down) rolls everything back and raises, and the next scan tries again.
+    Re-running a chunk is safe: its writes are idempotent and a chunk that succeeded is skipped.
+    Returns the (job id, chunk) pairs re-sent. Commits.
+    """
+    c = _chunks.c
+    rows = db.execute(
+        select(c.job_id, c.chunk, c.worker).join(_jobs, _jobs.c.id == c.job_id)
+        .where(_stale(lease_seconds), _jobs.c.status == "running")
+        .order_by(c.job_id, c.chunk).with_for_update(of=_chunks, skip_locked=True)
+    ).all()
+    done: list[tuple[str, int]] = []
+    try:
+        for job_id, chunk, worker in rows:
+            send(str(job_id), int(chunk))
+            note = (f"re-queued: its worker {worker or '?'} sent no heartbeat for {lease_seconds:g} s "
+                    "(PSM_CHUNK_LEASE); it probably died")
+            db.execute(update(_chunks).where(c.job_id == job_id, c.chunk == chunk)
+                       .values(status="queued", heartbeat_at=None, error=note, updated_at=func.now()))
+            add_event(db, job_id, "warning", f"chunk {chunk}: {note}")
+            done.append((str(job_id), int(chunk)))
+    except BaseException:
+        db.rollback()
+        raise
+    db.commit()
+    return done
 
 
 def finish_chunk(db: Db, job_id: uuid.UUID | str, chunk: int, rows_written: int = 0) -> bool:
@@ -221,7 +296,7 @@ def finish_chunk(db: Db, job_id: uuid.UUID | str, chunk: int, rows_written: int 
         func.to_jsonb(so_far + cast(literal(int(rows_written)), BigInteger)), type_=JSONB,
     )))
     db.execute(update(_chunks).where(_chunks.c.job_id == jid, _chunks.c.chunk == int(chunk))
-               .values(status="succeeded", error=None, updated_at=func.now()))
+               .values(status="succeeded", error=None, heartbeat_at=None, updated_at=func.now()))
     succeeded = _chunks.c.status == "succeeded"
     counts = db.execute(select(
         func.coalesce(func.sum(_chunks.c.tiles).filter(succeeded), 0),
@@ -247,7 +322,8 @@ def fail_chunk(db: Db, job_id: uuid.UUID | str, chunk: int, error: str, *, final
     jid = _id(job_id)
     db.execute(update(_chunks)
                .where(_chunks.c.job_id == jid, _chunks.c.chunk == int(chunk), _chunks.c.status != "succeeded")
-               .values(status="failed" if final else "queued", error=_clip(error), updated_at=func.now()))
+               .values(status="failed" if final else "queued", error=_clip(error), heartbeat_at=None,
+                       updated_at=func.now()))
     add_event(db, jid, "error" if final else "warning", f"chunk {chunk}: {error}")
     if final:
         fail_job(db, jid, f"chunk {chunk} failed: {error}", commit=False)

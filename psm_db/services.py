@@ -6,15 +6,19 @@ import glob
 import logging
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from psm_db.errors import MissingDependencyError, PortInUseError, ServiceError
 from psm_db.settings import Settings
@@ -298,15 +302,184 @@ def redis_down(settings: Settings) -> str:
     raise ServiceError(f"Redis (pid {pid}) did not stop within 20 s")
 
 
+# --------------------------------------------------------------------------- the reader's watchdog
+#
+# ``ALTER ROLE psm_reader SET statement_timeout = '30s'`` is only a default: a psm_reader session
+# can ``SET statement_timeout = 0`` and run for ever, and PostgreSQL lets every role change its
+# own role defaults (``SET default_transaction_read_only = off`` then ``ALTER ROLE psm_reader SET
+# statement_timeout = 0``: no privilege can be revoked to stop it, and event triggers do not
+# fire for roles). So the bound is kept from outside the reader's sessions: a watchdog, run by
+# the owner role, cancels every psm_reader statement that has run longer than the limit (and
+# ends the backend when a cancel did not stop it within another limit), and puts back the
+# reader's role defaults (read-only, the statement timeout) when a reader lifted them.
+
+READER_ROLE = "psm_reader"
+"""The read-only role whose statements the watchdog bounds."""
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|min|h|d)?\s*$")
+_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "min": 60_000.0, "h": 3_600_000.0, "d": 86_400_000.0}
+
+
+def _timeout_ms(value: str) -> float | None:
+    """A statement_timeout setting in milliseconds (0: none), or None when it cannot be read."""
+    m = _DURATION.match(value)
+    return None if m is None else float(m.group(1)) * _UNIT_MS[m.group(2) or "ms"]
+
+
+def _limit_text(limit_s: float) -> str:
+    ms = max(1, int(round(limit_s * 1000)))
+    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
+
+
+def cancel_overrunning_readers(conn: psycopg.Connection, limit_s: float, role: str = READER_ROLE) -> list[int]:
+    """Cancel every statement of ``role`` (in any database of the server) running longer than ``limit_s``.
+
+    A backend still running twice the limit after that (a statement that ignores cancels) is
+    ended. Needs the owner role: a superuser, or a member of pg_signal_backend. Returns the
+    pids signalled.
+    """
+    rows = conn.execute(
+        "SELECT pid, CASE WHEN now() - query_start > 2 * make_interval(secs => %(limit)s)"
+        " THEN pg_terminate_backend(pid) ELSE pg_cancel_backend(pid) END"
+        " FROM pg_stat_activity WHERE usename = %(role)s AND state = 'active' AND pid <> pg_backend_pid()"
+        " AND now() - query_start > make_interval(secs => %(limit)s)",
+        {"limit": float(limit_s), "role": role}).fetchall()
+    for pid, _ in rows:
+        log.warning("cancelled a %s statement that ran longer than %g s (pid %s)", role, limit_s, pid)
+    return [int(pid) for pid, signalled in rows if signalled]
+
+
+def restore_reader_defaults(conn: psycopg.Connection, limit_s: float, role: str = READER_ROLE) -> list[str]:
+    """Put back the role defaults of ``role`` that a reader lifted; return what was changed.
+
+    The role (and each per-database default of it) must say ``default_transaction_read_only =
+    on`` and a ``statement_timeout`` of at most ``limit_s``; anything else is set back.
+    """
+    rows = conn.execute(
+        "SELECT d.datname, s.setconfig FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole"
+        " LEFT JOIN pg_database d ON d.oid = s.setdatabase WHERE r.rolname = %s", (role,)).fetchall()
+    configs: dict[str | None, dict[str, str]] = {None: {}}
+    for datname, config in rows:
+        configs[datname] = dict(item.split("=", 1) for item in (config or []))
+    limit = _limit_text(limit_s)
+    changed = []
+    for datname, config in configs.items():
+        where = sql.SQL("") if datname is None else sql.SQL(" IN DATABASE {}").format(sql.Identifier(datname))
+        wanted: dict[str, str] = {}
+        timeout = config.get("statement_timeout")
+        if (datname is None and timeout is None) or timeout is not None and (
+                (ms := _timeout_ms(timeout)) is None or ms <= 0 or ms > limit_s * 1000):
+            wanted["statement_timeout"] = limit
+        read_only = config.get("default_transaction_read_only")
+        if (datname is None and read_only is None) or read_only is not None and read_only.lower() not in (
+                "on", "true", "yes", "1"):
+            wanted["default_transaction_read_only"] = "on"
+        for name, value in wanted.items():
+            conn.execute(sql.SQL("ALTER ROLE {}{} SET {} = {}").format(
+                sql.Identifier(role), where, sql.Identifier(name), sql.Literal(value)))
+            scope = role if datname is None else f"{role} in database {datname}"
+            changed.append(f"{scope}: {name} = {value} (was {config.get(name, 'unset')})")
+            log.warning("put back %s: %s = %s (was %s)", scope, name, value, config.get(name, "unset"))
+    return changed
+
+
+def watchdog(settings: Settings, stop: threading.Event | None = None) -> None:
+    """Bound the reader's statements until ``stop`` is set (or for ever), every ``watchdog_interval`` s.
+
+    Runs on the owner URL (``PSM_DATABASE_URL``); a database that is down is retried on the next
+    round.
+    """
+    stop = stop or threading.Event()
+    limit = settings.reader_limit_seconds
+    conn: psycopg.Connection | None = None
+    log.info("watching %s statements: at most %g s (every %g s)", READER_ROLE, limit, settings.watchdog_interval)
+    while True:
+        try:
+            if conn is None or conn.closed:
+                conn = psycopg.connect(settings.db_url, autocommit=True, connect_timeout=10,
+                                       application_name="psm-watchdog")
+            cancel_overrunning_readers(conn, limit)
+            restore_reader_defaults(conn, limit)
+        except psycopg.Error as e:
+            log.warning("watchdog: %s", " ".join(str(e).split()))
+            if conn is not None:
+                conn.close()
+            conn = None
+        if stop.wait(settings.watchdog_interval):
+            break
+    if conn is not None:
+        conn.close()
+
+
+def _watchdog_paths(settings: Settings) -> tuple[Path, Path, Path]:
+    base = settings.services_dir / "watchdog"
+    return base, base / "watchdog.pid", base / "watchdog.log"
+
+
+def _watchdog_pid(settings: Settings) -> int | None:
+    _, pidfile, _ = _watchdog_paths(settings)
+    try:
+        pid = int(pidfile.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return pid if b"psm_db.services" in cmdline else None
+
+
+def watchdog_running(settings: Settings) -> bool:
+    """True when the managed cluster's watchdog runs."""
+    return _watchdog_pid(settings) is not None
+
+
+def watchdog_up(settings: Settings) -> str:
+    """Start the reader's watchdog in the background (``python -m psm_db.services watchdog``)."""
+    if watchdog_running(settings):
+        return "already running"
+    base, pidfile, logfile = _watchdog_paths(settings)
+    base.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env.update({"PSM_HOME": str(settings.home), "PSM_PG_PORT": str(settings.pg_port),
+                "PSM_DATABASE_URL": settings.db_url,
+                "PSM_READER_STATEMENT_LIMIT": repr(float(settings.reader_limit_seconds)),
+                "PSM_WATCHDOG_INTERVAL": repr(float(settings.watchdog_interval))})
+    with open(logfile, "a", encoding="utf-8") as log_out:
+        proc = subprocess.Popen([sys.executable, "-m", "psm_db.services", "watchdog"], env=env, cwd=str(base),
+                                stdin=subprocess.DEVNULL, stdout=log_out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    pidfile.write_text(str(proc.pid))
+    time.sleep(0.3)
+    if proc.poll() is not None:
+        raise ServiceError(f"the reader's watchdog exited at once (status {proc.returncode}); see {logfile}")
+    return f"started (statements of {READER_ROLE} bounded to {settings.reader_limit_seconds:g} s)"
+
+
+def watchdog_down(settings: Settings) -> str:
+    """Stop the reader's watchdog."""
+    pid = _watchdog_pid(settings)
+    if pid is None:
+        return "not running"
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _watchdog_pid(settings) is not None:
+        time.sleep(0.05)
+    return "stopped"
+
+
 # --------------------------------------------------------------------------- both
 
 
-def up(settings: Settings) -> list[ServiceStatus]:
-    """Start whatever the settings say the project manages; leave external servers alone."""
+def up(settings: Settings, *, watchdog: bool | None = None) -> list[ServiceStatus]:
+    """Start whatever the settings say the project manages; leave external servers alone.
+
+    ``watchdog``: start the reader's watchdog with the managed PostgreSQL (None: when this call
+    started PostgreSQL; ``psm services up`` passes True, so it also starts beside a running one).
+    """
     results = []
     if settings.manages_postgres():
         detail = postgres_up(settings)
         results.append(ServiceStatus("postgres", True, True, settings.db_url, detail))
+        if watchdog or (watchdog is None and detail == "started"):
+            results.append(ServiceStatus("watchdog", True, True, settings.db_url, watchdog_up(settings)))
     else:
         results.append(ServiceStatus("postgres", False, _reachable_pg(settings), settings.db_url,
                                      "external: left alone"))
@@ -322,6 +495,8 @@ def down(settings: Settings) -> list[ServiceStatus]:
     """Stop the managed services; never touches external ones."""
     results = []
     if settings.manages_postgres():
+        if watchdog_running(settings):
+            results.append(ServiceStatus("watchdog", True, False, settings.db_url, watchdog_down(settings)))
         results.append(ServiceStatus("postgres", True, False, settings.db_url, postgres_down(settings)))
     if settings.manages_redis():
         results.append(ServiceStatus("redis", True, False, settings.broker, redis_down(settings)))
@@ -337,6 +512,9 @@ def status(settings: Settings) -> list[ServiceStatus]:
     return [
         ServiceStatus("postgres", pg_managed, pg_run, settings.db_url,
                       f"data in {_pg_paths(settings)[0]}" if pg_managed else "external"),
+        *([ServiceStatus("watchdog", True, watchdog_running(settings), settings.db_url,
+                         f"bounds {READER_ROLE} statements to {settings.reader_limit_seconds:g} s")]
+          if pg_managed else []),
         ServiceStatus("redis", rd_managed, rd_run, settings.broker,
                       f"data in {_redis_paths(settings)[0]}" if rd_managed else "external"),
     ]
@@ -348,3 +526,18 @@ def _reachable_pg(settings: Settings) -> bool:
             return True
     except psycopg.Error:
         return False
+
+
+def _main(argv: list[str]) -> int:
+    if argv != ["watchdog"]:
+        print("usage: python -m psm_db.services watchdog", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    watchdog(Settings(), stop)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv[1:]))

@@ -41,8 +41,19 @@ class Settings(BaseSettings):
     chunk_tiles: int = 2_048
     embed_batch_size: int = 256
     query_timeout_ms: int = 30_000
+    reader_statement_limit: float = 0.0
+    """Seconds a statement of the read-only role (psm_reader) may run whatever its session sets:
+    the watchdog of ``psm services up`` cancels longer ones. 0 means PSM_QUERY_TIMEOUT_MS."""
+    watchdog_interval: float = 1.0
+    """Seconds between the watchdog's looks at the reader's statements and role settings."""
     pg_shared_buffers: str = "512MB"
     max_audio_seconds: float = 600.0
+    """The longest audio query clip (CLI and dashboard), in seconds."""
+    min_audio_seconds: float = 0.5
+    """The shortest audio query clip, in seconds."""
+    chunk_lease: float = 120.0
+    """Seconds a running chunk stays claimed without a heartbeat from its worker; after that it is
+    stale (its worker died) and a live worker re-queues it (``psm job`` shows stale chunks)."""
     task_soft_time_limit: int = 3_600
     task_time_limit: int = 3_900
 
@@ -81,6 +92,11 @@ class Settings(BaseSettings):
         host = parts.hostname or "127.0.0.1"
         port = f":{parts.port}" if parts.port else ""
         return f"postgresql://psm_reader@{host}{port}{parts.path}"
+
+    @property
+    def reader_limit_seconds(self) -> float:
+        """The effective bound on a psm_reader statement, in seconds."""
+        return self.reader_statement_limit or self.query_timeout_ms / 1000
 
     @property
     def sqlalchemy_url(self) -> str:

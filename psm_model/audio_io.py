@@ -10,6 +10,43 @@ import soxr
 
 MIN_SAMPLE_RATE = 1_000
 MAX_SAMPLE_RATE = 384_000
+MAX_AUDIO_SECONDS = 600.0
+"""The longest query clip by default (10 minutes): a longer one takes minutes and gigabytes to encode."""
+MIN_AUDIO_SECONDS = 0.5
+"""The shortest query clip by default: below it the audio tower sees mostly padding, and the
+clip gets the same sigma^2 as a long one (no less certain), so it is refused."""
+
+
+def clock(seconds: float) -> str:
+    """``seconds`` as m:ss (h:mm:ss from an hour), as the dashboard writes lengths."""
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def check_duration(frames: int, sample_rate: int, name: str, *, max_seconds: float | None = MAX_AUDIO_SECONDS,
+                   min_seconds: float | None = MIN_AUDIO_SECONDS) -> float:
+    """Return the clip's length in seconds, or raise ValueError when it is outside the limits.
+
+    Args:
+        frames: Samples per channel.
+        sample_rate: In Hz.
+        name: What the message calls the clip (a file name).
+        max_seconds: The longest clip accepted (None: no limit).
+        min_seconds: The shortest clip accepted (None: no limit).
+    """
+    seconds = frames / sample_rate if sample_rate else 0.0
+    if max_seconds is not None and seconds > max_seconds:
+        raise ValueError(
+            f"{name} is {clock(seconds)} long ({seconds:.1f} s); the limit is {clock(max_seconds)} "
+            f"({max_seconds:g} s, setting PSM_MAX_AUDIO_SECONDS). Trim it to the sound you are looking for."
+        )
+    if min_seconds is not None and seconds < min_seconds:
+        raise ValueError(
+            f"{name} is {seconds:.2f} s long; the shortest clip accepted is {min_seconds:g} s "
+            "(setting PSM_MIN_AUDIO_SECONDS): a shorter one carries too little sound to encode. "
+            "Give a longer clip."
+        )
+    return seconds
 
 
 def check_sample_rate(sample_rate: int) -> int:
@@ -56,22 +93,34 @@ def resample(wave: np.ndarray, sample_rate: int, target_rate: int) -> np.ndarray
     return out
 
 
-def load_audio(path: str | Path) -> tuple[np.ndarray, int]:
+def load_audio(path: str | Path, *, max_seconds: float | None = None,
+               min_seconds: float | None = None) -> tuple[np.ndarray, int]:
     """Read WAV, FLAC, OGG or MP3 (via soundfile / libsndfile) as mono float32.
 
     Args:
         path: The audio file.
+        max_seconds: Refuse a clip longer than this (None: no limit); the length is read from
+            the header, so a long file is refused before it is decoded.
+        min_seconds: Refuse a clip shorter than this (None: no limit).
 
     Returns:
         (samples, sample_rate): channels are averaged to mono.
 
     Raises:
-        ValueError: If the file is missing, unreadable, corrupt, empty or holds non-finite samples;
-            the message names the file.
+        ValueError: If the file is missing, unreadable, corrupt, empty, outside the length limits
+            or holds non-finite samples; the message names the file.
     """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"audio file {path} does not exist")
+    if max_seconds is not None or min_seconds is not None:
+        try:
+            info = sf.info(str(path))
+        except Exception as e:  # soundfile raises LibsndfileError / RuntimeError / TypeError
+            raise ValueError(f"could not read audio file {path}: {e}") from e
+        if info.frames > 0:
+            check_duration(info.frames, info.samplerate, f"audio file {path}", max_seconds=max_seconds,
+                           min_seconds=min_seconds)
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as e:  # soundfile raises LibsndfileError / RuntimeError / TypeError

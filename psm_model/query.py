@@ -113,6 +113,8 @@ def encode_query(
     text: str | None = None,
     audio: AudioQuery | None = None,
     rule: str = DEFAULT_RULE,
+    max_audio_seconds: float | None = None,
+    min_audio_seconds: float | None = None,
 ) -> EncodedQuery:
     """Encode a text, an audio clip, or both (composed as in the paper) with a PSM model.
 
@@ -125,15 +127,31 @@ def encode_query(
         audio: An audio file (the model resamples any rate), or ``(samples, sample_rate)`` of a
             clip already in memory (an upload).
         rule: How the text joins the audio when both are given; one of :data:`COMPOSE_RULES`.
+        max_audio_seconds: The longest clip accepted (default
+            :data:`psm_model.audio_io.MAX_AUDIO_SECONDS`, 10 minutes); a file's length is read
+            from its header, so a long one is refused before it is decoded.
+        min_audio_seconds: The shortest clip accepted (default
+            :data:`psm_model.audio_io.MIN_AUDIO_SECONDS`, 0.5 s).
 
     Returns:
         (kind, mu, sigma^2) with mu unit-norm and sigma^2 = exp(log sigma^2), both (d,) float32.
 
     Raises:
         ValueError: When neither is given, the text is blank, the audio file is missing,
-            unreadable, corrupt or empty, or the samples or rate are not usable.
+            unreadable, corrupt or empty, the clip is longer or shorter than the limits, or the
+            samples or rate are not usable.
     """
-    from psm_model.audio_io import check_sample_rate, check_waveform, load_audio
+    from psm_model.audio_io import (
+        MAX_AUDIO_SECONDS,
+        MIN_AUDIO_SECONDS,
+        check_duration,
+        check_sample_rate,
+        check_waveform,
+        load_audio,
+    )
+
+    longest = MAX_AUDIO_SECONDS if max_audio_seconds is None else float(max_audio_seconds)
+    shortest = MIN_AUDIO_SECONDS if min_audio_seconds is None else float(min_audio_seconds)
 
     if text is not None and not text.strip():
         raise ValueError("the query text is empty")
@@ -144,8 +162,9 @@ def encode_query(
             if len(audio) != 2:
                 raise ValueError("in-memory audio is a (samples, sample_rate) pair")
             wave, rate = check_waveform(audio[0], "audio clip"), check_sample_rate(audio[1])
+            check_duration(len(wave), rate, "the audio clip", max_seconds=longest, min_seconds=shortest)
         else:
-            wave, rate = load_audio(audio)
+            wave, rate = load_audio(audio, max_seconds=longest, min_seconds=shortest)
     both = text is not None and audio is not None
     with torch.no_grad():
         if audio is not None:

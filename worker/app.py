@@ -23,6 +23,24 @@ class WorkerSettings(Settings):
     """Seconds between a worker's scans for tasks whose worker died (their visibility timed out)."""
     task_max_retries: int = 20
     """Retries of a chunk on transient errors (database restart, deadlock, lost connection)."""
+    heartbeat_interval: float = 0.0
+    """Seconds between the heartbeats of a running chunk; 0 means a quarter of PSM_CHUNK_LEASE."""
+    stale_scan_interval: float = 0.0
+    """Seconds between a worker's scans for stale chunks to re-queue; 0 means a quarter of
+    PSM_CHUNK_LEASE. Every worker scans (at start-up and then on this period)."""
+    broker_connect_timeout: float = 4.0
+    """Seconds to wait for the broker (and the Redis result store) to answer a connection; a
+    submission fails after about twice this when they are down, instead of hanging."""
+
+    @property
+    def chunk_heartbeat_seconds(self) -> float:
+        """The effective seconds between a running chunk's heartbeats."""
+        return self.heartbeat_interval or max(0.2, self.chunk_lease / 4)
+
+    @property
+    def stale_scan_seconds(self) -> float:
+        """The effective seconds between a worker's scans for stale chunks."""
+        return self.stale_scan_interval or max(0.2, self.chunk_lease / 4)
 
     @property
     def broker_visibility_timeout(self) -> int:
@@ -50,6 +68,7 @@ def create_app(settings: WorkerSettings | None = None) -> Celery:
         "visibility_timeout": s.broker_visibility_timeout,
         "unacked_restore_interval": max(1, s.restore_interval),
         "unacked_restore_throttle": 1,
+        "socket_connect_timeout": s.broker_connect_timeout,
     }
     app.conf.update(
         task_default_queue=s.queue,
@@ -67,6 +86,8 @@ def create_app(settings: WorkerSettings | None = None) -> Celery:
         broker_transport_options=transport,
         result_backend_transport_options=transport,
         broker_connection_retry_on_startup=True,
+        broker_connection_timeout=s.broker_connect_timeout,
+        redis_socket_connect_timeout=s.broker_connect_timeout,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         task_send_sent_event=False,

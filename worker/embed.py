@@ -62,7 +62,8 @@ def submit(
     """Validate, create the job row and queue it with ``send(job_id) -> task_id``.
 
     Bad input is stored as a failed job (with the message) and re-raised; nothing is queued
-    and no tile or embedding is written.
+    and no tile or embedding is written. A ``send`` that fails (the broker is down) marks the
+    job failed with its message and re-raises.
     """
     # Fix the chunk size now: every worker must cut the region the same way.
     request = replace(request, chunk_tiles=int(request.chunk_tiles or limits.chunk_tiles))
@@ -78,10 +79,24 @@ def submit(
                    f"queued: {plan.total} tiles in {len(plan.chunks)} chunk(s), "
                    f"{len(plan.conditions)} condition(s)")
     conn.commit()
-    task_id = send(str(job_id))
+    task_id = send_or_fail(conn, job_id, send)
     jobs.set_task_id(conn, job_id, task_id)
     conn.commit()
     return job_id, plan
+
+
+def send_or_fail(conn: Connection, job_id: uuid.UUID, send: Callable[[str], str]) -> str:
+    """``send(job_id)``; when that fails (the broker is down), mark the job failed and re-raise.
+
+    The job row is committed before the task is sent (a worker may pick it up at once), so a
+    send that fails would otherwise leave it ``queued`` for ever.
+    """
+    try:
+        return send(str(job_id))
+    except Exception as e:
+        conn.rollback()
+        jobs.fail_job(conn, job_id, f"not queued: {e}")
+        raise
 
 
 def load_plan(conn: Connection, job_id: str, limits: Limits) -> tuple[dict[str, Any], Plan]:
@@ -226,6 +241,7 @@ def run_chunk(
     *,
     device: str = "auto",
     progress: ProgressFn | None = None,
+    worker: str | None = None,
 ) -> ChunkResult:
     """Embed one chunk of a job; safe to run twice or concurrently (idempotent writes).
 
@@ -235,7 +251,8 @@ def run_chunk(
     then write the chunk in one transaction: its tiles, features, embeddings and the chunk's
     success. A tile with less than the imagery's ``min_valid`` share of data is skipped (no
     tile, features or embeddings row) and counted in the job's result. Any error (e.g. a
-    truncated file) leaves nothing of the chunk behind.
+    truncated file) leaves nothing of the chunk behind. ``worker`` names who holds the chunk's
+    lease (:func:`psm_db.jobs.claim_chunk`); the caller keeps it renewed while this runs.
     """
     report = progress or (lambda done, total, msg: None)
     clock = [time.perf_counter()]
@@ -246,7 +263,7 @@ def run_chunk(
         seconds[step] = seconds.get(step, 0.0) + now - clock[0]
         clock[0] = now
 
-    previous = jobs.claim_chunk(conn, job_id, chunk)
+    previous = jobs.claim_chunk(conn, job_id, chunk, worker)
     if previous is None:
         raise LookupError(f"job {job_id} has no chunk {chunk}")
     job, plan = load_plan(conn, job_id, limits)
@@ -342,5 +359,5 @@ def run_chunk(
 __all__ = [
     "ChunkResult", "ConditionSpec", "EmbedRequest", "Limits", "Plan", "ProgressFn", "cached_grid", "cached_source",
     "ensure_conditions", "expected_rows", "load_plan", "plan_job", "prepare_job", "resolve_region", "run_chunk",
-    "submit", "tiles_per_chunk_hint",
+    "send_or_fail", "submit", "tiles_per_chunk_hint",
 ]

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from celery import group, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import worker_init, worker_process_init
+from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
 from sqlalchemy import Connection
 
 from psm_db import jobs
@@ -35,6 +37,82 @@ def _limit_threads(**_: Any) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+def worker_id() -> str:
+    """Who holds a chunk's lease: this host and process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@contextmanager
+def chunk_lease(settings: WorkerSettings, job_id: str, chunk: int, worker: str) -> Iterator[None]:
+    """Renew the chunk's lease every ``chunk_heartbeat_seconds`` from a thread while the block runs.
+
+    A worker that is killed stops beating; once PSM_CHUNK_LEASE has passed, any live worker's
+    scan (:func:`requeue_stale`) re-queues the chunk. The beats use a connection of their own.
+    """
+    stop = threading.Event()
+
+    def beat() -> None:
+        held = False  # until the task has claimed the chunk, a refused renewal means "not yet"
+        while not stop.wait(settings.chunk_heartbeat_seconds):
+            try:
+                with open_db(settings) as conn:
+                    renewed = jobs.renew_lease(conn, job_id, chunk, worker)
+            except Exception as e:  # noqa: BLE001 - the database may be restarting: beat again later
+                log.warning("job %s chunk %s: heartbeat failed: %s", job_id, chunk, e)
+                continue
+            if held and not renewed:
+                return  # finished, failed, or re-queued and claimed by another worker
+            held = held or renewed
+
+    thread = threading.Thread(target=beat, name=f"lease-{job_id[:8]}-{chunk}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def requeue_stale(settings: WorkerSettings) -> list[tuple[str, int]]:
+    """Re-send every chunk whose worker stopped renewing its lease (one scan); returns them."""
+    with open_db(settings) as conn:
+        sent = jobs.requeue_stale_chunks(conn, settings.chunk_lease,
+                                         lambda job_id, chunk: embed_chunk.apply_async(args=[job_id, chunk]))
+    for job_id, chunk in sent:
+        log.warning("job %s chunk %s: its worker stopped sending heartbeats; re-queued", job_id, chunk)
+    return sent
+
+
+_scanner_stop = threading.Event()
+
+
+@worker_ready.connect
+def _start_stale_scan(**_: Any) -> None:
+    """Every worker scans for stale chunks at start-up and then every ``stale_scan_seconds``.
+
+    The scan runs in a thread of the worker's main process, so it goes on whatever the pool is
+    doing; no beat process is needed.
+    """
+    settings = get_worker_settings()
+    _scanner_stop.clear()
+
+    def scan() -> None:
+        while True:
+            try:
+                requeue_stale(settings)
+            except Exception as e:  # noqa: BLE001 - the database or broker may be down: scan again later
+                log.warning("scan for stale chunks failed: %s", e)
+            if _scanner_stop.wait(settings.stale_scan_seconds):
+                return
+
+    threading.Thread(target=scan, name="psm-stale-chunks", daemon=True).start()
+
+
+@worker_shutdown.connect
+def _stop_stale_scan(**_: Any) -> None:
+    _scanner_stop.set()
 
 
 @contextmanager
@@ -87,10 +165,11 @@ def embed_chunk(self: Any, job_id: str, chunk: int) -> dict[str, Any]:
                           meta={"job_id": job_id, "chunk": chunk, "done": done, "total": total,
                                 "message": message})
 
+    me = worker_id()
     try:
-        with open_db(settings) as conn:
+        with chunk_lease(settings, job_id, chunk, me), open_db(settings) as conn:
             result = embed.run_chunk(conn, job_id, chunk, embed.Limits.from_settings(settings), device=settings.device,
-                                     progress=progress)
+                                     progress=progress, worker=me)
     except TRANSIENT_ERRORS as e:
         retries = self.request.retries
         if retries >= settings.task_max_retries:

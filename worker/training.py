@@ -156,6 +156,12 @@ def submit_training(conn: Db, request: TrainRequest, send: Callable[[str], str])
         raise
     job_id = jobs.create_job(conn, "train", request.to_params())
     conn.commit()
-    jobs.set_task_id(conn, job_id, send(str(job_id)))
+    try:
+        task_id = send(str(job_id))
+    except Exception as e:  # the broker is down: the job must not stay queued
+        conn.rollback()
+        jobs.fail_job(conn, job_id, f"not queued: {e}")
+        raise
+    jobs.set_task_id(conn, job_id, task_id)
     conn.commit()
     return job_id

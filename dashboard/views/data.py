@@ -48,7 +48,7 @@ def browse(seed: int, n: int) -> None:
     cols = st.columns(3)
     for col, img, z in zip(cols, imgs, (1, 3, 5), strict=True):
         col.image(img, caption=f"zoom {z}", width=200)
-    st.markdown(f"**Caption** ({s['caption_source']}): *{s['caption']}*")
+    st.markdown(f"**Caption** ({s['caption_source']}): *{widgets.plain(s['caption'])}*")
     st.audio(s["wav"], format="audio/wav")
     st.image(samples.spectrogram_png(s["wave"], samples.CLIP_RATE), caption="spectrogram")
     st.dataframe(pd.DataFrame([{
@@ -62,7 +62,7 @@ def dataset_numbers(root: str) -> None:
     """A built dataset in numbers: samples per split, audio source, month, hour and sound class."""
     meta, index = samples.dataset_index(root)
     build = meta.get("build", {})
-    st.subheader(f"Dataset {root}")
+    st.subheader(f"Dataset {widgets.plain(root)}")
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("samples", f"{len(index):,}")
     c2.metric("world seed", build.get("seed", meta.get("seed", "?")))
@@ -92,7 +92,7 @@ def dataset_browse(root: str) -> None:
     cols = st.columns(len(s["zooms"]))
     for col, img, z in zip(cols, s["images"], s["zooms"], strict=True):
         col.image(img, caption=f"zoom {z}", width=200)
-    st.markdown(f"**Caption** ({s['caption_source']}): *{s['caption']}*")
+    st.markdown(f"**Caption** ({s['caption_source']}): *{widgets.plain(s['caption'])}*")
     st.audio(s["wav"], format="audio/wav")
     st.image(samples.spectrogram_png(s["wave"], s["sample_rate"]), caption="spectrogram")
     st.dataframe(pd.DataFrame([{
@@ -116,7 +116,7 @@ def page() -> None:
         try:
             samples.dataset_index(root)
         except (ValueError, OSError) as e:
-            st.error(f"Cannot read the dataset: {e}")
+            st.error(f"Cannot read the dataset: {widgets.plain(e)}")
             return
         dataset_numbers(root)
         dataset_browse(root)

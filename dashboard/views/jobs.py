@@ -62,17 +62,18 @@ def start_embed() -> None:
             if kind != "world" and not path.strip():
                 raise UploadError(f"Give the {IMAGERY_KINDS[kind]} to embed (a path the workers can read).")
         except UploadError as e:
-            st.error(str(e))
+            st.error(widgets.plain(e))
             return
         try:
             job_id = store.submit_embed_region(model["version"], region.wkt, meta, samples.world_seed(model),
                                                imagery=kind, imagery_path=path.strip() or None, bands=bands,
                                                min_valid=float(min_valid))
         except (ValueError, LookupError, FileNotFoundError) as e:
-            st.error(f"The embedding job was not queued: {e}")
+            st.error(f"The embedding job was not queued: {widgets.plain(e)}")
             return
         except Exception as e:  # the broker may be down: say so, the user can start it
-            st.error(f"Could not queue the embedding job: {e}. Is the broker running (`psm services up`)?")
+            st.error(f"Could not queue the embedding job: {widgets.plain(e)}. Is the broker running "
+                     "(`psm services up`)?")
             return
         st.success(f"Queued embed_region job {job_id}.")
 
@@ -95,10 +96,11 @@ def start_train() -> None:
         try:
             job_id = store.submit_train(dataset_dir, preset, loss, use_metadata, int(epochs), name)
         except (ValueError, FileNotFoundError) as e:
-            st.error(f"Training was not started: {e}")
+            st.error(f"Training was not started: {widgets.plain(e)}")
             return
         except Exception as e:  # the broker may be down: say so, the user can start it
-            st.error(f"Could not queue the training job: {e}. Is the broker running (`psm services up`)?")
+            st.error(f"Could not queue the training job: {widgets.plain(e)}. Is the broker running "
+                     "(`psm services up`)?")
             return
         st.success(f"Queued train job {job_id}.")
 
@@ -141,7 +143,7 @@ def live() -> None:
                  column_config={"progress": st.column_config.ProgressColumn("progress", min_value=0, max_value=1)})
     failed = [j for j in jobs if j["status"] == "failed"]
     for j in failed[:3]:
-        st.error(f"{j['kind']} {str(j['id'])[:8]} failed: {j['error']}")
+        st.error(f"{j['kind']} {str(j['id'])[:8]} failed: {widgets.plain(j['error'])}")
     ids = [str(j["id"]) for j in jobs]
     pick = st.selectbox("Log of job", ids, key="job_log",
                         format_func=lambda i: f"{i[:8]} {next(j['kind'] for j in jobs if str(j['id']) == i)}")

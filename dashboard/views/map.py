@@ -59,7 +59,7 @@ def limits(layer: str, scale: str, maps: list[TileScores]) -> tuple[float, float
 
 def not_embedded(model: dict[str, Any], region: widgets.RegionChoice, meta: widgets.Meta, err: Exception) -> None:
     """The "not embedded yet" panel: the reason, and a button that queues the embedding job."""
-    st.error(f"Not embedded yet: {err}")
+    st.error(f"Not embedded yet: {widgets.plain(err)}")
     key = f"embed_{model['version']}_{meta}_{region.label}"
     if st.button("Queue embed_region for this condition", key="queue_embed", type="primary"):
         from dashboard import samples
@@ -67,10 +67,11 @@ def not_embedded(model: dict[str, Any], region: widgets.RegionChoice, meta: widg
         try:
             job_id = store.submit_embed_region(model["version"], region.wkt, meta, samples.world_seed(model))
         except (ValueError, LookupError, FileNotFoundError) as e:
-            st.error(f"The embedding job was not queued: {e}")
+            st.error(f"The embedding job was not queued: {widgets.plain(e)}")
             return
         except Exception as e:  # the broker may be down: say so, the user can start it
-            st.error(f"Could not queue the embedding job: {e}. Is the broker running (`psm services up`)?")
+            st.error(f"Could not queue the embedding job: {widgets.plain(e)}. Is the broker running "
+                     "(`psm services up`)?")
             return
         st.session_state[key] = str(job_id)
     job_id = st.session_state.get(key)
@@ -89,7 +90,7 @@ def job_progress(job_id: str) -> None:
     frac = (j["done"] / j["total"]) if j["total"] else 0.0
     st.progress(min(max(frac, 0.0), 1.0), text=f"embed_region {j['status']}: {j['done']} / {j['total']} tiles")
     if j["status"] == "failed":
-        st.error(f"The job failed: {j['error']}")
+        st.error(f"The job failed: {widgets.plain(j['error'])}")
     elif j["status"] == "succeeded":
         st.success("Embedded. Press **Map** again.")
         for cached in (store.conditions, store.region_tile_count, store.region_tiles, store.zooms):
@@ -121,10 +122,10 @@ def tile_panel(model: dict[str, Any], scores: TileScores, idx: int) -> None:
         try:
             imgs = store.real_tile_images(ref, lat, lon, tuple(side * z for z in (1, 3, 5)), 128)
         except (FileNotFoundError, ValueError) as e:
-            st.warning(f"The imagery of this tile cannot be shown: {e}")
+            st.warning(f"The imagery of this tile cannot be shown: {widgets.plain(e)}")
             imgs = []
         label = " · GeoTIFF" if ref.kind == "geotiff" else " · tile folder"
-        st.caption(f"Imagery read from {ref.path}" + (f", bands {ref.bands}" if ref.bands else "") + ".")
+        st.caption(widgets.plain(f"Imagery read from {ref.path}" + (f", bands {ref.bands}" if ref.bands else "") + "."))
     cols = st.columns(3)
     for col, img, z in zip(cols, imgs, (1, 3, 5), strict=False):
         col.image(img, caption=f"zoom {z}{label}", width=160)
@@ -133,13 +134,13 @@ def tile_panel(model: dict[str, Any], scores: TileScores, idx: int) -> None:
         if root is not None:  # the clips the model was trained on, read from its dataset folder
             found = [(samples.dataset_sample(root, "train", i), km) for i, km in
                      samples.nearest_dataset_samples(root, lat, lon, k=3)]
-            st.caption(f"From the training split of {root}.")
+            st.caption(widgets.plain(f"From the training split of {root}."))
         else:  # the dataset is not on this machine: draw the same world's samples instead
             found = [(samples.realise_sample(seed, i), km) for i, km in samples.nearest_samples(seed, lat, lon, k=3)]
             st.caption(f"The model's dataset folder is not on this machine; clips drawn from world {seed}.")
         for s, km in found:
             st.markdown(f"Clip #{s['index']}, {km:.1f} km away ({s['audio_source']}, "
-                        f"{widgets.MONTHS[s['month'] - 1]} {s['hour']:02d}:00): *{s['caption']}*")
+                        f"{widgets.MONTHS[s['month'] - 1]} {s['hour']:02d}:00): *{widgets.plain(s['caption'])}*")
             st.audio(s["wav"], format="audio/wav")
 
 
@@ -242,9 +243,9 @@ def page() -> None:
         if clicked is not None and clicked != st.session_state.get("_last_map_pick"):  # a new click wins once
             st.session_state["tile_choice"] = clicked
         st.session_state["_last_map_pick"] = clicked
-        st.caption(title)
+        st.caption(widgets.plain(title))
     else:
-        slot.image(png, caption=title, width="stretch")
+        slot.image(png, caption=widgets.plain(title), width="stretch")
     # seconds from the start of this run (the click) to the image being sent (bench/dashboard_bench.py)
     st.session_state["map_timing"] = {"to_image": time.perf_counter() - script_start, "tiles": len(scores)}
     st.caption(f"Colour bar: {LAYER_LABELS[layer]} from {vmin:.4g} to {vmax:.4g} "

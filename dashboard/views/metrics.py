@@ -151,14 +151,14 @@ def plots(runs: list[tuple[str, dict[str, Any], pd.DataFrame]]) -> None:
     c2.image(_png(hist), caption="Histogram of ranks")
     missing = [label for label, _, r, _ in have if not r]
     if missing:
-        st.caption(f"No per-query ranks stored for: {', '.join(missing)}.")
+        st.caption(widgets.plain(f"No per-query ranks stored for: {', '.join(missing)}."))
 
 
 def run_block(model: dict[str, Any], key: str) -> tuple[str, dict[str, Any], pd.DataFrame] | None:
     """Pick one evaluation run of a model and show its tables."""
     runs = store.eval_runs(model["version"])
     if not runs:
-        st.info(f"Model {model['name']} has no evaluation runs yet (`psm evaluate`).")
+        st.info(f"Model {widgets.plain(model['name'])} has no evaluation runs yet (`psm evaluate`).")
         return None
     by_id = {r["id"]: dict(r) for r in runs}
     rid = st.selectbox("Evaluation run", list(by_id), key=f"{key}_run",
@@ -172,7 +172,7 @@ def run_block(model: dict[str, Any], key: str) -> tuple[str, dict[str, Any], pd.
             if Path(path).is_file():
                 by_id[rid]["ranks_file"] = path.strip()
             else:
-                st.error(f"No file {path}: give the ranks.npz that `psm eval --out DIR` wrote.")
+                st.error(f"No file {widgets.plain(path)}: give the ranks.npz that `psm eval --out DIR` wrote.")
     metrics = store.eval_metrics(rid)
     if metrics.empty:
         st.warning(f"Run #{rid} has no metric rows.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -274,7 +275,8 @@ def test_audio_uploads_in_the_page(dash_env):
     at.radio(key="query_mode").set_value("Upload audio").run()
     for name, data, message in (("notes.wav", b"plain text, not audio\n" * 40, "not an audio file we can read"),
                                 ("empty.wav", b"", "is empty"),
-                                ("field.wav", _wav(2 * 3600, rate=1000), "2:00:00 long; the limit is 10:00")):
+                                ("field.wav", _wav(2 * 3600, rate=1000), "2:00:00 long; the limit is 10:00"),
+                                ("blip.wav", _wav(0.01), "0.01 s long; the shortest clip accepted is 0.5 s")):
         at.file_uploader(key="query_audio").set_value((name, data, "audio/wav")).run()
         assert not at.exception, name
         assert message in at.error[0].value, (name, at.error[0].value)
@@ -285,6 +287,40 @@ def test_audio_uploads_in_the_page(dash_env):
     at.button(key="map_button").click().run()
     _clean(at)
     assert _drawn(at) == 1 and at.dataframe[0].value.shape[0] == 3
+
+
+MARKDOWN_QUERY = "[x](http://evil.example/a) ![](http://evil.example/p.png) *loud* www.evil.example"
+
+
+def _rendered(markdown: str) -> str:
+    """HTML of CommonMark text (Streamlit renders captions and messages as GitHub-flavoured Markdown)."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark").render(markdown)
+
+
+def test_markdown_in_a_query_is_shown_as_typed(dash_env):
+    """The map caption rendered the query's Markdown: a link, and an image fetched from anywhere."""
+    from dashboard.widgets import plain
+
+    assert "<a href" in _rendered(MARKDOWN_QUERY) and "<img" in _rendered(MARKDOWN_QUERY)  # what it did
+    at = _app()
+    at.run()
+    _map(at, MARKDOWN_QUERY)
+    _clean(at)
+    assert _drawn(at) == 1
+    titles = [c.value for c in at.caption if "evil" in c.value]
+    assert len(titles) == 1, [c.value for c in at.caption]
+    title = titles[0]
+    assert plain(MARKDOWN_QUERY) in title
+    html = _rendered(title)
+    assert "<a" not in html and "<img" not in html and "<em>" not in html, html
+    # what shows is the text as typed: each escape is a backslash before a punctuation character
+    assert MARKDOWN_QUERY in re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", title)
+    for text in ("[x](http://e.x)", "![](https://e.x/p.png)", "*a* _b_ `c` <b>d</b> # e | f ~g~ $h$",
+                 ":red[i] j@k.org www.l.org", "back\\slash"):
+        assert "<a" not in _rendered(plain(text)) and "<img" not in _rendered(plain(text)), text
+        assert re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", plain(text)) == text
 
 
 def test_geojson_uploads_in_the_page(dash_env):
@@ -356,7 +392,9 @@ def test_tile_panel_shows_the_real_imagery_of_geotiff_tiles(dash_env, tmp_path):
         at.selectbox(key="tile_choice").set_value(first).run()
         _clean(at)
         assert _drawn(at) == 4, "the map and the tile's real imagery at three extents"
-        assert any(f"Imagery read from {tif}" in c.value for c in at.caption)
+        from dashboard.widgets import plain
+
+        assert any(plain(f"Imagery read from {tif}") in c.value for c in at.caption)  # shown as typed
         captions = [i.proto.imgs[0].caption for i in at.get("image")]
         assert captions == ["zoom 1 · GeoTIFF", "zoom 3 · GeoTIFF", "zoom 5 · GeoTIFF"]
         # the file is gone: say so, and draw no synthetic stand-in

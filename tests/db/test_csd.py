@@ -41,6 +41,16 @@ def test_csd_refuses_mismatched_dimensions(conn):
         conn.execute("SELECT psm.csd('[1,2,3]', '[1,1,1]', '[1,2]', '[1,1]')")
 
 
+@pytest.mark.parametrize("var_p, var_q, which", [
+    ("[-0.5,1]", "[1,1]", "var_p"),   # returned ||mu_p - mu_q||^2 + 1.5 before 0009
+    ("[1,1]", "[1,-20]", "var_q"),    # returned a large positive, meaningless distance
+    ("[0,1]", "[1,1]", "var_p"),      # sigma^2 = 0 is refused too, as psm.embeddings refuses it
+])
+def test_csd_refuses_sigma2_that_is_not_positive(conn, var_p, var_q, which):
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match=f"sigma\\^2 > 0; {which} holds"):
+        conn.execute("SELECT psm.csd('[0,0]', %s, '[3,4]', %s)", (var_p, var_q))
+
+
 def test_match_probability_is_a_sigmoid(conn):
     got = conn.execute("SELECT psm.match_probability(1.0, 5.0, 5.0), "
                        "psm.match_probability(1e6, 5.0, 5.0)").fetchone()

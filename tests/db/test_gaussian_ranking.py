@@ -271,7 +271,7 @@ def _query_id_results(url: str, world: World) -> dict[str, object]:
 
 
 def test_the_query_id_forms_return_what_they_returned_at_0007(fresh_db_url):
-    """Rank at 0007, upgrade to head, rank again: the same rows, the same errors."""
+    """Rank at 0007, upgrade to 0008, rank again: the same rows, the same errors."""
     from psm_db import migrate
 
     url = fresh_db_url

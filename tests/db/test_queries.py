@@ -10,6 +10,7 @@ import shapely.errors
 import shapely.geometry
 import shapely.ops
 from shapely.geometry import box
+from sqlalchemy import text
 
 from psm_db import ann, catalog, ranking
 from psm_db.errors import NotEmbeddedError
@@ -682,3 +683,95 @@ def test_map_layout_is_cached_per_region_and_refreshed_when_tiles_arrive(fresh_d
                 assert later.bounds[i].tolist() == [4.0, 0.0, 5.0, 1.0] and later.lon[i] == 4.5
         finally:
             engine.dispose()
+
+
+# --------------------------------------------------------------------------- the hint runs as printed
+
+
+def _hint_command(hint: str) -> list[str]:
+    """The psm command of a "not embedded" hint, split as a shell splits it."""
+    import shlex
+
+    assert hint.startswith("Embed it first: psm embed-region "), hint
+    command = hint.removeprefix("Embed it first: ").split("  (")[0]
+    argv = shlex.split(command)
+    assert argv[:2] == ["psm", "embed-region"], argv
+    return argv[2:]
+
+
+@pytest.fixture
+def embed_cli(seed, monkeypatch, tmp_path):
+    """Run ``psm embed-region`` in-process on the seed database; tasks are recorded, not sent."""
+    from typer.testing import CliRunner
+
+    from psm_db.engine import connect
+    from psm_db.settings import get_settings
+    from worker.cli import app as psm_app
+    from worker.cli import embed as embed_cli_module
+
+    checkpoint = tmp_path / "model.safetensors"
+    checkpoint.write_bytes(b"")  # the planner checks that the file is there; nothing loads it
+    with connect(seed.url) as c:
+        c.execute("UPDATE psm.model_versions SET checkpoint_path = %s WHERE version = %s", (str(checkpoint), MODEL))
+        c.commit()
+    sent: list[str] = []
+
+    def publish(app, name, args):
+        assert name == "psm.embed_region"
+        sent.append(args[0])
+        return f"task-{len(sent)}"
+
+    monkeypatch.setattr(embed_cli_module, "_celery_app", lambda ctx: None)
+    monkeypatch.setattr("worker.api.publish", publish)
+    monkeypatch.setenv("PSM_DATABASE_URL", seed.url)
+    get_settings.cache_clear()
+    runner = CliRunner()
+    yield lambda argv: (runner.invoke(psm_app, ["embed-region", *argv]), sent)
+    get_settings.cache_clear()
+    with connect(seed.url) as c:
+        c.execute("UPDATE psm.model_versions SET checkpoint_path = '/x' WHERE version = %s", (MODEL,))
+        c.execute("DELETE FROM psm.jobs WHERE kind = 'embed_region'")
+        c.commit()
+
+
+@pytest.mark.parametrize("case", ["region set", "polygon", "anywhere"])
+def test_not_embedded_hint_is_a_command_that_runs_as_printed(seed, session, embed_cli, case):
+    """The hint named a region set as --region 'region set ''squares''', which the command refused."""
+    never = Condition(month=7, audio_source="aporee")
+    triangle = shapely.geometry.Polygon([(-99.5, 40.5), (-98.2, 40.5), (-99.5, 41.7)])
+    with pytest.raises(NotEmbeddedError) as info:
+        if case == "region set":
+            ranking.rank_regions(session=session, query_id=seed.query_id, region_set="squares", condition=never)
+        elif case == "polygon":
+            ranking.rank_tiles(session=session, query_id=seed.query_id, region=triangle, condition=never)
+        else:
+            ranking.rank_tiles(session=session, query_id=seed.query_id, condition=never)
+    message = str(info.value)
+    if case == "region set":
+        assert "in region set 'squares'" in message  # the message still names the set
+    hint = message[message.index("Embed it first: "):]
+    argv = _hint_command(hint)
+    region = argv[argv.index("--region") + 1]
+    covered = {"region set": shapely.ops.unary_union([box(LON0, LAT0, LON0 + 4, LAT0 + 4)]), "polygon": triangle,
+               "anywhere": box(LON0, LAT0, LON0 + GRID * STEP, LAT0 + GRID * STEP)}[case]
+    from psm_db.geometry import parse_region
+
+    assert parse_region(region).covers(covered), region  # the bbox covers what was ranked
+    out, sent = embed_cli(argv)
+    assert out.exit_code == 0, out.output
+    job_id = out.stdout.strip().splitlines()[-1]
+    assert sent == [job_id]
+    with session.get_bind().connect() as c:
+        params = c.execute(text("SELECT params FROM psm.jobs WHERE id = :id"), {"id": job_id}).scalar_one()
+    assert params["model_version"] == MODEL and params["zooms"] == [1]
+    assert params["conditions"] == [{"month": 7, "hour": None, "audio_source": "aporee", "caption_source": None}]
+
+
+def test_hint_quotes_values_for_the_shell(conn):
+    hint = conn.execute("SELECT psm.embed_hint('m1', NULL, NULL, 'it''s', NULL, 1, 'POLYGON((0 0, 1 0, 1 1, 0 0))')"
+                        ).fetchone()[0]
+    import shlex
+
+    argv = shlex.split(hint.removeprefix("Embed it first: ").split("  (")[0])
+    assert argv == ["psm", "embed-region", "--model", "m1", "--region", "POLYGON((0 0, 1 0, 1 1, 0 0))",
+                    "--zoom", "1", "--audio-source", "it's"]

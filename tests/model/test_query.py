@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -187,3 +188,46 @@ def test_encode_query_refuses_bad_input(tiny, tmp_path):
     for kwargs, message in cases:
         with pytest.raises(ValueError, match=message):
             encode_query(tiny, **kwargs)
+
+
+def test_encode_query_refuses_a_clip_longer_than_the_limit_before_decoding_it(tiny, tmp_path):
+    """A 1-hour clip took 21 s and 3.6 GB; it is refused from its header, in well under a second."""
+    import time
+
+    import soundfile as sf
+
+    from psm_model import encode_query
+
+    hour = tmp_path / "hour.wav"
+    with sf.SoundFile(str(hour), "w", samplerate=8000, channels=1, subtype="PCM_16") as f:
+        block = _tone(8000, 60.0)
+        for _ in range(60):
+            f.write(block)
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match=r"is 1:00:00 long \(3600.0 s\); the limit is 10:00 \(600 s, setting "
+                                         r"PSM_MAX_AUDIO_SECONDS\)"):
+        encode_query(tiny, audio=hour)
+    assert time.perf_counter() - started < 1.0
+    with pytest.raises(ValueError, match="the limit is 10:00"):
+        encode_query(tiny, audio=(np.zeros(16000 * 601, np.float32), 16000))
+    with pytest.raises(ValueError, match=r"the audio clip is 0:03 long.*the limit is 0:02"):
+        encode_query(tiny, audio=(_tone(16000, 3.0), 16000), max_audio_seconds=2)
+    assert encode_query(tiny, audio=(_tone(16000, 2.0), 16000), max_audio_seconds=2).kind == "audio"  # at the limit
+
+
+def test_encode_query_refuses_a_clip_shorter_than_the_minimum(tiny, tmp_path):
+    """A 0.01 s clip got the same sigma^2 as a 4 s one; it is refused with what to do."""
+    import soundfile as sf
+
+    from psm_model import encode_query
+
+    blip = tmp_path / "blip.wav"
+    sf.write(str(blip), _tone(16000, 0.01), 16000)
+    for audio, name in ((blip, f"audio file {blip}"), ((_tone(16000, 0.01), 16000), "the audio clip")):
+        with pytest.raises(ValueError, match=re.escape(name) + r" is 0.01 s long; the shortest clip accepted is 0.5 s "
+                                             r"\(setting PSM_MIN_AUDIO_SECONDS\)"):
+            encode_query(tiny, audio=audio)
+        with pytest.raises(ValueError, match="shortest clip"):
+            encode_query(tiny, audio=audio, text="birds")  # with a text too
+    assert encode_query(tiny, audio=(_tone(16000, 0.5), 16000)).kind == "audio"  # 0.5 s is accepted
+    assert encode_query(tiny, audio=(_tone(16000, 0.01), 16000), min_audio_seconds=0.001).kind == "audio"

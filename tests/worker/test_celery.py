@@ -252,3 +252,88 @@ def test_nodata_tiles_are_skipped_and_a_truncated_cog_fails_whole(db_url, model_
     counts = _table_counts(db_url, name, model_version.version)
     assert counts["tiles"] == counts["features"] == counts["embeddings"] == done  # failed chunks: nothing
     assert any(c["status"] == "failed" for c in states)
+
+
+@pytest.mark.parametrize("program, args", [
+    (PSM, ["embed-region", "--region", "0.0,51.0,0.02,51.02", "--model", "{model}"]),
+    (CELERY, ["-A", "worker", "embed_region", "--region", "0.0,51.0,0.02,51.02", "--model", "{model}"]),
+    (PSM, ["submit-train", "{dataset}", "--preset", "tiny"]),
+])
+def test_broker_down_at_submit_fails_fast_and_leaves_no_queued_job(db_url, model_version, queue_name, tmp_path,
+                                                                   program, args):
+    """Redis down: the command showed a traceback after ~25 s and the job row stayed queued for ever."""
+    port = _free_port()  # nothing listens there
+    broker = f"redis://127.0.0.1:{port}/0"
+    env = worker_env(db_url, queue_name, PSM_BROKER_URL=broker, PSM_RESULT_BACKEND=f"redis://127.0.0.1:{port}/1")
+    argv = [a.format(model=model_version.version, dataset=tmp_path) for a in args]
+    with connect(db_url) as conn:
+        before = {r[0] for r in conn.execute("SELECT id FROM psm.jobs")}
+    started = time.monotonic()
+    out = subprocess.run([program, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    elapsed = time.monotonic() - started
+    message = " ".join(out.stderr.split())
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr, out.stderr
+    assert f"cannot reach the Celery broker at {broker}" in message, message
+    assert "psm services up" in message and "nothing was queued" in message
+    assert elapsed < 10, f"took {elapsed:.1f} s"
+    with connect(db_url) as conn:
+        new = conn.execute("SELECT id, status, error FROM psm.jobs").fetchall()
+    new = [r for r in new if r[0] not in before]
+    assert len(new) == 1, new
+    assert new[0][1] == "failed" and f"cannot reach the Celery broker at {broker}" in new[0][2]  # not queued
+    print(f"broker down: error after {elapsed:.2f} s ({program.rsplit('/', 1)[-1]} {argv[0]})")
+
+
+def test_sigkilled_worker_chunk_is_requeued_by_its_lease_without_a_manual_step(db_url, model_version, workers,
+                                                                                queue_name):
+    """A SIGKILLed worker's chunk stayed running until the visibility timeout (~70 min) or `psm job --resume`.
+
+    Here the visibility timeout is an hour, so only the lease can bring the chunk back.
+    """
+    source = f"lease-{uuid.uuid4().hex[:6]}"
+    env = worker_env(db_url, queue_name, PSM_VISIBILITY_TIMEOUT="3600", PSM_CHUNK_LEASE="4",
+                     PSM_HEARTBEAT_INTERVAL="0.5", PSM_STALE_SCAN_INTERVAL="1")
+    request = EmbedRequest(
+        region="0.0,51.0,0.18,51.09", model_version=model_version.version, zooms=(1,),
+        imagery=ImagerySpec(kind="world", seed=5, size_px=256, gsd=10.0, name=source),
+        conditions=(ConditionSpec(), ConditionSpec(month=6, hour=12)), chunk_tiles=3,
+    )
+    job_id, plan = _submit(db_url, queue_name, request, Limits())
+    assert len(plan.chunks) >= 8
+    first = workers.start(env=env)
+
+    def mid_chunk(row: dict) -> bool:
+        with connection(db_url) as conn:
+            running = [c for c in jobs.chunk_states(conn, str(job_id)) if c["status"] == "running"]
+        return row["done"] > 0 and bool(running)
+
+    wait_job(db_url, str(job_id), timeout=120, until=mid_chunk)
+    workers.kill(first)  # SIGKILL the whole worker while it embeds a chunk
+    killed = time.monotonic()
+    with connection(db_url) as conn:
+        row = jobs.get_job(conn, str(job_id))
+        running = [c["chunk"] for c in jobs.chunk_states(conn, str(job_id)) if c["status"] == "running"]
+    assert row["status"] == "running" and 0 < row["done"] < row["total"] and running, row
+    # with no worker alive the chunk stays running; once its lease runs out, psm job says it is stale
+    time.sleep(4.5)
+    out = subprocess.run([PSM, "job", str(job_id)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"stale: chunk {running[0]} is marked running on " in out.stdout, out.stdout
+    assert "no heartbeat" in out.stdout and "PSM_CHUNK_LEASE 4 s" in out.stdout
+    second = time.monotonic()
+    workers.start(env=env)
+    row = wait_job(db_url, str(job_id), timeout=150)
+    recovered = time.monotonic() - second
+    assert row["status"] == "succeeded", (row, workers.logs())
+    n = plan.total
+    assert _table_counts(db_url, source, model_version.version) == {
+        "tiles": n, "features": n, "embeddings": 2 * n, "distinct": 2 * n, "bad": 0}
+    assert row["result"]["rows_written"] == 2 * n
+    with connection(db_url) as conn:
+        chunks = jobs.chunk_states(conn, str(job_id))
+        events = jobs.job_events(conn, str(job_id))
+    assert all(c["status"] == "succeeded" for c in chunks)
+    assert any(level == "warning" and f"chunk {running[0]}: re-queued: its worker" in msg for level, msg in events), events
+    print(f"lease: job finished {recovered:.1f} s after a new worker started "
+          f"({time.monotonic() - killed:.1f} s after the SIGKILL)")

@@ -34,6 +34,12 @@ def settings() -> Settings:
     return get_settings()
 
 
+def audio_limits() -> tuple[float, float]:
+    """(longest, shortest) audio query clip in seconds, from the settings (for :func:`psm_model.encode_query`)."""
+    s = settings()
+    return s.max_audio_seconds, s.min_audio_seconds
+
+
 def connect(url: str | None = None) -> AbstractContextManager[Connection]:
     """A SQLAlchemy connection to ``url`` (default: the writer URL of the settings), for a ``with`` block.
 

@@ -216,12 +216,19 @@ def embed_region_main(ctx: click.Context | None, **kw: Any) -> None:
         _reject(s.db_url, {k: str(v) for k, v in kw.items()}, str(e))
         return
 
+    from psm_db.errors import BrokerUnavailableError
+    from worker.api import publish
+
     def send(job_id: str) -> str:
-        return str(celery_app.send_task("psm.embed_region", args=[job_id]).id)
+        return publish(celery_app, "psm.embed_region", [job_id])
 
     try:
         with connect(s.db_url) as conn:
             job_id, plan = submit(conn, request, Limits.from_settings(s), send)
+    except BrokerUnavailableError as e:
+        console.print(f"[red]error:[/] {e}", soft_wrap=True)
+        console.print("the job is kept as a failed job with this message")
+        raise SystemExit(1) from e
     except (ValueError, LookupError, FileNotFoundError) as e:
         console.print(f"[red]error:[/] {e}")
         console.print("nothing was queued; the rejected request is kept as a failed job")

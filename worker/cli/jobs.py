@@ -29,9 +29,14 @@ def job_cmd(
         raise typer.Exit(2) from e
     db_url = settings().db_url
     if resume:
+        from psm_db.errors import BrokerUnavailableError
         from worker.api import send_task
 
-        task_id = send_task("psm.embed_region", job_id)
+        try:
+            task_id = send_task("psm.embed_region", job_id)
+        except BrokerUnavailableError as e:
+            console.print(f"[red]error:[/] {e}", soft_wrap=True)
+            raise typer.Exit(1) from e
         console.print(f"re-sent job {job_id} (task {task_id}); finished chunks are skipped")
     if wait:
         wait_for_job(db_url, job_id)
@@ -41,7 +46,13 @@ def job_cmd(
             console.print(f"[red]error:[/] job {job_id} does not exist")
             raise typer.Exit(1)
         events = jobs.job_events(conn, job_id)
+        lease = settings().chunk_lease
+        stale = jobs.stale_chunks(conn, job_id, lease) if row["status"] == "running" else []
     typer.echo(f"{row['id']} {row['kind']} {row['status']} {row['done']}/{row['total']} {row['message'] or ''}")
+    for c in stale:
+        typer.echo(f"stale: chunk {c['chunk']} is marked running on {c['worker'] or 'an unknown worker'} but sent "
+                   f"no heartbeat for {c['silent_s']:.0f} s (PSM_CHUNK_LEASE {lease:g} s): its worker is gone; "
+                   "a running worker re-queues it (start one if none runs)")
     result = row["result"] or {}
     if result.get("tiles_skipped_nodata"):
         min_valid = ((row["params"] or {}).get("imagery") or {}).get("min_valid", 0.5)
@@ -67,6 +78,7 @@ def train_cmd(
     wait: bool = typer.Option(False, help="show progress until the job finishes"),
 ) -> None:
     """Queue a psm.train job on the workers; prints the job id."""
+    from psm_db.errors import BrokerUnavailableError
     from worker.api import submit_training
 
     options = {"max_minutes": max_minutes} if max_minutes else {}
@@ -75,6 +87,10 @@ def train_cmd(
         with connect(db_url) as conn:
             job_id = submit_training(conn, dataset_dir=str(dataset_dir.resolve()), preset=preset, loss=loss,
                                      use_metadata=use_metadata, epochs=epochs, options=options, name=name)
+    except BrokerUnavailableError as e:
+        console.print(f"[red]error:[/] {e}", soft_wrap=True)
+        console.print("the job is kept as a failed job with this message")
+        raise typer.Exit(1) from e
     except (ValueError, FileNotFoundError) as e:
         console.print(f"[red]error:[/] {e}")
         raise typer.Exit(2) from e

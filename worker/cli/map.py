@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from worker.cli.common import CONDITION_HELP, console
+from worker.cli.common import CONDITION_HELP, audio_limits, console
 from worker.cli.common import condition as _condition
 from worker.cli.common import engine as _engine
 from worker.cli.common import fail as _fail
@@ -64,7 +64,9 @@ def map_cmd(
                 assert model is not None
                 version = _resolve_model(model)
                 loaded, _ = load_checkpoint(version.checkpoint_path)
-                _kind, mu, var = encode_query(loaded, text=text, audio=audio)
+                longest, shortest = audio_limits()
+                _kind, mu, var = encode_query(loaded, text=text, audio=audio, max_audio_seconds=longest,
+                                              min_audio_seconds=shortest)
                 query = {"gaussian": Gaussian(version.version, mu, var)}
                 label = text if text is not None else str(audio)
             m = map_scores(session=session, **query, region=region, zoom=zoom, condition=wanted)

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 from sqlalchemy.orm import Session
 
-from worker.cli.common import CONDITION_HELP
+from worker.cli.common import CONDITION_HELP, audio_limits
 from worker.cli.common import condition as _condition
 from worker.cli.common import engine as _engine
 from worker.cli.common import fail as _fail
@@ -35,7 +35,9 @@ def embed(
     try:
         version = _resolve_model(model)
         loaded, _info = load_checkpoint(version.checkpoint_path)
-        kind, mu, var = encode_query(loaded, text=text, audio=audio)
+        longest, shortest = audio_limits()
+        kind, mu, var = encode_query(loaded, text=text, audio=audio, max_audio_seconds=longest,
+                                     min_audio_seconds=shortest)
         with session_scope(_engine()) as session:
             qid = store_query(session=session, model_version=version.version, kind=kind, mu=mu,
                               var=var, text=text, audio_name=audio.name if audio else None, name=name)

@@ -29,7 +29,7 @@ def services_up() -> None:
     from psm_db.errors import ServiceError
 
     try:
-        rows = services.up(settings())
+        rows = services.up(settings(), watchdog=True)
     except ServiceError as e:
         console.print(f"[red]error:[/] {e}")
         raise typer.Exit(1) from e
@@ -56,3 +56,23 @@ def services_status() -> None:
     from psm_db import services
 
     _print_status(services.status(settings()))
+
+
+@app.command("watchdog")
+def services_watchdog() -> None:
+    """Bound the read-only role's statements in the foreground (what `psm services up` starts).
+
+    Cancels every psm_reader statement running longer than PSM_READER_STATEMENT_LIMIT (default
+    PSM_QUERY_TIMEOUT_MS) whatever its session set, and puts back psm_reader's role defaults when a
+    reader lifted them. Run it beside a database you run yourself (PSM_DATABASE_URL, on a role that
+    may signal other backends and alter psm_reader: a superuser, or pg_signal_backend and CREATEROLE).
+    """
+    import logging
+
+    from psm_db import services
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        services.watchdog(settings())
+    except KeyboardInterrupt:
+        pass
