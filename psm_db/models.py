@@ -248,9 +248,9 @@ class JobChunk(Base):
     error: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    """When the worker running the chunk last renewed its lease (NULL unless running; 0009)."""
+    """When the worker running the chunk last renewed its lease (NULL unless running; 0010)."""
     worker: Mapped[str | None] = mapped_column(Text)
-    """The worker (host:pid) that last claimed the chunk (0009)."""
+    """The worker (host:pid) that last claimed the chunk (0010)."""
 
 
 class JobEvent(Base):

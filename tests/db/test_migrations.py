@@ -222,22 +222,22 @@ def test_0008_adds_the_gaussian_forms_and_its_downgrade_restores_0007(fresh_db_u
         assert _functions(c) == at_0007
 
 
-def test_0009_functions_and_chunk_lease_columns_and_its_downgrade_restores_0008(fresh_db_url):
-    migrate.upgrade(fresh_db_url, "0008")
-    with psycopg.connect(fresh_db_url) as c:
-        at_0008 = _functions(c)
+def test_0010_functions_and_chunk_lease_columns_and_its_downgrade_restores_0009(fresh_db_url):
     migrate.upgrade(fresh_db_url, "0009")
     with psycopg.connect(fresh_db_url) as c:
-        at_0009 = _functions(c)
+        before = _functions(c)
+    migrate.upgrade(fresh_db_url, "0010")
+    with psycopg.connect(fresh_db_url) as c:
+        after = _functions(c)
         cols = {r[0] for r in c.execute("SELECT column_name FROM information_schema.columns "
                                         "WHERE table_schema = 'psm' AND table_name = 'job_chunks'")}
     assert {"heartbeat_at", "worker"} <= cols
-    changed = {sig.split("(")[0] for sig in at_0009 if at_0009[sig] != at_0008[sig]}
+    changed = {sig.split("(")[0] for sig in after if after[sig] != before[sig]}
     assert changed == {"csd", "embed_hint", "raise_not_embedded"}, changed
-    assert set(at_0009) == set(at_0008)
-    migrate.downgrade(fresh_db_url, "0008")
+    assert set(after) == set(before)
+    migrate.downgrade(fresh_db_url, "0009")
     with psycopg.connect(fresh_db_url) as c:
-        assert _functions(c) == at_0008
+        assert _functions(c) == before
         cols = {r[0] for r in c.execute("SELECT column_name FROM information_schema.columns "
                                         "WHERE table_schema = 'psm' AND table_name = 'job_chunks'")}
     assert not {"heartbeat_at", "worker"} & cols
