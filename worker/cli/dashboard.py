@@ -24,10 +24,11 @@ def app_path() -> Path:
     spec = importlib.util.find_spec("dashboard")
     if spec is None or not spec.submodule_search_locations:
         raise fail("the dashboard package is not installed")
-    path = Path(next(iter(spec.submodule_search_locations))) / "app.py"
-    if not path.is_file():
-        raise fail(f"the dashboard package has no app.py ({path})")
-    return path
+    places = [Path(p) / "app.py" for p in spec.submodule_search_locations]
+    for path in places:  # the first folder of that name that holds the app (a test folder may share the name)
+        if path.is_file():
+            return path
+    raise fail(f"the dashboard package has no app.py (looked in {', '.join(str(p.parent) for p in places)})")
 
 
 def streamlit_argv(port: int, address: str, extra: list[str]) -> list[str]:
