@@ -6,7 +6,6 @@ an image, a checkout), so the compose stack and a plain ``pip install`` need no 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -20,15 +19,14 @@ app = typer.Typer()
 
 
 def app_path() -> Path:
-    """The installed dashboard's ``app.py`` (located, not imported: the dashboard sits above worker)."""
-    spec = importlib.util.find_spec("dashboard")
-    if spec is None or not spec.submodule_search_locations:
-        raise fail("the dashboard package is not installed")
-    places = [Path(p) / "app.py" for p in spec.submodule_search_locations]
-    for path in places:  # the first folder of that name that holds the app (a test folder may share the name)
-        if path.is_file():
-            return path
-    raise fail(f"the dashboard package has no app.py (looked in {', '.join(str(p.parent) for p in places)})")
+    """The installed dashboard's ``app.py``, located and not imported (the dashboard sits above worker).
+
+    ``dashboard`` and ``worker`` ship in the same distribution, so the app lies beside this package.
+    """
+    path = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+    if not path.is_file():
+        raise fail(f"the dashboard is not installed beside the worker package (no {path})")
+    return path
 
 
 def streamlit_argv(port: int, address: str, extra: list[str]) -> list[str]:
