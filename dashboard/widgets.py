@@ -44,6 +44,16 @@ def _escape(m: re.Match[str]) -> str:
     return m.group(3) + "\\."
 
 
+def upload_limits(audio: bool = False) -> str:
+    """The limits of an upload, said in the page rather than only in the uploader's tooltip."""
+    size = f"at most {int(st.get_option('server.maxUploadSize'))} MB per file (Streamlit's server.maxUploadSize)"
+    if not audio:
+        return size
+    s = get_settings()
+    return (f"{size}, {s.min_audio_seconds:g} s to {s.max_audio_seconds / 60:g} min long "
+            "(PSM_MIN_AUDIO_SECONDS, PSM_MAX_AUDIO_SECONDS)")
+
+
 def plain(text: object) -> str:
     """``text`` escaped for Streamlit's Markdown, so it shows as typed (``st.caption``, ``st.error``...).
 
@@ -244,7 +254,8 @@ def region_picker(key: str = "region") -> RegionChoice | None:
         return _drawn_box(key, sets)
     up = st.file_uploader("GeoJSON polygon", type=["geojson", "json"], key=f"{key}_upload")
     if up is None:
-        st.info("Upload a GeoJSON Polygon or MultiPolygon (a geometry, Feature or FeatureCollection).")
+        st.info("Upload a GeoJSON Polygon or MultiPolygon (a geometry, Feature or FeatureCollection): "
+                f"{upload_limits()}.")
         return None
     try:
         geom = read_geojson(up.name, up.getvalue())
@@ -334,7 +345,7 @@ def query_picker(model: dict[str, Any], key: str = "query") -> store.QueryKey | 
         return store.QueryKey(f"example clip: {name}", mu, var)
     up = st.file_uploader("Audio clip", type=list(AUDIO_TYPES), key=f"{key}_audio")
     if up is None:
-        st.info("Upload a WAV, FLAC, OGG or MP3 clip.")
+        st.info(f"Upload a WAV, FLAC, OGG or MP3 clip: {upload_limits(audio=True)}.")
         return None
     try:
         wave, sr = read_audio(up.name, up.getvalue(), get_settings().max_audio_seconds,

@@ -153,6 +153,7 @@ def test_draw_and_upload_region_modes_render(dash_env):
     _clean(at)
     assert any("Drag a box" in i.value for i in at.info)
     at.radio(key="region_mode").set_value("Upload GeoJSON").run()
+    assert any("at most 200 MB per file" in i.value for i in at.info)
     _clean(at)
     assert any("Upload a GeoJSON Polygon" in i.value for i in at.info)
     at.radio(key="query_mode").set_value("Upload audio").run()
@@ -273,6 +274,8 @@ def test_audio_uploads_in_the_page(dash_env):
     at = _app()
     at.run()
     at.radio(key="query_mode").set_value("Upload audio").run()
+    limits = " ".join(i.value for i in at.info)
+    assert "at most 200 MB per file" in limits and "0.5 s to 10 min long" in limits, limits
     for name, data, message in (("notes.wav", b"plain text, not audio\n" * 40, "not an audio file we can read"),
                                 ("empty.wav", b"", "is empty"),
                                 ("field.wav", _wav(2 * 3600, rate=1000), "2:00:00 long; the limit is 10:00"),
