@@ -93,6 +93,40 @@ def read_geojson(name: str, data: bytes) -> BaseGeometry:
         raise UploadError(f"The region in {name!r}: {e}.") from e
 
 
+UPLOAD_REGION_SUFFIXES = (".geojson", ".json", ".gpkg", ".fgb", ".parquet", ".zip")
+"""Region files the dashboard takes: GeoJSON, GeoPackage, FlatGeobuf, GeoParquet, a zipped Shapefile."""
+
+
+def read_region_file(name: str, data: bytes) -> BaseGeometry:
+    """An uploaded region file as one (Multi)Polygon in lon/lat, whatever its format and CRS.
+
+    GeoJSON is read as text (:func:`read_geojson`); the other formats are written to a private
+    temporary folder under their own name and read by :func:`psm_db.geometry.parse_region`
+    (pyogrio, or pyarrow for GeoParquet), reprojected from the file's CRS. Nothing is kept.
+
+    Raises:
+        UploadError: On an unknown suffix, an empty file, or a file the region parser refuses.
+    """
+    import tempfile
+    from pathlib import Path
+
+    suffix = Path(name).suffix.lower()
+    if suffix in (".geojson", ".json"):
+        return read_geojson(name, data)
+    if suffix not in UPLOAD_REGION_SUFFIXES:
+        raise UploadError(f"The file {name!r} is not a region file the dashboard reads; upload GeoJSON, "
+                          "GeoPackage (.gpkg), FlatGeobuf (.fgb), GeoParquet (.parquet) or a zipped Shapefile (.zip).")
+    if not data:
+        raise UploadError(f"The file {name!r} is empty. Upload a file with a Polygon or MultiPolygon.")
+    with tempfile.TemporaryDirectory(prefix="psm-upload-") as tmp:
+        path = Path(tmp) / f"region{suffix}"
+        path.write_bytes(data)
+        try:
+            return parse_region(str(path))
+        except ValueError as e:
+            raise UploadError(f"The region in {name!r}: {str(e).replace(str(path), name)}.") from e
+
+
 def parse_bbox(text: str) -> BaseGeometry:
     """Parse "west, south, east, north" (degrees) into a box polygon (:func:`psm_db.geometry.parse_bbox`).
 

@@ -16,11 +16,12 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from dashboard import store
 from dashboard.uploads import (
     AUDIO_TYPES,
+    UPLOAD_REGION_SUFFIXES,
     UploadError,
     parse_bbox,
     parse_region_text,
     read_audio,
-    read_geojson,
+    read_region_file,
 )
 from psm_db.errors import DatabaseURLError, NotEmbeddedError
 from psm_db.settings import get_settings
@@ -252,13 +253,13 @@ def region_picker(key: str = "region") -> RegionChoice | None:
         return RegionChoice(f"box {text.strip()}", geom, _ranking_set(sets, key), [("", geom)])
     if mode == "Draw a box":
         return _drawn_box(key, sets)
-    up = st.file_uploader("GeoJSON polygon", type=["geojson", "json"], key=f"{key}_upload")
+    up = st.file_uploader("Region file", type=[sfx[1:] for sfx in UPLOAD_REGION_SUFFIXES], key=f"{key}_upload")
     if up is None:
-        st.info("Upload a GeoJSON Polygon or MultiPolygon (a geometry, Feature or FeatureCollection): "
-                f"{upload_limits()}.")
+        st.info("Upload a Polygon or MultiPolygon: GeoJSON (a geometry, Feature or FeatureCollection), "
+                f"GeoPackage, FlatGeobuf, GeoParquet or a zipped Shapefile, in any CRS; {upload_limits()}.")
         return None
     try:
-        geom = read_geojson(up.name, up.getvalue())
+        geom = read_region_file(up.name, up.getvalue())
     except UploadError as e:
         st.error(plain(e))
         return None

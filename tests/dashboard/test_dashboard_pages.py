@@ -155,7 +155,7 @@ def test_draw_and_upload_region_modes_render(dash_env):
     at.radio(key="region_mode").set_value("Upload GeoJSON").run()
     assert any("at most 200 MB per file" in i.value for i in at.info)
     _clean(at)
-    assert any("Upload a GeoJSON Polygon" in i.value for i in at.info)
+    assert any("Upload a Polygon or MultiPolygon: GeoJSON" in i.value and "GeoPackage" in i.value for i in at.info)
     at.radio(key="query_mode").set_value("Upload audio").run()
     _clean(at)
     assert any("Upload a WAV" in i.value for i in at.info)

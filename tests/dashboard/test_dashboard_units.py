@@ -267,3 +267,56 @@ def test_widget_values_are_checked_as_a_condition(values, message):
     if values[1] == 24:
         with pytest.raises(ValueError, match=message):
             meta_from_widgets(5, 20, "inaturalist", None, 1).with_hour(24)
+
+
+@pytest.mark.parametrize("suffix", [".gpkg", ".fgb", ".parquet", ".zip"])
+def test_region_uploads_in_other_formats_are_reprojected(tmp_path, suffix):
+    import zipfile
+
+    import pyarrow as pa
+    import pyogrio
+    import shapely
+    from pyproj import Transformer
+
+    from dashboard.uploads import read_region_file
+
+    # a 0.5-degree square near Des Moines, written in Web Mercator
+    to_3857 = Transformer.from_crs("EPSG:4326", "EPSG:3857", always_xy=True)
+    lonlat = shapely.box(-93.9, 41.4, -93.4, 41.9)
+    square = shapely.transform(lonlat, lambda xy: np.column_stack(to_3857.transform(xy[:, 0], xy[:, 1])))
+    table = pa.table({"name": ["polk"], "geometry": pa.array([shapely.to_wkb(square)], pa.binary())})
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+        from pyproj import CRS
+
+        geo = {"version": "1.1.0", "primary_column": "geometry",
+               "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Polygon"],
+                                        "crs": json.loads(CRS.from_epsg(3857).to_json())}}}
+        path = tmp_path / "r.parquet"
+        pq.write_table(table.replace_schema_metadata({b"geo": json.dumps(geo).encode()}), path)
+    elif suffix == ".zip":
+        shp = tmp_path / "r.shp"
+        pyogrio.write_arrow(table, str(shp), driver="ESRI Shapefile", geometry_name="geometry",
+                            geometry_type="Polygon", crs="EPSG:3857")
+        path = tmp_path / "r.zip"
+        with zipfile.ZipFile(path, "w") as z:
+            for part in tmp_path.glob("r.*"):
+                if part.suffix != ".zip":
+                    z.write(part, part.name)
+    else:
+        path = tmp_path / f"r{suffix}"
+        pyogrio.write_arrow(table, str(path), driver={".gpkg": "GPKG", ".fgb": "FlatGeobuf"}[suffix],
+                            geometry_name="geometry", geometry_type="Polygon", crs="EPSG:3857")
+    geom = read_region_file(f"upload{suffix}", path.read_bytes())
+    assert geom.bounds == pytest.approx(lonlat.bounds, abs=1e-6)
+
+
+def test_region_uploads_refuse_what_they_cannot_read():
+    from dashboard.uploads import read_region_file
+
+    with pytest.raises(UploadError, match="not a region file the dashboard reads"):
+        read_region_file("roads.kml", b"<kml/>")
+    with pytest.raises(UploadError, match="is empty"):
+        read_region_file("r.gpkg", b"")
+    with pytest.raises(UploadError, match="The region in 'r.gpkg'"):
+        read_region_file("r.gpkg", b"not a geopackage at all")
