@@ -200,8 +200,7 @@ def breakdown(url: str, version: str) -> dict[str, float]:
         t = time.perf_counter()
         ranking.rank_regions(session=sess, gaussian=gaussian, region_set="bench", condition=condition, k=20)
         parts["rank_regions (after the image)"] = time.perf_counter() - t
-    scores = mapview.TileScores(m.tile_id, m.lon, m.lat, m.bounds[:, 0], m.bounds[:, 1], m.bounds[:, 2],
-                                m.bounds[:, 3], m.probability, m.distance, m.var_sum)
+    scores = mapview.TileScores.from_map(m)
     t = time.perf_counter()
     r = mapview.rasterise(scores, scores.probability)
     parts["rasterise"] = time.perf_counter() - t

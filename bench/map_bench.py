@@ -94,8 +94,7 @@ def server_side(url: str, query_id: int, repeat: int, out_dir: Path) -> dict[str
             t = time.perf_counter()
             m = map_scores(session=session, query_id=query_id, zoom=1, condition=CONDITION)
             times.setdefault("scores (map_scores, stored query)", []).append(time.perf_counter() - t)
-        scores = TileScores(m.tile_id, m.lon, m.lat, m.bounds[:, 0], m.bounds[:, 1], m.bounds[:, 2],
-                            m.bounds[:, 3], m.probability, m.distance, m.var_sum)
+        scores = TileScores.from_map(m)
         for suffix in (".tif", ".geojson", ".parquet", ".png"):
             t = time.perf_counter()
             write_map(out_dir / f"m{suffix}", scores)

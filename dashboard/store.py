@@ -186,8 +186,7 @@ def _map_scores(db_url: str, model_version: str, query: QueryKey, region_wkt: st
         m = ranking.map_scores(session=s, **query.ranking_args(model_version),
                                region=shapely.from_wkt(region_wkt) if region_wkt else None,
                                condition=condition, zoom=zoom, model_version=model_version)
-    return TileScores(m.tile_id, m.lon, m.lat, m.bounds[:, 0], m.bounds[:, 1], m.bounds[:, 2],
-                      m.bounds[:, 3], m.probability, m.distance, m.var_sum)
+    return TileScores.from_map(m)
 
 
 def map_scores(model_version: str, query: QueryKey, region_wkt: str | None, condition: Condition,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -39,12 +40,18 @@ def map_key(model: dict[str, Any], query: store.QueryKey, region: widgets.Region
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
+def raster_for(key: str, _scores: TileScores, layer: str) -> mapview.Raster:
+    """The map's raster of one layer, cached by ``key`` (which names the scores)."""
+    return mapview.rasterise(_scores, _scores.layer(layer))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
 def render(key: str, _scores: TileScores, layer: str, vmin: float, vmax: float, title: str,
            outlines: tuple[tuple[str, str], ...], marker: tuple[float, float] | None) -> tuple[bytes, mapview.Raster]:
     """The map PNG and its raster, cached by ``key`` (which names the scores) and the drawing options."""
     import shapely
 
-    raster = mapview.rasterise(_scores, _scores.layer(layer))
+    raster = raster_for(key, _scores, layer)
     png = mapview.render_png(raster, vmin=vmin, vmax=vmax, layer=layer, title=title,
                              outlines=[(n, shapely.from_wkt(w)) for n, w in outlines], marker=marker)
     return png, raster
@@ -144,7 +151,8 @@ def tile_panel(model: dict[str, Any], scores: TileScores, idx: int) -> None:
             st.audio(s["wav"], format="audio/wav")
 
 
-def downloads(scores: TileScores, raster: mapview.Raster, png: bytes, layer: str, label: str) -> None:
+def downloads(scores: TileScores, raster: mapview.Raster, png: bytes | Callable[[], bytes], layer: str,
+              label: str) -> None:
     """PNG, GeoTIFF (EPSG:4326) and GeoJSON exports of the current map."""
     c1, c2, c3 = st.columns(3)
     c1.download_button("PNG", png, file_name="psm_map.png", mime="image/png", key="dl_png")
@@ -229,10 +237,18 @@ def page() -> None:
         marker = (float(scores.lon[i]), float(scores.lat[i]))
     title = f"{query.label} · {meta.label()} · {region.label}"
     outlines = tuple((n, g.wkt) for n, g in region.outlines)
-    png, raster = render(map_key(model, query, region, meta), scores, layer, vmin, vmax, title, outlines, marker)
+    key = map_key(model, query, region, meta)
+    interactive = len(scores) <= INTERACTIVE_MAX_TILES
+    # the interactive map needs only the raster; the PNG is drawn when it is downloaded
+    png: bytes | Callable[[], bytes]
+    if interactive:
+        raster = raster_for(key, scores, layer)
+        png = lambda: render(key, scores, layer, vmin, vmax, title, outlines, marker)[0]  # noqa: E731
+    else:
+        png, raster = render(key, scores, layer, vmin, vmax, title, outlines, marker)
     elapsed = time.perf_counter() - started
     slot = st.empty()
-    if len(scores) <= INTERACTIVE_MAX_TILES:
+    if interactive:
         chosen = int(np.flatnonzero(scores.tile_id == choice)[0]) if marker is not None else None
         chart = deckmap.deck(scores, raster, layer=layer, vmin=vmin, vmax=vmax, outlines=region.outlines,
                              chosen=chosen)
@@ -245,7 +261,7 @@ def page() -> None:
         st.session_state["_last_map_pick"] = clicked
         st.caption(widgets.plain(title))
     else:
-        slot.image(png, caption=widgets.plain(title), width="stretch")
+        slot.image(png, caption=widgets.plain(title), width="stretch")  # type: ignore[arg-type]
     # seconds from the start of this run (the click) to the image being sent (bench/dashboard_bench.py)
     st.session_state["map_timing"] = {"to_image": time.perf_counter() - script_start, "tiles": len(scores)}
     st.caption(f"Colour bar: {LAYER_LABELS[layer]} from {vmin:.4g} to {vmax:.4g} "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +33,13 @@ class TileScores:
 
     def __len__(self) -> int:
         return int(self.tile_id.shape[0])
+
+    @classmethod
+    def from_map(cls, m: Any, meta: dict | None = None) -> TileScores:
+        """The scores of :func:`psm_db.ranking.map_scores` (its ``bounds`` is ``(n, 4)``: xmin, ymin, xmax, ymax)."""
+        b = m.bounds
+        return cls(m.tile_id, m.lon, m.lat, b[:, 0], b[:, 1], b[:, 2], b[:, 3], m.probability, m.distance,
+                   m.var_sum, dict(meta or {}))
 
     def layer(self, name: str) -> np.ndarray:
         """The values of one layer (probability, var_sum or distance)."""

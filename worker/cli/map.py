@@ -70,8 +70,7 @@ def map_cmd(
                 query = {"gaussian": Gaussian(version.version, mu, var)}
                 label = text if text is not None else str(audio)
             m = map_scores(session=session, **query, region=region, zoom=zoom, condition=wanted)
-        scores = TileScores(m.tile_id, m.lon, m.lat, m.bounds[:, 0], m.bounds[:, 1], m.bounds[:, 2],
-                            m.bounds[:, 3], m.probability, m.distance, m.var_sum)
+        scores = TileScores.from_map(m)
         fetched = time.perf_counter()
         tags = {"query": label, "region": region, "zoom": zoom,
                 **{k: v for k, v in wanted.as_dict().items() if v is not None}}
