@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -308,12 +309,21 @@ def test_sigkilled_worker_chunk_is_requeued_by_its_lease_without_a_manual_step(d
             running = [c for c in jobs.chunk_states(conn, str(job_id)) if c["status"] == "running"]
         return row["done"] > 0 and bool(running)
 
-    wait_job(db_url, str(job_id), timeout=120, until=mid_chunk)
-    workers.kill(first)  # SIGKILL the whole worker while it embeds a chunk
+    # SIGKILL the whole worker while it embeds a chunk. A chunk can finish between the poll and
+    # the kill, so freeze the worker first (SIGSTOP stops its heartbeat too), look again, and kill
+    # only if a chunk is still marked running; otherwise let it go on and try again.
+    for _ in range(20):
+        wait_job(db_url, str(job_id), timeout=120, until=mid_chunk)
+        workers.send(first, signal.SIGSTOP)
+        time.sleep(0.3)  # a commit already on the wire lands
+        with connection(db_url) as conn:
+            row = jobs.get_job(conn, str(job_id))
+            running = [c["chunk"] for c in jobs.chunk_states(conn, str(job_id)) if c["status"] == "running"]
+        if running:
+            break
+        workers.send(first, signal.SIGCONT)
+    workers.kill(first)
     killed = time.monotonic()
-    with connection(db_url) as conn:
-        row = jobs.get_job(conn, str(job_id))
-        running = [c["chunk"] for c in jobs.chunk_states(conn, str(job_id)) if c["status"] == "running"]
     assert row["status"] == "running" and 0 < row["done"] < row["total"] and running, row
     # with no worker alive the chunk stays running; once its lease runs out, psm job says it is stale
     time.sleep(4.5)

@@ -105,6 +105,11 @@ class Workers:
         self.procs.append(proc)
         return proc
 
+    def send(self, proc: subprocess.Popen, sig: int) -> None:
+        """Send ``sig`` to the worker's whole process group without waiting (SIGSTOP, SIGCONT)."""
+        if proc.poll() is None:
+            os.killpg(proc.pid, sig)
+
     def kill(self, proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
         if proc.poll() is None:
             os.killpg(proc.pid, sig)
