@@ -48,6 +48,10 @@ class WorkerSettings(Settings):
         return self.visibility_timeout or self.task_time_limit + 300
 
 
+UNACKED_MUTEX_EXPIRE = 5
+"""Seconds the lock of a restore scan (unacknowledged tasks back to the queue) outlives its holder."""
+
+
 @lru_cache(maxsize=1)
 def get_worker_settings() -> WorkerSettings:
     """The process-wide worker settings, read once from the environment."""
@@ -68,6 +72,10 @@ def create_app(settings: WorkerSettings | None = None) -> Celery:
         "visibility_timeout": s.broker_visibility_timeout,
         "unacked_restore_interval": max(1, s.restore_interval),
         "unacked_restore_throttle": 1,
+        # Each restore scan holds a Redis lock shared by every worker. Kombu's default lease on it
+        # is 300 s, so a worker SIGKILLed mid-scan (a scan runs right after each task, when the
+        # loop catches up) stopped all restores for five minutes; a scan takes milliseconds.
+        "unacked_mutex_expire": UNACKED_MUTEX_EXPIRE,
         "socket_connect_timeout": s.broker_connect_timeout,
     }
     app.conf.update(

@@ -109,7 +109,7 @@ def test_bad_input_fails_fast_in_cli_and_job_row(db_url, model_version, queue_na
     assert after[2] == before[2] + 1 and message in err
 
 
-def test_killed_worker_is_replaced_and_job_completes_exactly(db_url, model_version, workers, queue_name):
+def test_killed_worker_is_replaced_and_job_completes_exactly(db_url, model_version, workers, queue_name, settings):
     source = f"kill-{uuid.uuid4().hex[:6]}"
     request = EmbedRequest(
         region="0.0,51.0,0.18,51.09", model_version=model_version.version, zooms=(1,),
@@ -124,6 +124,14 @@ def test_killed_worker_is_replaced_and_job_completes_exactly(db_url, model_versi
     with connection(db_url) as conn:
         row = jobs.get_job(conn, str(job_id))
     assert row["status"] == "running" and 0 < row["done"] < row["total"], row
+    # The worst moment to die: inside a restore scan, holding the lock every worker's scan takes
+    # (the scan runs right after each task). Kombu's default lease on it (300 s) stalled the job.
+    import redis
+
+    from worker.app import UNACKED_MUTEX_EXPIRE
+    client = redis.Redis.from_url(settings.broker)
+    assert client.lock("unacked_mutex", timeout=UNACKED_MUTEX_EXPIRE).acquire(blocking=False) or \
+        client.pttl("unacked_mutex") <= UNACKED_MUTEX_EXPIRE * 1000
     workers.start()
     row = wait_job(db_url, str(job_id), timeout=150)
     assert row["status"] == "succeeded", (row, workers.logs())
