@@ -41,23 +41,30 @@ BEGIN
     cid := psm.find_condition(p_month, p_hour, p_audio_source, p_caption_source);
     IF cid IS NOT NULL THEN
         RETURN QUERY
+        -- Membership comes from psm.region_tiles (kept exact by triggers), not from ST_Intersects
+        -- per call. The sigmoid is psm.match_probability written out: as a STRICT function with
+        -- LEAST/GREATEST in its body it is not inlined, and calling it per tile doubled the time.
         WITH scored AS (
-            SELECT r.id, r.name, e.var_sum,
-                   psm.match_probability(vector_l2_squared_distance(e.mu, q.mu) + e.var_sum + q.var_sum,
-                                         q.match_a, q.match_b) AS p
-            FROM psm.regions r
-            JOIN psm.tiles t ON t.zoom = p_zoom AND ST_Intersects(r.geom, t.centroid)
+            SELECT m.region_id, e.var_sum,
+                   1.0 / (1.0 + exp(LEAST(GREATEST(
+                       q.match_a * (vector_l2_squared_distance(e.mu, q.mu) + e.var_sum + q.var_sum) - q.match_b,
+                       -700.0), 700.0))) AS p
+            FROM psm.region_tiles m
             JOIN psm.embeddings e
-              ON e.model_version = q.model_version AND e.condition_id = cid AND e.tile_id = t.id
-            WHERE r.set_name = p_region_set)
-        SELECT s.id, s.name,
-               CASE p_agg WHEN 'mean' THEN avg(s.p)
-                          WHEN 'max' THEN max(s.p)
-                          ELSE avg((s.p >= p_threshold)::integer::double precision) END AS score,
-               count(*), avg(s.var_sum)
-        FROM scored s
-        GROUP BY s.id, s.name
-        ORDER BY 3 DESC, avg(s.p) DESC, s.name
+              ON e.model_version = q.model_version AND e.condition_id = cid AND e.tile_id = m.tile_id
+            WHERE m.zoom = p_zoom
+              AND m.region_id IN (SELECT r.id FROM psm.regions r WHERE r.set_name = p_region_set))
+        SELECT r.id, r.name,
+               CASE p_agg WHEN 'mean' THEN a.mean_p
+                          WHEN 'max' THEN a.max_p
+                          ELSE a.share END AS score,
+               a.n, a.uncertainty
+        FROM (SELECT s.region_id, avg(s.p) AS mean_p, max(s.p) AS max_p,
+                     avg((s.p >= p_threshold)::integer::double precision) AS share,
+                     count(*) AS n, avg(s.var_sum) AS uncertainty
+              FROM scored s GROUP BY s.region_id) a
+        JOIN psm.regions r ON r.id = a.region_id
+        ORDER BY 3 DESC, a.mean_p DESC, r.name
         LIMIT p_k;
         GET DIAGNOSTICS n_out = ROW_COUNT;
     END IF;
