@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from psm_db import bulk, migrate  # noqa: E402
 from psm_db.engine import connect, connection, driver_connection  # noqa: E402
+from psm_db.pgbinary import copy_payload  # noqa: E402
 from psm_db.settings import Settings  # noqa: E402
 
 
@@ -72,7 +73,11 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=10_000, help="rows per transaction (a worker chunk)")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--keep", action="store_true", help="keep the throwaway database")
+    ap.add_argument("--upsert-only", action="store_true",
+                    help="skip the direct COPY and time the staging upsert (the path of a re-run chunk)")
     args = ap.parse_args()
+    if args.upsert_only:
+        bulk._copy_embeddings_direct = lambda *a, **k: False  # type: ignore[assignment]
 
     settings = Settings()
     admin = _with_db(settings.db_url, "postgres")
@@ -138,21 +143,9 @@ def main() -> None:
 
 
 def _full_payload(version: str, cid: int, tile_ids: np.ndarray, mu: np.ndarray, var: np.ndarray, d: int) -> bytes:
-    n = len(tile_ids)
-    vb = version.encode()
-    dtype = np.dtype(
-        [("nf", ">i2"), ("v_len", ">i4"), ("v", f"S{len(vb)}"), ("c_len", ">i4"), ("c", ">i4"),
-         ("t_len", ">i4"), ("t", ">i8"), ("d_len", ">i4"), ("d", ">i4")]
-        + bulk._vec_fields("mu", d) + bulk._vec_fields("var", d) + [("s_len", ">i4"), ("s", ">f8")]
-    )
-    rows = np.empty(n, dtype=dtype)
-    rows["nf"], rows["v_len"], rows["v"] = 7, len(vb), vb
-    rows["c_len"], rows["c"], rows["t_len"], rows["t"] = 4, cid, 8, tile_ids
-    rows["d_len"], rows["d"] = 4, d
-    for name, val in (("mu", mu), ("var", var)):
-        rows[f"{name}_len"], rows[f"{name}_dim"], rows[f"{name}_unused"], rows[name] = 4 + 4 * d, d, 0, val
-    rows["s_len"], rows["s"] = 8, var.sum(axis=1, dtype=np.float64)
-    return bulk.COPY_HEADER + rows.tobytes() + bulk.COPY_TRAILER
+    return copy_payload([("bytes", version.encode()), ("int4", cid), ("int8", tile_ids), ("int4", d),
+                         ("vector", mu), ("vector", var), ("float8", var.sum(axis=1, dtype=np.float64))],
+                        len(tile_ids))
 
 
 if __name__ == "__main__":

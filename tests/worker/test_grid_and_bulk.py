@@ -73,6 +73,24 @@ def test_write_embeddings_round_trip_and_idempotent(db, conn):
     assert np.array_equal(again, ids)
 
 
+def test_write_embeddings_over_some_existing_rows_adds_the_rest_in_the_same_transaction(db, conn):
+    """The direct COPY hits the existing keys; its savepoint goes, the upsert adds only the new rows."""
+    cid, ids = _setup(db)
+    rng = np.random.default_rng(2)
+    mu = rng.standard_normal((len(ids), 8)).astype(np.float32)
+    var = np.exp(rng.normal(-4, 1, (len(ids), 8))).astype(np.float32)
+    half = len(ids) // 2
+    assert bulk.write_embeddings(db, "feedbeef", cid, ids[:half], mu[:half], var[:half], 8) == half
+    before_fallback = conn.execute("SELECT psm.ensure_condition(7, 8, NULL, NULL)").fetchone()[0]
+    assert bulk.write_embeddings(db, "feedbeef", cid, ids, mu + 1, var, 8) == len(ids) - half
+    rows = dict(conn.execute("SELECT tile_id, mu FROM psm.embeddings WHERE model_version = 'feedbeef'").fetchall())
+    assert len(rows) == len(ids)
+    assert all(np.array_equal(rows[int(t)].to_numpy(), mu[i]) for i, t in enumerate(ids[:half]))  # kept
+    assert all(np.array_equal(rows[int(t)].to_numpy(), mu[half + i] + 1) for i, t in enumerate(ids[half:]))
+    # what the transaction did before the fallback is still there
+    assert conn.execute("SELECT count(*) FROM psm.conditions WHERE id = %s", (before_fallback,)).fetchone()[0] == 1
+
+
 @pytest.mark.parametrize(
     "bad, message",
     [
