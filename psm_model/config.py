@@ -170,7 +170,7 @@ class ModelConfig:
         preset: Name of the preset this config started from.
         embed_dim: Size d of the shared embedding space (and of the fusion tokens).
         head_hidden: Hidden width of the mean / log-variance heads (None: embed_dim).
-        logvar_bias_init: Initial bias of every layer of the log-variance heads.
+        logvar_bias_init: Initial bias of the direct (output) layer of the log-variance heads.
         loss: ``"pcmepp"`` or ``"infonce"``.
         image: Image encoder config.
         audio: Audio tower config.

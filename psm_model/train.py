@@ -236,6 +236,20 @@ def calibrate_match_shift(
     return b
 
 
+CHANCE_R10 = 0.10
+"""R@10% of a model that ranks at random (the true match falls in the top tenth one time in ten)."""
+
+
+def stuck_at_chance(history: list[dict[str, Any]], validations: int = 3, margin: float = 0.01) -> bool:
+    """True when the first ``validations`` validations all left I2A R@10% within ``margin`` of chance.
+
+    A model that has not moved off chance after that many checks is not learning (seen with the
+    demo preset widened to embed_dim 512 at its learning rate of 1e-3: the embeddings collapse).
+    """
+    vals = [h["val_i2a_r10"] for h in history if h.get("kind") == "val"]
+    return len(vals) >= validations and max(vals[:validations]) < CHANCE_R10 + margin
+
+
 def validate(model: PSMModel, data: SplitData, use_metadata: bool) -> dict[str, float]:
     """Validation metrics: I2A and A2I R@10% and median rank at zoom 1, the run's metadata, no text."""
     meta = "all" if use_metadata else "none"
@@ -425,6 +439,12 @@ def train(
         )
         log.write(metrics)
         logger.info("step %d (%s): val I2A R@10%% %.3f (best %.3f)", step, kind, metrics["val_i2a_r10"], best["val_i2a_r10"])
+        if len([h for h in history if h.get("kind") == "val"]) == 3 and stuck_at_chance(history):
+            note = (f"validation I2A R@10% has stayed at chance ({CHANCE_R10:.2f}) for 3 checks, to step {step}: "
+                    f"the model is not learning. Try a lower --lr than {s.lr:g} (the demo preset at "
+                    "embed_dim 512 needs about 3e-4), or check the dataset")
+            logger.warning(note)
+            log.write({"kind": "warning", "step": step, "message": note})
         if progress:
             progress({"stage": "validate", "step": step, "total_steps": horizon[0], **metrics, "best": best["val_i2a_r10"],
                       "done": step, "total": horizon[0]})

@@ -10,7 +10,7 @@ import torch
 
 from psm_model import load_checkpoint
 from psm_model.features import load_split
-from psm_model.train import cosine_warmup, settings_for, train, training_loss
+from psm_model.train import cosine_warmup, settings_for, stuck_at_chance, train, training_loss
 
 
 def write_toy_world(out, n: int = 72, size: int = 32, sr: int = 16_000, seed: int = 3) -> None:
@@ -207,3 +207,14 @@ def test_cli_train_set_overrides_the_model_config(tiny_world, tmp_path):
     assert r.exit_code == 2 and "KEY=VALUE" in r.output
     r = runner.invoke(app, [*base, "--out", str(tmp_path / "y"), "--set", "objective.bogus=1"])
     assert r.exit_code == 2 and "unknown config override" in r.output
+
+
+def test_a_model_stuck_at_chance_is_told_apart_from_a_slow_start():
+    def val(*r10):
+        return [{"kind": "train", "loss": 0.2}] + [{"kind": "val", "val_i2a_r10": v} for v in r10]
+
+    # the demo preset at embed_dim 512 and lr 1e-3 (collapsed), and at lr 3e-4 (slow, then learning)
+    assert stuck_at_chance(val(0.100, 0.099, 0.099))
+    assert not stuck_at_chance(val(0.102, 0.111, 0.138))
+    assert not stuck_at_chance(val(0.100, 0.099))  # too early to say
+    assert not stuck_at_chance(val(0.147, 0.168, 0.193))
