@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import psycopg
@@ -134,6 +135,21 @@ def write_features(
     return cur.rowcount
 
 
+def _copy_embedding_rows(conn: psycopg.Connection, sql: str, columns: Sequence[tuple[str, Any]], n: int,
+                         dim: int) -> None:
+    """COPY ``n`` embedding rows, encoding ~4 MB blocks while the server parses the previous one.
+
+    ``columns`` are :func:`copy_tuples` columns; array columns are sliced per block, scalars kept.
+    """
+    block = max(1, (4 << 20) // (8 * dim + 64))
+    with conn.cursor() as cur, cur.copy(sql) as copy:
+        copy.write(COPY_HEADER)
+        for s in range(0, n, block):
+            part = [(k, v[s:s + block] if np.ndim(v) > 0 else v) for k, v in columns]
+            copy.write(copy_tuples(part, min(block, n - s)))
+        copy.write(COPY_TRAILER)
+
+
 def _copy_embeddings_direct(
     conn: psycopg.Connection, model_version: str, condition_ids: np.ndarray, tile_ids: np.ndarray,
     mu: np.ndarray, var: np.ndarray, var_sum: np.ndarray, dim: int,
@@ -145,21 +161,13 @@ def _copy_embeddings_direct(
     deadlock, the savepoint is rolled back and the caller upserts through staging instead, which
     keeps the existing rows. The caller's transaction stays open either way.
     """
-    version = model_version.encode()
-    block = max(1, (4 << 20) // (8 * dim + 64))
     conn.execute("SAVEPOINT psm_direct_embeddings")
     try:
-        with conn.cursor() as cur, cur.copy(
-            "COPY psm.embeddings (model_version, condition_id, tile_id, dim, mu, var, var_sum)"
-            " FROM STDIN (FORMAT BINARY)"
-        ) as copy:
-            copy.write(COPY_HEADER)
-            for s in range(0, len(tile_ids), block):
-                e = s + block
-                copy.write(copy_tuples([("bytes", version), ("int4", condition_ids[s:e]), ("int8", tile_ids[s:e]),
-                                        ("int4", dim), ("vector", mu[s:e]), ("vector", var[s:e]),
-                                        ("float8", var_sum[s:e])], len(tile_ids[s:e])))
-            copy.write(COPY_TRAILER)
+        _copy_embedding_rows(
+            conn, "COPY psm.embeddings (model_version, condition_id, tile_id, dim, mu, var, var_sum)"
+            " FROM STDIN (FORMAT BINARY)",
+            [("bytes", model_version.encode()), ("int4", condition_ids), ("int8", tile_ids), ("int4", dim),
+             ("vector", mu), ("vector", var), ("float8", var_sum)], len(tile_ids), dim)
     except (psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected) as e:
         conn.execute("ROLLBACK TO SAVEPOINT psm_direct_embeddings")
         conn.execute("RELEASE SAVEPOINT psm_direct_embeddings")
@@ -200,16 +208,10 @@ def write_embeddings(
         ["mu", "var"],
         8 * dim + 96,
     )
-    # Encode block by block while the server parses the previous block (client and server overlap).
-    block = max(1, (4 << 20) // (8 * dim + 64))
-    with conn.cursor() as cur, cur.copy(
-        "COPY psm_stage_embeddings (condition_id, tile_id, mu, var, var_sum) FROM STDIN (FORMAT BINARY)"
-    ) as copy:
-        copy.write(COPY_HEADER)
-        for s in range(0, len(tile_ids), block):
-            e = s + block
-            copy.write(_embedding_tuples(condition_ids[s:e], tile_ids[s:e], mu32[s:e], var32[s:e], var_sum[s:e]))
-        copy.write(COPY_TRAILER)
+    _copy_embedding_rows(
+        conn, "COPY psm_stage_embeddings (condition_id, tile_id, mu, var, var_sum) FROM STDIN (FORMAT BINARY)",
+        [("int4", condition_ids), ("int8", tile_ids), ("vector", mu32), ("vector", var32), ("float8", var_sum)],
+        len(tile_ids), dim)
     cur = conn.execute(
         "INSERT INTO psm.embeddings (model_version, condition_id, tile_id, dim, mu, var, var_sum) "
         "SELECT %s, condition_id, tile_id, %s, mu, var, var_sum FROM psm_stage_embeddings "

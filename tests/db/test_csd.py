@@ -56,3 +56,12 @@ def test_match_probability_is_a_sigmoid(conn):
                        "psm.match_probability(1e6, 5.0, 5.0)").fetchone()
     assert got[0] == pytest.approx(0.5)
     assert 0.0 <= got[1] < 1e-100
+
+
+def test_match_probability_is_inlined_into_the_query_and_stays_null_for_null(conn):
+    """A per-row function call doubled the cost of ranking; inlined, the plan holds the expression."""
+    plan = "\n".join(r[0] for r in conn.execute(
+        "EXPLAIN VERBOSE SELECT psm.match_probability(e.var_sum, 5.0, 5.0) FROM psm.embeddings e"))
+    assert "match_probability" not in plan and "exp(" in plan, plan
+    got = conn.execute("SELECT psm.match_probability(NULL, 5.0, 5.0), psm.match_probability(-1e6, 5.0, 5.0)").fetchone()
+    assert got[0] is None and got[1] == 1.0
