@@ -669,7 +669,7 @@ def cmd_load_test(args: argparse.Namespace) -> None:
     def client(seed: int) -> None:
         r = np.random.default_rng(seed)
         try:
-            conn = psycopg.connect(url.replace("://psm@", "://psm_reader@"), autocommit=True)
+            conn = psycopg.connect(_settings().url_as("psm_reader", url), autocommit=True)
         except psycopg.Error as e:
             with lock:
                 errors.append(str(e))

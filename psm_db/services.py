@@ -19,7 +19,9 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
+from psm_db import credentials
 from psm_db.errors import MissingDependencyError, PortInUseError, ServiceError
 from psm_db.settings import Settings
 
@@ -37,7 +39,11 @@ class ServiceStatus:
     managed: bool
     running: bool
     url: str
+    """Where the service listens; a password in it is shown as ``***`` (``psm db url`` prints it)."""
     detail: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "url", credentials.redact(self.url))
 
 
 def _port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -130,6 +136,7 @@ def _prepare_dirs(settings: Settings) -> None:
     data, run, logfile = _pg_paths(settings)
     for d in (data.parent, run):
         d.mkdir(parents=True, exist_ok=True)
+    os.chmod(run, 0o700)  # the server's socket: nobody else's business
     if _is_root():
         entry = pwd.getpwnam(SERVICE_USER)
         for path in (data.parent, run):
@@ -169,8 +176,9 @@ def postgres_up(settings: Settings) -> str:
     check_extensions(bindir)
     data, run, logfile = _pg_paths(settings)
     if postgres_running(settings):
+        secured = secure_postgres(settings)
         ensure_database(settings)
-        return "already running"
+        return "already running" + ("; now asks every connection for a SCRAM password" if secured else "")
     if _port_open(settings.pg_port):
         raise PortInUseError(
             f"port {settings.pg_port} is already taken by another process, so the project's "
@@ -182,8 +190,10 @@ def postgres_up(settings: Settings) -> str:
         log.info("initialising PostgreSQL cluster in %s", data)
         _run(
             _as_service_user(
-                [str(bindir / "initdb"), "-D", str(data), "-U", "psm", "--auth=trust",
-                 "-E", "UTF8", "--locale=C.UTF-8"]
+                # No TCP login at all until secure_postgres has set the passwords; the socket
+                # (in a folder only the service account may enter) is trusted meanwhile.
+                [str(bindir / "initdb"), "-D", str(data), "-U", "psm", "--auth-local=trust",
+                 "--auth-host=reject", "-E", "UTF8", "--locale=C.UTF-8"]
             ),
             "initdb",
         )
@@ -204,13 +214,147 @@ def postgres_up(settings: Settings) -> str:
         ),
         f"starting PostgreSQL (log: {logfile})",
     )
+    secure_postgres(settings)
     ensure_database(settings)
     return "started"
 
 
+# Every connection to the managed cluster, over TCP or its socket, the owner's included, must
+# give its role's SCRAM password (generated once under PSM_HOME/secrets).
+SCRAM_HBA = """\
+# written by psm services: every role gives its SCRAM password (kept in PSM_HOME/secrets/postgres.json)
+# TYPE  DATABASE  USER  ADDRESS       METHOD
+local   all       all                 scram-sha-256
+host    all       all   127.0.0.1/32  scram-sha-256
+host    all       all   ::1/128       scram-sha-256
+"""
+
+# While the passwords are being set: the socket only (its folder is the service account's alone).
+SETUP_HBA = """\
+# written by psm services while it sets the roles' passwords; replaced at once
+local   all       all                 trust
+"""
+
+
+def _write_hba(settings: Settings, text: str) -> None:
+    """Replace pg_hba.conf (atomically, owned like the data folder) and make the server reload it."""
+    data, _, _ = _pg_paths(settings)
+    target = data / "pg_hba.conf"
+    tmp = data / ".pg_hba.conf.psm"
+    tmp.write_text(text, encoding="utf-8")
+    os.chmod(tmp, 0o600)
+    st = os.stat(data)
+    if _is_root():
+        os.chown(tmp, st.st_uid, st.st_gid)
+    os.replace(tmp, target)
+    bindir = pg_bin_dir(settings)
+    _run(_as_service_user([str(bindir / "pg_ctl"), "reload", "-D", str(data)]), "reloading PostgreSQL")
+
+
+def _socket_dir(settings: Settings) -> str:
+    """The folder of the running server's socket (postmaster.pid says; a copied cluster keeps its old one)."""
+    data, run, _ = _pg_paths(settings)
+    try:
+        lines = (data / "postmaster.pid").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return str(run)
+    return lines[4].strip() if len(lines) > 4 and lines[4].strip() else str(run)
+
+
+def _socket_conninfo(settings: Settings) -> str:
+    return make_conninfo(host=_socket_dir(settings), port=settings.pg_port, user=credentials.OWNER_ROLE,
+                         dbname="postgres", connect_timeout=5)
+
+
+def _wait_for(check, what: str, timeout: float = 15.0) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise ServiceError(f"PostgreSQL did not {what} within {timeout:g} s")
+        time.sleep(0.05)
+
+
+def _socket_trusted(settings: Settings) -> bool:
+    try:
+        with psycopg.connect(_socket_conninfo(settings)):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
+def _admin_url(settings: Settings) -> str:
+    """The owner's URL to the managed cluster's maintenance database."""
+    return settings.url_as(credentials.OWNER_ROLE, f"postgresql://psm@127.0.0.1:{settings.pg_port}/postgres")
+
+
+def _password_login_works(settings: Settings) -> bool:
+    try:
+        with psycopg.connect(_admin_url(settings), connect_timeout=5):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
+def _passwords_in_place(settings: Settings) -> bool:
+    """True when the server asks for passwords and holds the verifiers this PSM_HOME recorded."""
+    data, _, _ = _pg_paths(settings)
+    try:
+        if (data / "pg_hba.conf").read_text(encoding="utf-8") != SCRAM_HBA:
+            return False
+    except OSError:
+        return False
+    recorded = credentials.verifiers(settings.home)
+    if set(recorded) != set(credentials.ROLES):
+        return False
+    try:
+        with psycopg.connect(_admin_url(settings), connect_timeout=10) as conn:
+            held: dict[str, str] = dict(conn.execute("SELECT rolname, rolpassword FROM pg_authid WHERE rolname = ANY(%s)",
+                                     (list(credentials.ROLES),)).fetchall())
+    except psycopg.OperationalError:
+        return False
+    return held == recorded
+
+
+def secure_postgres(settings: Settings) -> bool:
+    """Make the managed cluster ask every connection for a SCRAM password; True when it changed anything.
+
+    The passwords are generated once (``PSM_HOME/secrets/postgres.json``, mode 0600). A cluster
+    that trusts its connections (one made before passwords, or whose passwords file was lost) is
+    switched over: for a moment only the socket, in the service account's own folder, is trusted
+    while each role's password is set; then pg_hba.conf asks every connection for one.
+    """
+    passwords = credentials.ensure_passwords(settings.home)
+    if _passwords_in_place(settings):
+        return False
+    log.info("setting the roles' passwords on the managed cluster")
+    data, _, _ = _pg_paths(settings)
+    before = (data / "pg_hba.conf").read_text(encoding="utf-8")
+    _write_hba(settings, SETUP_HBA)
+    try:
+        _wait_for(lambda: _socket_trusted(settings), f"take the setup pg_hba.conf (socket in {_socket_dir(settings)})")
+        set_verifiers: dict[str, str] = {}
+        with psycopg.connect(_socket_conninfo(settings), autocommit=True) as conn:
+            for role in credentials.ROLES:
+                # The verifier is made here, so the password itself never reaches the server or its log.
+                verifier = conn.pgconn.encrypt_password(passwords[role].encode(), role.encode(),
+                                                        b"scram-sha-256").decode()
+                exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+                verb = "ALTER" if exists else "CREATE"
+                conn.execute(sql.SQL(verb + " ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role),
+                                                                                 sql.Literal(verifier)))
+                set_verifiers[role] = verifier
+    except BaseException:
+        _write_hba(settings, before)  # as it was: a failed switch must not lock everyone out
+        raise
+    credentials.save_verifiers(settings.home, set_verifiers)
+    _write_hba(settings, SCRAM_HBA)
+    _wait_for(lambda: _password_login_works(settings), "take the passwords over TCP")
+    return True
+
+
 def ensure_database(settings: Settings) -> None:
     """Create the ``psm`` database and its extensions on the managed cluster if missing."""
-    admin = f"postgresql://psm@127.0.0.1:{settings.pg_port}/postgres"
+    admin = _admin_url(settings)
     with psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = 'psm'").fetchone()
         if not exists:
@@ -383,6 +527,26 @@ def restore_reader_defaults(conn: psycopg.Connection, limit_s: float, role: str 
     return changed
 
 
+def restore_role_passwords(conn: psycopg.Connection, home: Path) -> list[str]:
+    """Set back the password of every managed role that changed its own; return those roles.
+
+    PostgreSQL lets any role change its own password; a reader doing so would lock the dashboard
+    and every psql user out. The verifiers recorded under ``home`` say what pg_authid should hold.
+    """
+    recorded = credentials.verifiers(home)
+    if not recorded:
+        return []
+    held: dict[str, str] = dict(conn.execute("SELECT rolname, rolpassword FROM pg_authid WHERE rolname = ANY(%s)",
+                             (list(recorded),)).fetchall())
+    changed = []
+    for role, verifier in recorded.items():
+        if role in held and held[role] != verifier:
+            conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(verifier)))
+            log.warning("put back the password of %s, which changed it", role)
+            changed.append(role)
+    return changed
+
+
 def watchdog(settings: Settings, stop: threading.Event | None = None) -> None:
     """Bound the reader's statements until ``stop`` is set (or for ever), every ``watchdog_interval`` s.
 
@@ -400,6 +564,8 @@ def watchdog(settings: Settings, stop: threading.Event | None = None) -> None:
                                        application_name="psm-watchdog")
             cancel_overrunning_readers(conn, limit)
             restore_reader_defaults(conn, limit)
+            if settings.manages_postgres():
+                restore_role_passwords(conn, settings.home)
         except psycopg.Error as e:
             log.warning("watchdog: %s", " ".join(str(e).split()))
             if conn is not None:

@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from psm_db import credentials
+
 MEMORY_SIZE = re.compile(r"[1-9]\d*(kB|MB|GB)")
 """A PostgreSQL memory setting as the project accepts it: 512MB, 4GB, 65536kB."""
 
@@ -80,18 +82,30 @@ class Settings(BaseSettings):
 
     @property
     def db_url(self) -> str:
-        """The writer database URL (libpq form, ``postgresql://``)."""
-        return self.database_url or f"postgresql://psm@127.0.0.1:{self.pg_port}/psm"
+        """The writer database URL (libpq form, ``postgresql://``).
+
+        On the managed cluster it carries the owner's password from ``PSM_HOME/secrets``.
+        """
+        if self.database_url:
+            return self.database_url
+        return self.url_as(credentials.OWNER_ROLE, f"postgresql://psm@127.0.0.1:{self.pg_port}/psm")
 
     @property
     def reader_url(self) -> str:
         """The read-only database URL used by the dashboard and analysts."""
         if self.reader_database_url:
             return self.reader_database_url
-        parts = urlsplit(self.db_url)
-        host = parts.hostname or "127.0.0.1"
-        port = f":{parts.port}" if parts.port else ""
-        return f"postgresql://psm_reader@{host}{port}{parts.path}"
+        return self.url_as(credentials.READER_ROLE, self.db_url)
+
+    def url_as(self, role: str, url: str | None = None) -> str:
+        """``url`` (default: the writer URL) as ``role``, without the URL's own password.
+
+        On the managed cluster the role's stored password goes in; elsewhere the URL has none,
+        and the server's own means apply (a ``~/.pgpass``, ``PGPASSWORD``, or a trusted host).
+        """
+        url = url or self.db_url
+        secret = credentials.password(self.home, role) if _is_local(url, self.pg_port) else None
+        return credentials.with_user(url, role, secret)
 
     @property
     def reader_limit_seconds(self) -> float:

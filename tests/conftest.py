@@ -33,6 +33,49 @@ def services(settings):
     return svc.up(settings)
 
 
+@pytest.fixture
+def cluster_settings(settings) -> Iterator[Callable[..., object]]:
+    """``cluster_settings(**overrides)``: Settings for a throwaway cluster of the test's own.
+
+    A fresh PSM_HOME under the shared one's ``test-clusters`` and a free port; nothing is started.
+    After the test, each cluster made (and its watchdog) is stopped and its folder removed.
+    """
+    import shutil
+    import socket
+
+    from psm_db import services as svc
+    from psm_db.settings import Settings
+
+    made: list[Settings] = []
+
+    def make(**overrides: object) -> Settings:
+        home = Path(os.environ["PSM_HOME"]) / "test-clusters" / uuid.uuid4().hex[:8]
+        home.mkdir(parents=True)
+        os.chmod(home, 0o755)  # the postgres account must reach the cluster when we are root
+        os.chmod(home.parent, 0o755)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        own = Settings(home=home, pg_port=port, redis_port=settings.redis_port, database_url=None,
+                       **overrides)
+        made.append(own)
+        return own
+
+    yield make
+    for own in made:
+        try:
+            svc.watchdog_down(own)
+            svc.postgres_down(own)
+        finally:
+            shutil.rmtree(own.home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def as_role(settings) -> Callable[[str, str], str]:
+    """``as_role(url, role)``: the URL as another role, with that role's managed password."""
+    return lambda url, role: settings.url_as(role, url)
+
+
 def _with_db(url: str, dbname: str) -> str:
     base, _, _ = url.rpartition("/")
     return f"{base}/{dbname}"

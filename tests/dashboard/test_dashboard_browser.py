@@ -29,16 +29,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _reader(url: str) -> str:
-    scheme, rest = url.split("://", 1)
-    return f"{scheme}://psm_reader@{rest.split('@', 1)[1]}"
-
-
 @pytest.fixture
-def server(seeded, tmp_path):
+def server(seeded, tmp_path, as_role):
     """``streamlit run dashboard/app.py`` on a free port against the seeded database."""
     port = _free_port()
-    env = {**os.environ, "PSM_DATABASE_URL": seeded.db_url, "PSM_READER_DATABASE_URL": _reader(seeded.db_url),
+    env = {**os.environ, "PSM_DATABASE_URL": seeded.db_url, "PSM_READER_DATABASE_URL": as_role(seeded.db_url, "psm_reader"),
            "MPLBACKEND": "Agg", "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
     log = open(tmp_path / "streamlit.log", "w")  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(

@@ -121,7 +121,7 @@ def test_query_rank_and_list_speak_json(dash_env, seeded):
     assert seeded.query_id in {q["id"] for q in listed} and all("model_version" in q for q in listed)
 
 
-def test_qgis_path_map_tiles_as_the_reader(seeded):
+def test_qgis_path_map_tiles_as_the_reader(seeded, as_role):
     """psm.map_tiles: valid SRID-4326 polygons with the scores psm map writes, callable by psm_reader."""
     import psycopg
     from sqlalchemy.orm import Session
@@ -130,8 +130,7 @@ def test_qgis_path_map_tiles_as_the_reader(seeded):
     from psm_db.ranking import map_scores
     from psm_model import Condition
 
-    scheme, rest = seeded.db_url.split("://", 1)
-    reader = f"{scheme}://psm_reader@{rest.split('@', 1)[1]}"
+    reader = as_role(seeded.db_url, "psm_reader")
     with psycopg.connect(reader) as c:
         rows = c.execute(
             "SELECT tile_id, ST_IsValid(geom), ST_SRID(geom), GeometryType(geom), probability, uncertainty,"

@@ -228,9 +228,8 @@ def test_the_gaussian_forms_check_their_other_arguments_as_the_query_id_forms(wo
         assert info.value.sqlstate == "PSM01" and "psm embed-region --model " + MODEL in info.value.diag.message_hint
 
 
-def test_the_reader_ranks_an_unstored_gaussian(world):
-    scheme, rest = world.url.split("://", 1)
-    with psycopg.connect(f"{scheme}://psm_reader@{rest.split('@', 1)[1]}") as c:
+def test_the_reader_ranks_an_unstored_gaussian(world, as_role):
+    with psycopg.connect(as_role(world.url, "psm_reader")) as c:
         register_vector(c)
         tiles = c.execute("SELECT count(*) FROM psm.rank_tiles_gaussian(%s, %s, %s, NULL, 5, 6, p_k => 9)",
                           (MODEL, world.q_mu, world.q_var)).fetchone()[0]

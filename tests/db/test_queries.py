@@ -497,17 +497,12 @@ def test_listings(seed, session):
 # --------------------------------------------------------------------------- roles
 
 
-def _as(url: str, role: str) -> str:
-    scheme, rest = url.split("://", 1)
-    return f"{scheme}://{role}@{rest.split('@', 1)[1]}"
-
-
-def test_reader_can_rank_but_not_write(seed):
+def test_reader_can_rank_but_not_write(seed, as_role):
     from sqlalchemy.orm import Session
 
     from psm_db.engine import make_engine
 
-    with psycopg.connect(_as(seed.url, "psm_reader")) as c:
+    with psycopg.connect(as_role(seed.url, "psm_reader")) as c:
         tiles = c.execute("SELECT count(*) FROM psm.rank_tiles(%s, NULL, 5, 6, NULL, NULL, 1, 7)",
                           (seed.query_id,)).fetchone()[0]
         regions = c.execute("SELECT count(*) FROM psm.rank_regions(%s, 'squares', 5, 6)",
@@ -522,7 +517,7 @@ def test_reader_can_rank_but_not_write(seed):
             with pytest.raises((psycopg.errors.InsufficientPrivilege, psycopg.errors.ReadOnlySqlTransaction)):
                 c.execute(sql)
             c.rollback()
-    reader = make_engine(_as(seed.url, "psm_reader"))
+    reader = make_engine(as_role(seed.url, "psm_reader"))
     try:
         with Session(reader) as s:
             assert len(ranking.rank_tiles(session=s, query_id=seed.query_id, condition=C56, k=3)) == 3
@@ -534,7 +529,7 @@ def test_reader_can_rank_but_not_write(seed):
     finally:
         reader.dispose()
     with pytest.raises(Exception, match="must be owner|permission denied"):
-        ann.build_ann_index(engine=make_engine(_as(seed.url, "psm_writer")), model_version=MODEL,
+        ann.build_ann_index(engine=make_engine(as_role(seed.url, "psm_writer")), model_version=MODEL,
                                 condition_id=seed.cond_b, concurrently=False)
 
 

@@ -3,10 +3,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-
-def _as(url: str, role: str) -> str:
-    scheme, rest = url.split("://", 1)
-    return f"{scheme}://{role}@{rest.split('@', 1)[1]}"
+from psm_db import credentials
 
 
 @pytest.mark.parametrize("sql", [
@@ -18,22 +15,22 @@ def _as(url: str, role: str) -> str:
     "CREATE TABLE public.sneaky (id int)",
     "SELECT psm.ensure_condition(1, 2, NULL, NULL)",
 ])
-def test_reader_cannot_write_or_create(db_url, sql):
-    with psycopg.connect(_as(db_url, "psm_reader")) as c:
+def test_reader_cannot_write_or_create(db_url, as_role, sql):
+    with psycopg.connect(as_role(db_url, "psm_reader")) as c:
         with pytest.raises((psycopg.errors.InsufficientPrivilege, psycopg.errors.ReadOnlySqlTransaction)):
             c.execute(sql)
 
 
-def test_reader_can_read_and_call_csd(db_url):
-    with psycopg.connect(_as(db_url, "psm_reader")) as c:
+def test_reader_can_read_and_call_csd(db_url, as_role):
+    with psycopg.connect(as_role(db_url, "psm_reader")) as c:
         assert c.execute("SELECT count(*) FROM psm.tiles").fetchone()[0] >= 0
         assert c.execute("SELECT psm.csd('[1]', '[1]', '[0]', '[1]')").fetchone()[0] == 3.0
         timeout = c.execute("SHOW statement_timeout").fetchone()[0]
     assert timeout == "30s"
 
 
-def test_writer_can_stage_and_write_conditions(db_url):
-    with psycopg.connect(_as(db_url, "psm_writer")) as c:
+def test_writer_can_stage_and_write_conditions(db_url, as_role):
+    with psycopg.connect(as_role(db_url, "psm_writer")) as c:
         cid = c.execute("SELECT psm.ensure_condition(5, 6, 'aporee', NULL)").fetchone()[0]
         again = c.execute("SELECT psm.ensure_condition(5, 6, 'aporee', NULL)").fetchone()[0]
         found = c.execute("SELECT psm.find_condition(5, 6, 'aporee', NULL)").fetchone()[0]
@@ -45,39 +42,17 @@ def test_writer_can_stage_and_write_conditions(db_url):
 
 
 @pytest.fixture
-def watched_cluster(settings):
+def watched_cluster(cluster_settings):
     """A cluster of our own (role changes are cluster-wide) with the reader's watchdog: limit 2 s."""
-    import os
-    import shutil
-    import socket
-    import uuid
-    from pathlib import Path
-
     from psm_db import migrate
     from psm_db import services as svc
-    from psm_db.settings import Settings
 
-    home = Path(os.environ["PSM_HOME"]) / "test-clusters" / uuid.uuid4().hex[:8]
-    home.mkdir(parents=True)
-    os.chmod(home, 0o755)
-    os.chmod(home.parent, 0o755)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    own = Settings(home=home, pg_port=port, redis_port=settings.redis_port, database_url=None,
-                   reader_statement_limit=2.0, watchdog_interval=0.25)
-    try:
-        svc.postgres_up(own)
-        migrate.upgrade(own.db_url)
-        assert svc.watchdog_up(own).startswith("started")
-        assert any(r.name == "watchdog" and r.running for r in svc.status(own))
-        yield own
-    finally:
-        try:
-            svc.watchdog_down(own)
-            svc.postgres_down(own)
-        finally:
-            shutil.rmtree(home, ignore_errors=True)
+    own = cluster_settings(reader_statement_limit=2.0, watchdog_interval=0.25)
+    svc.postgres_up(own)
+    migrate.upgrade(own.db_url)
+    assert svc.watchdog_up(own).startswith("started")
+    assert any(r.name == "watchdog" and r.running for r in svc.status(own))
+    return own
 
 
 def _unbounded_sleep_is_cancelled(url: str) -> float:
@@ -100,14 +75,14 @@ def _role_defaults(url: str) -> dict:
 
 
 def test_a_reader_statement_is_cancelled_at_the_limit_whatever_the_session_sets(watched_cluster):
-    reader = _as(watched_cluster.db_url, "psm_reader")
+    reader = watched_cluster.reader_url
     took = _unbounded_sleep_is_cancelled(reader)
     assert 2.0 <= took < 4.0, took
     print(f"watchdog: a pg_sleep(600) with statement_timeout = 0 was cancelled after {took:.2f} s (limit 2 s)")
     # the owner's and the writer's statements are not the watchdog's business
     import time
 
-    with psycopg.connect(_as(watched_cluster.db_url, "psm_writer"), autocommit=True) as c:
+    with psycopg.connect(watched_cluster.url_as("psm_writer"), autocommit=True) as c:
         started = time.monotonic()
         c.execute("SELECT pg_sleep(3)")
         assert time.monotonic() - started >= 3
@@ -118,7 +93,7 @@ def test_a_reader_cannot_keep_its_role_defaults_lifted(watched_cluster):
     import time
 
     url = watched_cluster.db_url
-    reader = _as(url, "psm_reader")
+    reader = watched_cluster.reader_url
     with psycopg.connect(reader, autocommit=True) as c:
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):  # its sessions are read-only by default
             c.execute("ALTER ROLE psm_reader SET statement_timeout = 0")
@@ -144,3 +119,24 @@ def test_a_reader_cannot_keep_its_role_defaults_lifted(watched_cluster):
         assert c.execute("SHOW statement_timeout").fetchone()[0] == "2s"
         assert c.execute("SHOW default_transaction_read_only").fetchone()[0] == "on"
     assert _unbounded_sleep_is_cancelled(reader) < 4.0
+
+
+def test_a_reader_cannot_keep_a_password_of_its_own(watched_cluster):
+    """Any role may change its own password; the watchdog sets the managed one back."""
+    import time
+
+    reader = watched_cluster.reader_url
+    with psycopg.connect(reader, autocommit=True) as c:
+        c.execute("SET default_transaction_read_only = off")
+        c.execute("ALTER ROLE psm_reader PASSWORD 'mine'")  # PostgreSQL allows this to any role
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            psycopg.connect(reader, connect_timeout=5).close()
+            break
+        except psycopg.OperationalError:
+            assert time.monotonic() < deadline, "the reader's managed password was not put back"
+            time.sleep(0.05)
+    mine = credentials.with_user(reader, "psm_reader", "mine")
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(mine, connect_timeout=5).close()

@@ -4,10 +4,13 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import psycopg
 import pytest
 
 from psm_db import services as svc
+from psm_db.credentials import redact
 from psm_db.engine import connect, make_engine
 from psm_db.errors import DatabaseURLError, MissingDependencyError, PortInUseError
 from psm_db.settings import Settings
@@ -100,7 +103,14 @@ def test_services_up_is_idempotent_and_status_reports_urls(settings, services):
     out = subprocess.run([str(env_bin / "psm"), "services", "status"], capture_output=True,
                          text=True, cwd=ROOT)
     assert out.returncode == 0
-    assert settings.db_url in out.stdout and settings.broker in out.stdout
+    # the URLs are shown with the password hidden; `psm db url` prints the whole one
+    password = urlsplit(settings.db_url).password
+    assert password and password not in out.stdout
+    assert redact(settings.db_url) in out.stdout and settings.broker in out.stdout
+    printed = subprocess.run([str(env_bin / "psm"), "db", "url", "--reader"], capture_output=True, text=True, cwd=ROOT)
+    assert printed.stdout.strip() == settings.reader_url
+    with psycopg.connect(printed.stdout.strip()) as c:
+        assert c.execute("SELECT current_user").fetchone()[0] == "psm_reader"
     assert svc.postgres_running(settings) and svc.redis_running(settings)
 
 
@@ -111,32 +121,14 @@ def test_shared_buffers_setting_is_checked():
         Settings(pg_shared_buffers="0MB")
 
 
-def test_shared_buffers_apply_at_every_start(settings):
+def test_shared_buffers_apply_at_every_start(cluster_settings):
     """PSM_PG_SHARED_BUFFERS is passed to each start, so a restart picks up a new value."""
-    import os
-    import shutil
-    import uuid
-
-    home = Path(os.environ["PSM_HOME"]) / "test-clusters" / uuid.uuid4().hex[:8]
-    home.mkdir(parents=True)
-    os.chmod(home, 0o755)
-    os.chmod(home.parent, 0o755)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    own = Settings(home=home, pg_port=port, redis_port=settings.redis_port, database_url=None,
-                   pg_shared_buffers="160MB")
-    try:
-        svc.postgres_up(own)
-        with connect(own.db_url) as conn:
-            assert conn.execute("SHOW shared_buffers").fetchone()[0] == "160MB"
-        svc.postgres_down(own)
-        bigger = own.model_copy(update={"pg_shared_buffers": "192MB"})
-        svc.postgres_up(bigger)
-        with connect(bigger.db_url) as conn:
-            assert conn.execute("SHOW shared_buffers").fetchone()[0] == "192MB"
-    finally:
-        try:
-            svc.postgres_down(own)
-        finally:
-            shutil.rmtree(home, ignore_errors=True)
+    own = cluster_settings(pg_shared_buffers="160MB")
+    svc.postgres_up(own)
+    with connect(own.db_url) as conn:
+        assert conn.execute("SHOW shared_buffers").fetchone()[0] == "160MB"
+    svc.postgres_down(own)
+    bigger = own.model_copy(update={"pg_shared_buffers": "192MB"})
+    svc.postgres_up(bigger)
+    with connect(bigger.db_url) as conn:
+        assert conn.execute("SHOW shared_buffers").fetchone()[0] == "192MB"

@@ -106,11 +106,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _reader(url: str) -> str:
-    scheme, rest = url.split("://", 1)
-    return f"{scheme}://psm_reader@{rest.split('@', 1)[1]}"
-
-
 def _stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -216,12 +211,12 @@ def test_installed_worker_embeds_a_world_region(installed, upgraded, settings, t
     assert tiles == total and emb == total  # one condition: one embedding per tile
 
 
-def test_installed_psm_dashboard_serves_the_packaged_app(installed, upgraded, tmp_path):
+def test_installed_psm_dashboard_serves_the_packaged_app(installed, upgraded, tmp_path, as_role):
     db_url = upgraded[0]
     empty = tmp_path / "elsewhere"
     empty.mkdir()
     port = _free_port()
-    env = _clean_env(tmp_path, PSM_DATABASE_URL=db_url, PSM_READER_DATABASE_URL=_reader(db_url),
+    env = _clean_env(tmp_path, PSM_DATABASE_URL=db_url, PSM_READER_DATABASE_URL=as_role(db_url, "psm_reader"),
                      MPLBACKEND="Agg")
     log_path = tmp_path / "dashboard.log"
     base = f"http://127.0.0.1:{port}"

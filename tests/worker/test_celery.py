@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -148,26 +147,14 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def own_cluster(settings):
+def own_cluster(cluster_settings):
     """A throwaway PostgreSQL cluster of our own, so restarting it disturbs nobody."""
     from psm_db import migrate, services
-    from psm_db.settings import Settings
 
-    home = Path(os.environ["PSM_HOME"]) / "test-clusters" / uuid.uuid4().hex[:8]
-    home.mkdir(parents=True)
-    os.chmod(home, 0o755)
-    os.chmod(home.parent, 0o755)
-    own = Settings(home=home, pg_port=_free_port(), redis_port=settings.redis_port,
-                   database_url=None)
-    try:
-        services.postgres_up(own)
-        migrate.upgrade(own.db_url)
-        yield own
-    finally:
-        try:
-            services.postgres_down(own)
-        finally:
-            shutil.rmtree(home, ignore_errors=True)
+    own = cluster_settings()
+    services.postgres_up(own)
+    migrate.upgrade(own.db_url)
+    return own
 
 
 def test_database_restart_mid_job_retries_and_completes(own_cluster, tiny_checkpoint, workers, queue_name):

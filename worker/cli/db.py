@@ -30,6 +30,13 @@ def db_downgrade(revision: str = typer.Argument(..., help="target revision, e.g.
     console.print(f"database at revision {migrate.current(settings().db_url)}")
 
 
+@app.command("url")
+def db_url(reader: bool = typer.Option(False, "--reader", help="the read-only role's URL (the dashboard's)")) -> None:
+    """Print the database URL with its password, for psql: psql "$(psm db url --reader)"."""
+    s = settings()
+    typer.echo(s.reader_url if reader else s.db_url)
+
+
 @app.command("smoke")
 def db_smoke() -> None:
     """Run a CSD smoke query against the database and print the result."""
