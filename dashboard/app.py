@@ -6,6 +6,8 @@ from pathlib import Path
 
 import streamlit as st
 
+from dashboard.memory import start_housekeeping
+
 # One file per page. The folder is not named ``pages/``: that name switches Streamlit to its
 # legacy multi-page mode, which bypasses st.navigation.
 PAGES = Path(__file__).resolve().parent / "views"
@@ -14,6 +16,7 @@ PAGES = Path(__file__).resolve().parent / "views"
 def main() -> None:
     """Configure the app and run the chosen page."""
     st.set_page_config(page_title="PSM Maps", layout="wide")
+    start_housekeeping()
     nav = st.navigation(
         [
             st.Page(str(PAGES / "map.py"), title="Soundscape map", icon=":material/map:", default=True),

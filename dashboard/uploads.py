@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -24,19 +25,25 @@ def _clock(seconds: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
-def read_audio(name: str, data: bytes, max_seconds: float, min_seconds: float = 0.0) -> tuple[np.ndarray, int]:
+def read_audio(name: str, data: bytes | BinaryIO, max_seconds: float, min_seconds: float = 0.0
+               ) -> tuple[np.ndarray, int]:
     """Decode an uploaded audio file to mono float32, refusing empty, non-audio, too-long and too-short files.
 
-    The length is read from the header before decoding, so a two-hour recording is refused
-    without being decoded.
+    ``data`` is the file's bytes or a seekable binary file (Streamlit's upload itself, so its
+    bytes are not copied). The length is read from the header before decoding, so a two-hour
+    recording is refused without being decoded; the decoding then goes block by block into
+    one mono array, never holding the whole multi-channel clip.
 
     Raises:
         UploadError: With a message that says what is wrong and what is accepted.
     """
-    if not data:
+    src: BinaryIO = io.BytesIO(data) if isinstance(data, bytes | bytearray) else data
+    src.seek(0, io.SEEK_END)
+    if src.tell() == 0:
         raise UploadError(f"The file {name!r} is empty (0 bytes). Upload a WAV, FLAC, OGG or MP3 clip.")
+    src.seek(0)
     try:
-        info = sf.info(io.BytesIO(data))
+        info = sf.info(src)
     except Exception as e:  # libsndfile raises several types for unknown formats
         reason = re.sub(r"^Error opening <[^>]*>: ", "", str(e).strip())[:120]
         raise UploadError(
@@ -57,15 +64,29 @@ def read_audio(name: str, data: bytes, max_seconds: float, min_seconds: float = 
             "(setting PSM_MIN_AUDIO_SECONDS). Upload a longer clip."
         )
     try:
-        wave, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        src.seek(0)
+        mono, sr = _decode_mono(src)
     except Exception as e:
         raise UploadError(f"The audio file {name!r} is damaged and cannot be decoded: {e}") from e
-    mono = wave.mean(axis=1)
     if mono.size == 0:
         raise UploadError(f"The audio file {name!r} holds no samples. Upload a clip with sound in it.")
     if not np.isfinite(mono).all():
         raise UploadError(f"The audio file {name!r} contains NaN or infinite samples.")
-    return mono.astype(np.float32), int(sr)
+    return mono, sr
+
+
+def _decode_mono(src: BinaryIO, block_frames: int = 1 << 18) -> tuple[np.ndarray, int]:
+    """Decode to one mono float32 array, a block at a time (the channel mean of each block)."""
+    with sf.SoundFile(src) as f:
+        mono = np.empty(max(f.frames, 0), dtype=np.float32)
+        filled = 0
+        for block in f.blocks(blocksize=block_frames, dtype="float32", always_2d=True):
+            n = len(block)
+            if filled + n > mono.size:  # a header that undercounts its frames (some compressed files)
+                mono = np.concatenate([mono[:filled], np.empty(max(n, mono.size), dtype=np.float32)])
+            np.mean(block, axis=1, out=mono[filled:filled + n])
+            filled += n
+        return mono[:filled], int(f.samplerate)
 
 
 def read_geojson(name: str, data: bytes) -> BaseGeometry:

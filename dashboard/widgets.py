@@ -308,6 +308,8 @@ def _drawn_box(key: str, sets: list[dict[str, Any]]) -> RegionChoice | None:
 # ----------------------------------------------------------------------------- query
 
 QUERY_MODES = ("Free text", "Example clip", "Upload audio", "Stored query")
+PLAYBACK_SECONDS = 60.0
+"""The longest stretch of an uploaded clip the page plays back."""
 
 
 def query_picker(model: dict[str, Any], key: str = "query") -> store.QueryKey | None:
@@ -349,11 +351,16 @@ def query_picker(model: dict[str, Any], key: str = "query") -> store.QueryKey | 
         st.info(f"Upload a WAV, FLAC, OGG or MP3 clip: {upload_limits(audio=True)}.")
         return None
     try:
-        wave, sr = read_audio(up.name, up.getvalue(), get_settings().max_audio_seconds,
-                              get_settings().min_audio_seconds)
+        wave, sr = read_audio(up.name, up, get_settings().max_audio_seconds, get_settings().min_audio_seconds)
     except UploadError as e:
         st.error(plain(e))
         return None
-    st.audio(up.getvalue())
+    # The player gets at most the first PLAYBACK_SECONDS (a small WAV made from the decoded wave),
+    # not a second copy of the whole upload: the server keeps what it plays for the session.
+    st.audio(wave[: int(PLAYBACK_SECONDS * sr)], sample_rate=sr)
+    if wave.size > PLAYBACK_SECONDS * sr:
+        st.caption(f"Playing the first {PLAYBACK_SECONDS:g} s of {wave.size / sr / 60:.1f} min; the query uses "
+                   "the whole clip.")
     mu, var = store.encode_audio(path, version, wave, sr)
+    del wave
     return store.QueryKey(f"clip {up.name}", mu, var)

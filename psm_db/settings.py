@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     chunk_lease: float = 120.0
     """Seconds a running chunk stays claimed without a heartbeat from its worker; after that it is
     stale (its worker died) and a live worker re-queues it (``psm job`` shows stale chunks)."""
+    dashboard_housekeeping_s: float = 30.0
+    """Seconds between the dashboard's rounds of shutting down closed sessions (their uploads go)
+    and handing freed memory back to the system."""
     task_soft_time_limit: int = 3_600
     task_time_limit: int = 3_900
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -29,36 +30,44 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def server(seeded, tmp_path, as_role):
-    """``streamlit run dashboard/app.py`` on a free port against the seeded database."""
+@contextlib.contextmanager
+def _serve(seeded, tmp_path, as_role, *options: str, **env_extra: str):  # type: ignore[no-untyped-def]
+    """``streamlit run dashboard/app.py`` on a free port against the seeded database; yields its base URL."""
     port = _free_port()
     env = {**os.environ, "PSM_DATABASE_URL": seeded.db_url, "PSM_READER_DATABASE_URL": as_role(seeded.db_url, "psm_reader"),
-           "MPLBACKEND": "Agg", "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+           "MPLBACKEND": "Agg", "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false", **env_extra}
     log = open(tmp_path / "streamlit.log", "w")  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"), "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true", "--global.developmentMode", "false"],
+         "--server.address", "127.0.0.1", "--server.headless", "true", "--global.developmentMode", "false", *options],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        proc.terminate()
-        pytest.fail("streamlit did not start: " + (tmp_path / "streamlit.log").read_text()[-2000:])
-    yield base
-    proc.terminate()
     try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.3)
+        else:
+            pytest.fail("streamlit did not start: " + (tmp_path / "streamlit.log").read_text()[-2000:])
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture
+def server(seeded, tmp_path, as_role):
+    """The dashboard against the seeded database."""
+    with _serve(seeded, tmp_path, as_role) as base:
+        yield base
 
 
 def _errors(page) -> list[str]:  # type: ignore[no-untyped-def]
@@ -201,3 +210,47 @@ def test_interactive_map_works_offline_with_hover_and_click(server, artifacts):
         finally:
             browser.close()
     assert all("127.0.0.1" not in u for u in refused)
+
+
+def _uploads_held(base: str) -> int:
+    """Bytes the server's upload manager holds (Streamlit's own metrics endpoint)."""
+    import re
+
+    with urllib.request.urlopen(f"{base}/_stcore/metrics", timeout=10) as r:
+        text = r.read().decode()
+    held = re.findall(r'^cache_memory_bytes\{cache_type="UploadedFileManager"[^}]*\} (\d+)', text, re.M)
+    return sum(int(n) for n in held)
+
+
+def test_a_closed_sessions_upload_is_let_go(seeded, tmp_path, as_role):
+    """Streamlit forgets a closed session after its reconnect time without shutting it down, so its
+    uploads stayed for the server's life; the dashboard's housekeeping shuts such sessions down."""
+    import numpy as np
+    import soundfile as sf
+    from playwright.sync_api import expect, sync_playwright
+
+    clip = tmp_path / "field_recording.wav"
+    rng = np.random.default_rng(1)
+    sf.write(clip, (0.1 * rng.standard_normal((20 * 16_000, 2))).astype(np.float32), 16_000, subtype="FLOAT")
+    with _serve(seeded, tmp_path, as_role, "--server.disconnectedSessionTTL", "2",
+                PSM_DASHBOARD_HOUSEKEEPING_S="1") as base, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        try:
+            page.goto(f"{base}/", wait_until="domcontentloaded")
+            expect(page.get_by_text("Upload audio", exact=True)).to_be_visible(timeout=90_000)
+            page.get_by_text("Upload audio", exact=True).click()
+            _settle(page)
+            page.locator('[data-testid="stFileUploader"] input[type="file"]').first.set_input_files(str(clip))
+            expect(page.locator('[data-testid="stAudio"]').first).to_be_visible(timeout=120_000)
+            _settle(page)
+            assert _errors(page) == [], _errors(page)
+            held = _uploads_held(base)
+            assert held >= clip.stat().st_size, held
+        finally:
+            page.close()
+            browser.close()
+        deadline = time.monotonic() + 60
+        while _uploads_held(base) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert _uploads_held(base) == 0, "the closed session's upload is still held"

@@ -115,6 +115,25 @@ def test_audio_upload_checks():
         read_audio("field.wav", two_hours, 600)
 
 
+@pytest.mark.parametrize("fmt", ["WAV", "FLAC", "OGG"])
+def test_audio_is_decoded_block_by_block_to_the_channel_mean(fmt):
+    """A stereo clip read from the upload object itself equals the whole-file channel mean."""
+    from dashboard.uploads import _decode_mono
+
+    rng = np.random.default_rng(3)
+    stereo = (0.2 * rng.standard_normal((3 * 8000 + 123, 2))).astype(np.float32)
+    buf = io.BytesIO()
+    sf.write(buf, stereo, 8000, format=fmt)
+    buf.seek(0)
+    whole, _ = sf.read(io.BytesIO(buf.getvalue()), dtype="float32", always_2d=True)
+    wave, sr = read_audio(f"stereo.{fmt.lower()}", buf, max_seconds=600)  # the file object, not its bytes
+    assert sr == 8000 and wave.dtype == np.float32
+    np.testing.assert_allclose(wave, whole.mean(axis=1), atol=1e-6)
+    buf.seek(0)
+    blocks, _ = _decode_mono(buf, block_frames=1000)  # 25 blocks, the last one short
+    np.testing.assert_allclose(blocks, wave, atol=1e-6)
+
+
 @pytest.mark.parametrize(("payload", "message"), [
     (b"", "is empty"),
     (b"{not json", "not valid JSON"),
