@@ -20,15 +20,18 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import gc
 import logging
 import threading
+import time
 from typing import Any
 
 import streamlit as st
 
 log = logging.getLogger(__name__)
 
+@functools.cache
 def _malloc_trim() -> Any:
     name = ctypes.util.find_library("c")
     if not name:
@@ -61,13 +64,18 @@ def shut_down_expired_sessions() -> int:
     manager = getattr(runtime.get_instance(), "_session_mgr", None)
     cache = getattr(getattr(manager, "_session_storage", None), "_cache", None)
     if not hasattr(cache, "expire"):
-        log.info("this Streamlit keeps closed sessions differently; their uploads are left to it")
+        _warn_unknown_session_store()
         return 0
     with getattr(manager, "_storage_lock", None) or contextlib.nullcontext():
         expired = cache.expire()
     for _, info in expired:
         info.session.shutdown()
     return len(expired)
+
+
+@functools.cache
+def _warn_unknown_session_store() -> None:
+    log.warning("this Streamlit keeps closed sessions differently; their uploads are left to it")
 
 
 def housekeeping() -> None:
@@ -90,7 +98,7 @@ def start_housekeeping(interval: float | None = None) -> threading.Thread:
 
     def loop() -> None:
         while True:
-            threading.Event().wait(interval)
+            time.sleep(interval)
             try:
                 housekeeping()
             except Exception:  # housekeeping must never take the server down

@@ -362,5 +362,4 @@ def query_picker(model: dict[str, Any], key: str = "query") -> store.QueryKey | 
         st.caption(f"Playing the first {PLAYBACK_SECONDS:g} s of {wave.size / sr / 60:.1f} min; the query uses "
                    "the whole clip.")
     mu, var = store.encode_audio(path, version, wave, sr)
-    del wave
     return store.QueryKey(f"clip {up.name}", mu, var)

@@ -28,9 +28,23 @@ def credentials_path(home: Path) -> Path:
     return home / "secrets" / "postgres.json"
 
 
+_cache: dict[Path, tuple[tuple[int, int, int], dict[str, dict[str, str]]]] = {}
+"""The file as last read, by path, with its inode, size and modification time (the settings read
+it for every URL they build; each write replaces the file, so a new inode marks a new content)."""
+
+
 def _read(home: Path) -> dict[str, dict[str, str]]:
+    path = credentials_path(home)
     try:
-        data = json.loads(credentials_path(home).read_text(encoding="utf-8"))
+        st = path.stat()
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+    except FileNotFoundError:
+        return {"passwords": {}, "verifiers": {}}
+    cached = _cache.get(path)
+    if cached is not None and cached[0] == stamp:
+        return {k: dict(v) for k, v in cached[1].items()}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {"passwords": {}, "verifiers": {}}
     except (OSError, ValueError) as e:
@@ -38,12 +52,15 @@ def _read(home: Path) -> dict[str, dict[str, str]]:
             f"cannot read the cluster's passwords at {credentials_path(home)} ({e}); remove the file "
             "and run `psm services up` to make new ones"
         ) from e
-    return {"passwords": dict(data.get("passwords", {})), "verifiers": dict(data.get("verifiers", {}))}
+    parsed = {"passwords": dict(data.get("passwords", {})), "verifiers": dict(data.get("verifiers", {}))}
+    _cache[path] = (stamp, parsed)
+    return {k: dict(v) for k, v in parsed.items()}
 
 
 def _write(home: Path, data: dict[str, dict[str, str]]) -> None:
     """Write the file atomically, readable by its owner only (folder 0700, file 0600)."""
     path = credentials_path(home)
+    _cache.pop(path, None)
     path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -274,9 +274,9 @@ def _wait_for(check, what: str, timeout: float = 15.0) -> None:  # noqa: ANN001
         time.sleep(0.05)
 
 
-def _socket_trusted(settings: Settings) -> bool:
+def _can_connect(conninfo: str) -> bool:
     try:
-        with psycopg.connect(_socket_conninfo(settings)):
+        with psycopg.connect(conninfo, connect_timeout=5):
             return True
     except psycopg.OperationalError:
         return False
@@ -287,12 +287,10 @@ def _admin_url(settings: Settings) -> str:
     return settings.url_as(credentials.OWNER_ROLE, f"postgresql://psm@127.0.0.1:{settings.pg_port}/postgres")
 
 
-def _password_login_works(settings: Settings) -> bool:
-    try:
-        with psycopg.connect(_admin_url(settings), connect_timeout=5):
-            return True
-    except psycopg.OperationalError:
-        return False
+def _held_verifiers(conn: psycopg.Connection, roles: list[str]) -> dict[str, str]:
+    """What pg_authid holds as each role's password (a SCRAM verifier); needs a superuser."""
+    rows = conn.execute("SELECT rolname, rolpassword FROM pg_authid WHERE rolname = ANY(%s)", (roles,)).fetchall()
+    return {str(name): str(verifier) for name, verifier in rows}
 
 
 def _passwords_in_place(settings: Settings) -> bool:
@@ -308,11 +306,9 @@ def _passwords_in_place(settings: Settings) -> bool:
         return False
     try:
         with psycopg.connect(_admin_url(settings), connect_timeout=10) as conn:
-            held: dict[str, str] = dict(conn.execute("SELECT rolname, rolpassword FROM pg_authid WHERE rolname = ANY(%s)",
-                                     (list(credentials.ROLES),)).fetchall())
+            return _held_verifiers(conn, list(credentials.ROLES)) == recorded
     except psycopg.OperationalError:
         return False
-    return held == recorded
 
 
 def secure_postgres(settings: Settings) -> bool:
@@ -331,7 +327,8 @@ def secure_postgres(settings: Settings) -> bool:
     before = (data / "pg_hba.conf").read_text(encoding="utf-8")
     _write_hba(settings, SETUP_HBA)
     try:
-        _wait_for(lambda: _socket_trusted(settings), f"take the setup pg_hba.conf (socket in {_socket_dir(settings)})")
+        _wait_for(lambda: _can_connect(_socket_conninfo(settings)),
+                  f"take the setup pg_hba.conf (socket in {_socket_dir(settings)})")
         set_verifiers: dict[str, str] = {}
         with psycopg.connect(_socket_conninfo(settings), autocommit=True) as conn:
             for role in credentials.ROLES:
@@ -348,7 +345,7 @@ def secure_postgres(settings: Settings) -> bool:
         raise
     credentials.save_verifiers(settings.home, set_verifiers)
     _write_hba(settings, SCRAM_HBA)
-    _wait_for(lambda: _password_login_works(settings), "take the passwords over TCP")
+    _wait_for(lambda: _can_connect(_admin_url(settings)), "take the passwords over TCP")
     return True
 
 
@@ -536,8 +533,7 @@ def restore_role_passwords(conn: psycopg.Connection, home: Path) -> list[str]:
     recorded = credentials.verifiers(home)
     if not recorded:
         return []
-    held: dict[str, str] = dict(conn.execute("SELECT rolname, rolpassword FROM pg_authid WHERE rolname = ANY(%s)",
-                             (list(recorded),)).fetchall())
+    held = _held_verifiers(conn, list(recorded))
     changed = []
     for role, verifier in recorded.items():
         if role in held and held[role] != verifier:
