@@ -10,7 +10,12 @@ Layers, bottom to top:
 * ``outlines``: the region (or region set) outlines;
 * ``tiles``: one nearly transparent, pickable polygon per tile (its footprint), carrying its
   id, probability, uncertainty and position: hovering shows them, and a click selects the tile
-  (``st.pydeck_chart(on_select=...)`` reports the index into this layer's data);
+  (``st.pydeck_chart(on_select=...)`` reports the index into this layer's data). In a running
+  app its rows are not in the Deck's JSON but a JSON file the Streamlit server serves beside it
+  (:func:`served_tiles`): the browser parses the Deck's JSON with a JSON5 parser written in
+  JavaScript, about 0.3 s per MB on these machines, while deck.gl loads a data URL with the
+  browser's own ``JSON.parse``, and the bitmap is drawn before the rows arrive. The layer has
+  no hover highlight: on software WebGL, redrawing 100k polygons per hover took seconds;
 * ``chosen``: a ring around the chosen tile.
 
 No basemap provider is used (``map_provider=None``), so nothing is fetched from the network.
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import io
 import json
 import math
@@ -48,6 +54,9 @@ TOOLTIP = {
 }
 TILE_LAYER = "tiles"
 """Id of the pickable tile layer: ``selection["indices"][TILE_LAYER]`` holds the clicked tile."""
+TILE_FILE_COORDINATES = "psm.deckmap.tiles"
+"""Where the served tile file is registered in the session's media files (one map per page: a new
+map's file replaces the last one, which Streamlit then deletes)."""
 
 
 class CompactDeck(pdk.Deck):  # type: ignore[misc]
@@ -152,6 +161,26 @@ def tile_frame(scores: TileScores) -> pd.DataFrame:
     })
 
 
+def served_tiles(scores: TileScores) -> str | None:
+    """The tile layer's rows (:func:`tile_frame`) as a JSON file served by the running Streamlit
+    server, and its URL; None outside a running app (then the rows go inline).
+
+    The file lives in the session's media files, as an ``st.image`` does: it stays while a run
+    draws it and is deleted once no run of the session does.
+    """
+    from streamlit import config, runtime
+
+    if not runtime.exists():
+        return None
+    body = tile_frame(scores).to_json(orient="records").encode()
+    # the media store names large files by sampling their bytes; the digest makes the name cover all of them
+    name = f"tiles-{hashlib.sha256(body).hexdigest()[:32]}.json"
+    url = str(runtime.get_instance().media_file_mgr.add(body, "application/json", TILE_FILE_COORDINATES,
+                                                        file_name=name))
+    base = str(config.get_option("server.baseUrlPath") or "").strip("/")
+    return f"/{base}{url}" if base and url.startswith("/") else url
+
+
 def deck(
     scores: TileScores,
     raster: Raster,
@@ -162,6 +191,7 @@ def deck(
     outlines: Sequence[tuple[str, Any]] = (),
     chosen: int | None = None,
     height_px: int = 520,
+    serve_tiles: bool = True,
 ) -> pdk.Deck:
     """The interactive map of one layer (see the module docstring).
 
@@ -174,9 +204,14 @@ def deck(
         outlines: (name, shapely geometry) pairs drawn as outlines.
         chosen: Index (into ``scores``) of the chosen tile, ringed.
         height_px: Chart height.
+        serve_tiles: In a running app, send the tile rows as a served file (:func:`served_tiles`)
+            rather than inside the Deck's JSON.
     """
     url, bounds = raster_image(raster, vmin=vmin, vmax=vmax, layer=layer)
     w, s, e, n = bounds[0], bounds[1], bounds[2], bounds[3]
+    tiles: pd.DataFrame | str | None = served_tiles(scores) if serve_tiles else None
+    if tiles is None:
+        tiles = tile_frame(scores)
     layers = [
         # quoted: pydeck would otherwise read the data URL as an accessor expression
         pdk.Layer("BitmapLayer", id="scores", image=f"'{url}'", bounds=bounds, opacity=0.95,
@@ -189,9 +224,8 @@ def deck(
                   get_path="path", get_color=[20, 20, 20], width_min_pixels=1.5, width_units="'pixels'",
                   get_width=1.5),
         # each tile's exact footprint, so hovering anywhere on a tile finds that tile
-        pdk.Layer("SolidPolygonLayer", id=TILE_LAYER, data=tile_frame(scores), get_polygon="[[w, s], [e, s], [e, n], [w, n]]",
-                  get_fill_color=[255, 255, 255, 1], pickable=True, auto_highlight=True,
-                  highlight_color=[255, 255, 255, 90]),
+        pdk.Layer("SolidPolygonLayer", id=TILE_LAYER, data=tiles, get_polygon="[[w, s], [e, s], [e, n], [w, n]]",
+                  get_fill_color=[255, 255, 255, 1], pickable=True),
     ]
     if chosen is not None:
         layers.append(pdk.Layer(
@@ -213,5 +247,5 @@ def picked_tile(event: Any, scores: TileScores) -> int | None:
     return int(scores.tile_id[i]) if 0 <= i < len(scores) else None
 
 
-__all__ = ["TILE_LAYER", "coastlines", "deck", "mercator_rows", "picked_tile", "raster_image", "tile_frame",
-           "view_state"]
+__all__ = ["TILE_LAYER", "coastlines", "deck", "mercator_rows", "picked_tile", "raster_image", "served_tiles",
+           "tile_frame", "view_state"]

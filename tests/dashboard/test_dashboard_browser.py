@@ -160,12 +160,14 @@ def test_interactive_map_works_offline_with_hover_and_click(server, artifacts):
     from playwright.sync_api import expect, sync_playwright
 
     refused: list[str] = []
+    fetched: list[str] = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={"width": 1400, "height": 1600})
 
         def offline(route) -> None:  # type: ignore[no-untyped-def]
             url = route.request.url
+            fetched.append(url)
             if url.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:")):
                 route.continue_()
             else:
@@ -200,6 +202,8 @@ def test_interactive_map_works_offline_with_hover_and_click(server, artifacts):
             expect(tooltip).to_contain_text("tile ", timeout=20_000)
             hovered = re.search(r"tile (\d+)", tooltip.inner_text())
             assert hovered and "probability" in tooltip.inner_text() and "°N" in tooltip.inner_text()
+            # the tile rows came as a file the dashboard serves, not inside the Deck's JSON
+            assert any(re.search(r"/media/[^/]+\.json$", u) for u in fetched), fetched
             page.mouse.click(x, y)
             expect(page.get_by_text(f"Tile {hovered.group(1)} at")).to_be_visible(timeout=60_000)
             assert _errors(page) == [], _errors(page)

@@ -66,6 +66,16 @@ def test_the_deck_is_offline_compact_and_carries_every_tile():
     assert [-100.0, 30.0] in layers["outlines"]["data"][0]["path"]
 
 
+def test_tile_rows_go_inline_outside_a_running_app():
+    s = _scores(n_side=4)
+    assert deckmap.served_tiles(s) is None  # no Streamlit server here to serve a file
+    r = rasterise_bounds(s.xmin, s.ymin, s.xmax, s.ymax, s.probability)
+    spec = json.loads(deckmap.deck(s, r, layer="probability", vmin=0.0, vmax=0.5).to_json())
+    tiles = next(layer for layer in spec["layers"] if layer["id"] == deckmap.TILE_LAYER)
+    assert [t["id"] for t in tiles["data"]] == s.tile_id.tolist()
+    assert not tiles.get("autoHighlight"), "a hover highlight redraws every tile polygon"
+
+
 def test_coastlines_are_shipped_and_clipped_to_the_view():
     paths = deckmap.coastlines((-125.0, 30.0, -115.0, 40.0))  # California's coast
     pts = np.array([p for path in paths for p in path])
