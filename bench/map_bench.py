@@ -20,6 +20,7 @@ import argparse
 import io
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -139,9 +140,11 @@ def browser(url: str, repeat: int) -> dict[str, float]:
     env = {**os.environ, "PSM_DATABASE_URL": url, "MPLBACKEND": "Agg", "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
            "PSM_MAX_REGION_TILES": "200000"}
     env.pop("PSM_READER_DATABASE_URL", None)
+    (ROOT / "test-artifacts").mkdir(exist_ok=True)
+    log = (ROOT / "test-artifacts" / "map_bench_streamlit.log").open("wb")  # the dashboard's own log, for a failed step
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"),
                              "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     out: dict[str, list[float]] = {}
     try:
@@ -170,6 +173,7 @@ def browser(url: str, repeat: int) -> dict[str, float]:
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+        log.close()
     return {k: _median(v) for k, v in out.items()}
 
 
@@ -195,7 +199,10 @@ def _drive(page, base: str, out: dict[str, list[float]]) -> None:  # type: ignor
     cb = chart.locator("canvas").first.bounding_box()
     assert cb is not None
     x, y = cb["x"] + cb["width"] * 0.37, cb["y"] + cb["height"] * 0.41
-    page.mouse.move(x - 3, y - 3)
+    # from off the map, so the tooltip read is the one of the tile at (x, y): at 20k tiles and more a
+    # tile is a few pixels wide, and a tooltip from a nearby start point named a neighbour
+    page.mouse.move(cb["x"] - 30, cb["y"] - 30)
+    page.wait_for_timeout(500)
     t1 = time.perf_counter()
     page.mouse.move(x, y)
     page.locator(".deck-tooltip", has_text="tile ").wait_for(timeout=30_000)
@@ -204,10 +211,15 @@ def _drive(page, base: str, out: dict[str, list[float]]) -> None:  # type: ignor
     t2 = time.perf_counter()
     page.mouse.click(x, y)
     try:
-        page.get_by_text(f"Tile {tid} at").wait_for(timeout=120_000)
+        page.get_by_text(re.compile(r"Tile \d+ at")).first.wait_for(timeout=120_000)
         out.setdefault("click tile -> tile panel (s)", []).append(time.perf_counter() - t2)
+        shown = re.findall(r"Tile (\d+) at", page.inner_text("body"))
+        # the panel's tile against the tooltip's: 1 when the click opened the hovered tile
+        out.setdefault("click opened the hovered tile (1 = yes)", []).append(float(shown[:1] == [tid]))
+        if shown[:1] != [tid]:
+            print(f"the tooltip named tile {tid}, the click opened {shown}", file=sys.stderr)
     except Exception:  # noqa: BLE001 - reported, with a picture of the page
-        page.screenshot(path=str(ROOT / "test-artifacts" / "map_bench_click.png"))
+        page.screenshot(path=str(ROOT / "test-artifacts" / "map_bench_click.png"), full_page=True)
         out.setdefault("click tile -> tile panel (s), not reached in 120 s", []).append(float("nan"))
 
 
