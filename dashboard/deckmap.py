@@ -161,9 +161,14 @@ def tile_frame(scores: TileScores) -> pd.DataFrame:
     })
 
 
-def served_tiles(scores: TileScores) -> str | None:
-    """The tile layer's rows (:func:`tile_frame`) as a JSON file served by the running Streamlit
-    server, and its URL; None outside a running app (then the rows go inline).
+def tile_json(scores: TileScores) -> bytes:
+    """The tile layer's rows (:func:`tile_frame`) as the JSON that :func:`served_tiles` serves."""
+    return tile_frame(scores).to_json(orient="records").encode()
+
+
+def served_tiles(body: bytes) -> str | None:
+    """Serve the tile rows' JSON (:func:`tile_json`) from the running Streamlit server and return
+    its URL; None outside a running app (then the rows go inline).
 
     The file lives in the session's media files, as an ``st.image`` does: it stays while a run
     draws it and is deleted once no run of the session does.
@@ -172,7 +177,6 @@ def served_tiles(scores: TileScores) -> str | None:
 
     if not runtime.exists():
         return None
-    body = tile_frame(scores).to_json(orient="records").encode()
     # the media store names large files by sampling their bytes; the digest makes the name cover all of them
     name = f"tiles-{hashlib.sha256(body).hexdigest()[:32]}.json"
     url = str(runtime.get_instance().media_file_mgr.add(body, "application/json", TILE_FILE_COORDINATES,
@@ -191,7 +195,7 @@ def deck(
     outlines: Sequence[tuple[str, Any]] = (),
     chosen: int | None = None,
     height_px: int = 520,
-    serve_tiles: bool = True,
+    rows_json: bytes | None = None,
 ) -> pdk.Deck:
     """The interactive map of one layer (see the module docstring).
 
@@ -204,12 +208,12 @@ def deck(
         outlines: (name, shapely geometry) pairs drawn as outlines.
         chosen: Index (into ``scores``) of the chosen tile, ringed.
         height_px: Chart height.
-        serve_tiles: In a running app, send the tile rows as a served file (:func:`served_tiles`)
-            rather than inside the Deck's JSON.
+        rows_json: The tiles' :func:`tile_json`, when the caller keeps it cached (reruns of the
+            same map then skip serialising it); built here when None.
     """
     url, bounds = raster_image(raster, vmin=vmin, vmax=vmax, layer=layer)
     w, s, e, n = bounds[0], bounds[1], bounds[2], bounds[3]
-    tiles: pd.DataFrame | str | None = served_tiles(scores) if serve_tiles else None
+    tiles: pd.DataFrame | str | None = served_tiles(tile_json(scores) if rows_json is None else rows_json)
     if tiles is None:
         tiles = tile_frame(scores)
     layers = [
@@ -248,4 +252,4 @@ def picked_tile(event: Any, scores: TileScores) -> int | None:
 
 
 __all__ = ["TILE_LAYER", "coastlines", "deck", "mercator_rows", "picked_tile", "raster_image", "served_tiles",
-           "tile_frame", "view_state"]
+           "tile_frame", "tile_json", "view_state"]

@@ -45,6 +45,13 @@ def raster_for(key: str, _scores: TileScores, layer: str) -> mapview.Raster:
     return mapview.rasterise(_scores, _scores.layer(layer))
 
 
+@st.cache_data(max_entries=8, show_spinner=False)
+def rows_json_for(key: str, _scores: TileScores) -> bytes:
+    """The interactive map's tile rows as JSON (deckmap.tile_json), cached by ``key`` (which names
+    the scores): a click or a widget change reruns the page with the same map."""
+    return deckmap.tile_json(_scores)
+
+
 @st.cache_data(max_entries=64, show_spinner=False)
 def render(key: str, _scores: TileScores, layer: str, vmin: float, vmax: float, title: str,
            outlines: tuple[tuple[str, str], ...], marker: tuple[float, float] | None) -> tuple[bytes, mapview.Raster]:
@@ -251,7 +258,7 @@ def page() -> None:
     if interactive:
         chosen = int(np.flatnonzero(scores.tile_id == choice)[0]) if marker is not None else None
         chart = deckmap.deck(scores, raster, layer=layer, vmin=vmin, vmax=vmax, outlines=region.outlines,
-                             chosen=chosen)
+                             chosen=chosen, rows_json=rows_json_for(key, scores))
         with slot:
             event = st.pydeck_chart(chart, on_select="rerun", selection_mode="single-object", key="deck_map",
                                     height=520)

@@ -68,7 +68,7 @@ def test_the_deck_is_offline_compact_and_carries_every_tile():
 
 def test_tile_rows_go_inline_outside_a_running_app():
     s = _scores(n_side=4)
-    assert deckmap.served_tiles(s) is None  # no Streamlit server here to serve a file
+    assert deckmap.served_tiles(deckmap.tile_json(s)) is None  # no Streamlit server here to serve a file
     r = rasterise_bounds(s.xmin, s.ymin, s.xmax, s.ymax, s.probability)
     spec = json.loads(deckmap.deck(s, r, layer="probability", vmin=0.0, vmax=0.5).to_json())
     tiles = next(layer for layer in spec["layers"] if layer["id"] == deckmap.TILE_LAYER)
