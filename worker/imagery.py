@@ -142,13 +142,11 @@ class WorldSource:
             self._world = World(int(self.spec.seed))
         lat, lon = tiles.centroids()
         gsd_eff = self.gsd * self.size_px / out_size
-        out = np.empty((len(tiles), 3, out_size, out_size), dtype=np.float32)
-        for i, (la, lo) in enumerate(zip(lat, lon, strict=True)):
-            img = self._world.render_tile(float(la), float(lo), gsd=gsd_eff, size=out_size,
-                                          zoom=int(tiles.spec.zoom), imagery=self.spec.imagery)
-            out[i] = img.transpose(2, 0, 1)
-        out *= 1.0 / 255.0
-        return out
+        # one vectorised land-cover evaluation per batch: the same pixels as render_tile, about
+        # twice as fast (rendering was most of a chunk's time in the demo's USA job)
+        imgs = self._world.render_tiles(lat, lon, gsd=gsd_eff, size=out_size, zoom=int(tiles.spec.zoom),
+                                        imagery=self.spec.imagery)
+        return imgs.transpose(0, 3, 1, 2).astype(np.float32) * np.float32(1.0 / 255.0)
 
     def read_valid(self, tiles: TileSet, out_size: int) -> tuple[np.ndarray, np.ndarray]:
         """The rendered tiles; the renderer covers every place, so every pixel holds data."""

@@ -178,3 +178,18 @@ def test_a_truncated_cog_names_the_file(tmp_path):
     tiles = grid_tiles(shapely.box(w, s, e, n), GridSpec("t", RES, 32, 1))
     with pytest.raises(ValueError, match=rf"cannot read the imagery file {cog}.*truncated"):
         src.read_valid(tiles, 16)
+
+
+def test_world_source_renders_each_tile_as_the_world_does():
+    # the source renders a batch in one vectorised call; each tile must be the world's own render
+    from psm_model.world.world import World
+
+    tiles = grid_tiles(shapely.box(-105.02, 39.70, -104.96, 39.74), GridSpec("w", 100.0, 16, 2))
+    src = open_source(ImagerySpec(kind="world", seed=0, gsd=100.0, size_px=16))
+    imgs = src.read(tiles, 8)
+    assert imgs.shape == (len(tiles), 3, 8, 8) and imgs.dtype == np.float32 and len(tiles) >= 4
+    world, (lat, lon) = World(0), tiles.centroids()
+    for i in range(len(tiles)):
+        one = world.render_tile(float(lat[i]), float(lon[i]), gsd=200.0, size=8, zoom=2, imagery="sentinel")
+        np.testing.assert_allclose(imgs[i], one.transpose(2, 0, 1) / 255.0, atol=1e-6)
+    assert not np.allclose(imgs[0], imgs[-1])  # different places, different pixels
