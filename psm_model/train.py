@@ -310,6 +310,7 @@ def train(
     max_minutes: float | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
     *,
+    min_steps: int | None = None,
     pretrained: bool = True,
     cache_dir: str | os.PathLike | None = None,
     settings: dict[str, Any] | None = None,
@@ -332,6 +333,10 @@ def train(
         max_minutes: Wall-time budget of the training loop (loading the data and caching features
             come before it). The cosine schedule is then fitted to the steps that fit in it
             (re-estimated from the measured step rate), and the run stops at the budget.
+        min_steps: A floor under ``max_minutes``: the run takes at least this many steps (at most
+            all epochs' worth) however slow the machine, and so overruns the budget where the
+            budget would fit fewer. A budget sized on a fast machine would otherwise leave a slower
+            one a model that has not learned (the demo: docs/benchmarks.md "The demo's budget").
         progress: Optional ``callback(dict)`` for task state. Every dict has ``stage`` ("audio
             features", "text features", "train", "validate"), ``done`` and ``total``; training and
             validation dicts add ``step``, ``total_steps``, ``epoch``, ``loss``, ``lr``, ``elapsed_s``,
@@ -374,6 +379,9 @@ def train(
     if steps_per_epoch < 1:
         raise ValueError(f"the training split has {len(train_data)} samples, fewer than one batch of {s.batch_size}")
     total_steps = s.epochs * steps_per_epoch
+    if min_steps is not None and min_steps < 1:
+        raise ValueError(f"min_steps must be >= 1, got {min_steps}")
+    floor = min(total_steps, min_steps or 0) if max_minutes else 0
     # The schedule's horizon: all epochs, or, under max_minutes, the steps that fit in the time left
     # (re-estimated from the measured step rate), so the cosine always decays by the end of the run.
     horizon = [total_steps]
@@ -418,6 +426,7 @@ def train(
     t_loop = time.perf_counter()
     deadline = t_loop + 60.0 * max_minutes if max_minutes else None  # loading / caching not counted
     step0 = step
+    floor_noted = False
 
     def checkpoint(kind: str) -> tuple[dict[str, Any], str]:
         nonlocal best, best_version
@@ -491,8 +500,15 @@ def train(
             if deadline is not None and (step - step0 == 10 or (step - step0) % 25 == 0):
                 left = deadline - time.perf_counter() - val_cost
                 fit = step + int(max(0.0, left) * (step - step0) / max(time.perf_counter() - t_loop, 1e-9))
-                horizon[0] = max(step + 1, min(total_steps, fit))
-            if deadline is not None and time.perf_counter() > deadline:
+                horizon[0] = max(step + 1, floor, min(total_steps, fit))
+                if fit < floor and not floor_noted:
+                    floor_noted = True
+                    note = (f"the {max_minutes:g}-minute budget fits about {fit} steps at this machine's "
+                            f"{rate:.2f} steps/s; training for the floor of {floor} steps instead "
+                            f"(about {(floor - step) / max(rate, 1e-9) / 60:.1f} more minutes)")
+                    logger.warning(note)
+                    log.write({"kind": "warning", "step": step, "message": note})
+            if deadline is not None and time.perf_counter() > deadline and step >= floor:
                 horizon[0] = min(horizon[0], step)
             if step >= horizon[0]:
                 break

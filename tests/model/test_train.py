@@ -113,6 +113,23 @@ def test_max_minutes_fits_the_schedule_and_stops(tiny_world, tmp_path):
     assert lrs[-1] < 0.5 * max(lrs)  # the cosine was fitted to the time budget, not to 200 epochs
 
 
+def test_min_steps_is_a_floor_under_the_time_budget(tiny_world, tmp_path):
+    # a budget far too short for this machine: without a floor the run stops within a few steps
+    short = train(tiny_world, tmp_path / "s", preset="tiny", epochs=200, batch_size=16, pretrained=False,
+                  cache_dir=tmp_path / "c", max_minutes=0.0005)
+    assert short.stopped_early and short.steps < 30
+    floored = train(tiny_world, tmp_path / "f", preset="tiny", epochs=200, batch_size=16, pretrained=False,
+                    cache_dir=tmp_path / "c", max_minutes=0.0005, min_steps=30)
+    assert floored.steps == 30
+    log = [json.loads(x) for x in (tmp_path / "f" / "metrics.jsonl").read_text().splitlines()]
+    assert any(r["kind"] == "warning" and "floor of 30 steps" in r["message"] for r in log)
+    lrs = [r["lr"] for r in log if r["kind"] == "train"]
+    assert lrs[-1] < 0.05 * max(lrs)  # the cosine was fitted to the floor, so it has decayed at step 30
+    with pytest.raises(ValueError, match="min_steps"):
+        train(tiny_world, tmp_path / "z", preset="tiny", epochs=1, pretrained=False, cache_dir=tmp_path / "c",
+              max_minutes=1.0, min_steps=0)
+
+
 def test_schedule_and_settings():
     assert cosine_warmup(0, 100, 10) == pytest.approx(0.1)
     assert cosine_warmup(9, 100, 10) == pytest.approx(1.0)

@@ -74,6 +74,7 @@ def train_cmd(
     use_metadata: bool = typer.Option(True, help="fuse metadata (month, hour, sources, lat/lon)"),
     epochs: int = typer.Option(None, min=1, help="passes over the data (default: the preset's)"),
     max_minutes: float = typer.Option(None, help="wall-time budget of the run"),
+    min_steps: int = typer.Option(None, min=1, help="with --max-minutes: train at least this many steps"),
     name: str = typer.Option(None, help="a readable name for the version"),
     wait: bool = typer.Option(False, help="show progress until the job finishes"),
 ) -> None:
@@ -81,7 +82,9 @@ def train_cmd(
     from psm_db.errors import BrokerUnavailableError
     from worker.api import submit_training
 
-    options = {"max_minutes": max_minutes} if max_minutes else {}
+    options: dict[str, float | int] = {"max_minutes": max_minutes} if max_minutes else {}
+    if min_steps:
+        options["min_steps"] = min_steps
     db_url = settings().db_url
     try:
         with connect(db_url) as conn:

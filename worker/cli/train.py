@@ -54,6 +54,8 @@ def train_command(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     resume: Annotated[Path | None, typer.Option(help="Resume from a last.safetensors of an earlier run.")] = None,
     max_minutes: Annotated[float | None, typer.Option(help="Stop after this many minutes (then validate, save).")] = None,
+    min_steps: Annotated[int | None, typer.Option(
+        min=1, help="With --max-minutes: train at least this many steps however slow the machine.")] = None,
     val_every: Annotated[int | None, typer.Option(help="Validate every N steps (default: the preset's).")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="Feature cache folder (default: <dataset>/cache).")] = None,
     threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,
@@ -87,7 +89,8 @@ def train_command(
     try:
         result = train(
             dataset, out, preset=preset, loss=loss, use_metadata=metadata, epochs=epochs, batch_size=batch_size,
-            lr=lr, seed=seed, resume=resume, max_minutes=max_minutes, progress=progress, cache_dir=cache_dir,
+            lr=lr, seed=seed, resume=resume, max_minutes=max_minutes, min_steps=min_steps, progress=progress,
+            cache_dir=cache_dir,
             settings={"val_every": val_every} if val_every else None, **parse_overrides(set_ or []),
         )
     except ValueError as e:
