@@ -21,8 +21,10 @@ if [ "$FAST" = "1" ]; then
   USA="-96.0,41.0,-93.0,42.5"; CITY="-93.75,41.5,-93.45,41.7"; USA_ZOOM=5; CITY_ZOOM=3
 else
   NAME=demo; PRESET=demo; SAMPLES="${PSM_DEMO_SAMPLES:-20000}"; SECONDS_CLIP=4; IMG=48
-  # 6 epochs (the demo preset) fitted to 4.5 min of training loop, so the whole demo stays near 15 min
-  TRAIN_ARGS=(--max-minutes "${PSM_DEMO_TRAIN_MINUTES:-4.5}"); GSD=100
+  # the demo preset's schedule fitted to 6.5 min of training loop, so the whole demo stays near 15 min
+  # on 2 idle cores; on a slower machine the run takes at least 1,228 steps (0.80 of the oracle) and
+  # the demo takes longer, rather than drawing maps from a model that has not learned the hour
+  TRAIN_ARGS=(--max-minutes "${PSM_DEMO_TRAIN_MINUTES:-6.5}" --min-steps "${PSM_DEMO_MIN_STEPS:-1228}"); GSD=100
   USA="-125.0,24.5,-66.9,49.4"; CITY="-94.1,41.35,-93.2,41.85"; USA_ZOOM=5; CITY_ZOOM=1
 fi
 WORLD="$PSM_HOME/data/world-$NAME"
@@ -60,7 +62,11 @@ step "4/7 Celery worker"
 if [ -f "$RUN/worker.pid" ] && kill -0 "$(cat "$RUN/worker.pid")" 2>/dev/null; then
   echo "worker already running (pid $(cat "$RUN/worker.pid"))"
 else
-  nohup "$BIN/celery" -A worker worker -c 1 --loglevel INFO > "$RUN/worker.log" 2>&1 &
+  # one single-threaded worker process per core: rendering the world's tiles is most of a chunk's
+  # time and runs on one core per process (docs/benchmarks.md "The demo's budget")
+  CORES="$(nproc)"; WORKERS="${PSM_DEMO_WORKERS:-$(( CORES < 4 ? CORES : 4 ))}"
+  PSM_TORCH_THREADS="${PSM_TORCH_THREADS:-$(( CORES / WORKERS > 0 ? CORES / WORKERS : 1 ))}" \
+    nohup "$BIN/celery" -A worker worker -c "$WORKERS" --loglevel INFO > "$RUN/worker.log" 2>&1 &
   echo $! > "$RUN/worker.pid"
   echo "worker pid $(cat "$RUN/worker.pid"), log $RUN/worker.log"
 fi
