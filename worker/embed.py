@@ -292,21 +292,24 @@ def run_chunk(
         computed = np.zeros(n, dtype=bool)
         if need.any():
             missing = np.array([need[i] and int(t) not in stored for i, t in enumerate(stored_ids)], dtype=bool)
-            idx = np.flatnonzero(need)
-            sub = TileSet(spec, tiles.rows[idx], tiles.cols[idx])
-            model = get_model(mv, device)
-            lap("model")
-            report(0, n, f"chunk {chunk}: reading {len(idx)} tiles, computing features of {int(missing.sum())}")
-            feats, valid = read_valid_and_compute_features(plan.source, sub, model, limits.batch_size,
-                                                           compute=missing[idx], min_valid=min_valid, lap=lap)
-            enough = valid >= min_valid
-            keep[idx] = enough
-            computed[idx] = missing[idx] & enough
-            if computed.any():
-                features[computed] = bulk.check_features(feats[computed[idx]], mv.feature_dim, int(computed.sum()))
+            # a tile with stored features is read again only to learn its share of valid pixels,
+            # which a complete source (the world) does not need: new conditions then cost fusion only
+            idx = np.flatnonzero(missing if plan.source.complete else need)
+            if len(idx):
+                sub = TileSet(spec, tiles.rows[idx], tiles.cols[idx])
+                model = get_model(mv, device)
+                lap("model")
+                report(0, n, f"chunk {chunk}: reading {len(idx)} tiles, computing features of {int(missing.sum())}")
+                feats, valid = read_valid_and_compute_features(plan.source, sub, model, limits.batch_size,
+                                                               compute=missing[idx], min_valid=min_valid, lap=lap)
+                enough = valid >= min_valid
+                keep[idx] = enough
+                computed[idx] = missing[idx] & enough
+                if computed.any():
+                    features[computed] = bulk.check_features(feats[computed[idx]], mv.feature_dim, int(computed.sum()))
+                result.tiles_skipped_nodata = int(len(idx) - enough.sum())
             for i in np.flatnonzero(keep & ~computed):
                 features[i] = stored[int(stored_ids[i])]
-            result.tiles_skipped_nodata = int(len(idx) - enough.sum())
             result.features_computed = int(computed.sum())
             result.features_reused = int(keep.sum() - computed.sum())
         lat, lon = tiles.centroids()

@@ -88,6 +88,9 @@ class ImagerySource(Protocol):
     name: str
     gsd: float
     size_px: int
+    complete: bool
+    """True when every pixel of every tile holds data (the world): a tile whose features are
+    already stored then need not be read again to learn its share of valid pixels."""
 
     def check(self, region: BaseGeometry, zooms: list[int]) -> None:
         """Raise ValueError/FileNotFoundError when this source cannot serve ``region``."""
@@ -113,6 +116,8 @@ def open_source(spec: ImagerySpec) -> ImagerySource:
 
 class WorldSource:
     """Tiles rendered by the synthetic world (``psm_model.world``), deterministic in its seed."""
+
+    complete = True
 
     def __init__(self, spec: ImagerySpec) -> None:
         from psm_model.world.imagery import IMAGERY, ZOOM_MAX
@@ -197,6 +202,8 @@ def _unreadable(path: str, err: Exception) -> ValueError:
 
 class RasterSource:
     """A GeoTIFF/COG (local or remote), or a folder of georeferenced GeoTIFF tiles (first file wins)."""
+
+    complete = False
 
     def __init__(self, spec: ImagerySpec) -> None:
         import rasterio

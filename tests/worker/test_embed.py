@@ -119,6 +119,33 @@ def test_plan_refuses_unknown_model_and_too_many_tiles(db, conn, model_version, 
         embed.plan_job(db, big, Limits(max_region_tiles=50))
 
 
+def test_new_conditions_over_the_world_do_not_render_stored_tiles_again(db, conn, model_version, monkeypatch):
+    # every pixel of the world holds data, so a tile with stored features needs no new render
+    from worker.imagery import WorldSource
+
+    imagery = ImagerySpec(kind="world", gsd=100.0, size_px=32, name="world-reuse-test")
+    region = "POLYGON((-93.80 41.50, -93.50 41.50, -93.50 41.65, -93.80 41.65, -93.80 41.50))"
+    first = EmbedRequest(region=region, model_version=model_version.version, zooms=(1,), imagery=imagery,
+                         conditions=(ConditionSpec(month=5),))
+    job, plan = embed.submit(db, first, LIMITS, lambda j: "no-celery")
+    for c in embed.prepare_job(db, str(job), LIMITS):
+        embed.run_chunk(db, str(job), c, LIMITS)
+    n = plan.total
+    assert n > LIMITS.chunk_tiles
+
+    def no_render(*a, **k):
+        raise AssertionError("a tile with stored features was rendered again")
+
+    monkeypatch.setattr(WorldSource, "read_valid", no_render)
+    second = EmbedRequest(region=region, model_version=model_version.version, zooms=(1,), imagery=imagery,
+                          conditions=(ConditionSpec(month=5), ConditionSpec(hour=6, audio_source="aporee")))
+    job2, _ = embed.submit(db, second, LIMITS, lambda j: "no-celery")
+    results = [embed.run_chunk(db, str(job2), c, LIMITS) for c in embed.prepare_job(db, str(job2), LIMITS)]
+    assert sum(r.features_reused for r in results) == n and sum(r.features_computed for r in results) == 0
+    assert sum(r.embeddings_written for r in results) == n  # the new condition only
+    assert conn.execute("SELECT status FROM psm.jobs WHERE id = %s", (job2,)).fetchone() == ("succeeded",)
+
+
 def test_chunks_are_idempotent_and_new_conditions_reuse_features(db, conn, model_version, geotiff, monkeypatch):
     imagery = ImagerySpec(kind="geotiff", path=str(geotiff), size_px=64, name="reuse-test")
     region = geotiff_region(geotiff, 0.3)
