@@ -15,6 +15,8 @@ from worker.embed import ConditionSpec, EmbedRequest, Limits
 from worker.imagery import ImagerySpec, open_source
 
 LIMITS = Limits(max_region_tiles=500, chunk_tiles=8, batch_size=16)
+NEW_CONDITIONS = (ConditionSpec(month=5), ConditionSpec(hour=6, audio_source="aporee"))
+"""A job after one at month 5 alone: one condition already embedded, one new."""
 
 
 def _count(conn, sql: str, *args) -> int:
@@ -125,11 +127,8 @@ def test_new_conditions_over_the_world_do_not_render_stored_tiles_again(db, conn
 
     imagery = ImagerySpec(kind="world", gsd=100.0, size_px=32, name="world-reuse-test")
     region = "POLYGON((-93.80 41.50, -93.50 41.50, -93.50 41.65, -93.80 41.65, -93.80 41.50))"
-    first = EmbedRequest(region=region, model_version=model_version.version, zooms=(1,), imagery=imagery,
-                         conditions=(ConditionSpec(month=5),))
-    job, plan = embed.submit(db, first, LIMITS, lambda j: "no-celery")
-    for c in embed.prepare_job(db, str(job), LIMITS):
-        embed.run_chunk(db, str(job), c, LIMITS)
+    request = EmbedRequest(region=region, model_version=model_version.version, zooms=(1,), imagery=imagery)
+    _, plan, _ = _run_job(db, replace(request, conditions=(ConditionSpec(month=5),)))
     n = plan.total
     assert n > LIMITS.chunk_tiles
 
@@ -137,10 +136,7 @@ def test_new_conditions_over_the_world_do_not_render_stored_tiles_again(db, conn
         raise AssertionError("a tile with stored features was rendered again")
 
     monkeypatch.setattr(WorldSource, "read_valid", no_render)
-    second = EmbedRequest(region=region, model_version=model_version.version, zooms=(1,), imagery=imagery,
-                          conditions=(ConditionSpec(month=5), ConditionSpec(hour=6, audio_source="aporee")))
-    job2, _ = embed.submit(db, second, LIMITS, lambda j: "no-celery")
-    results = [embed.run_chunk(db, str(job2), c, LIMITS) for c in embed.prepare_job(db, str(job2), LIMITS)]
+    job2, _, results = _run_job(db, replace(request, conditions=NEW_CONDITIONS))
     assert sum(r.features_reused for r in results) == n and sum(r.features_computed for r in results) == 0
     assert sum(r.embeddings_written for r in results) == n  # the new condition only
     assert conn.execute("SELECT status FROM psm.jobs WHERE id = %s", (job2,)).fetchone() == ("succeeded",)
@@ -149,11 +145,8 @@ def test_new_conditions_over_the_world_do_not_render_stored_tiles_again(db, conn
 def test_chunks_are_idempotent_and_new_conditions_reuse_features(db, conn, model_version, geotiff, monkeypatch):
     imagery = ImagerySpec(kind="geotiff", path=str(geotiff), size_px=64, name="reuse-test")
     region = geotiff_region(geotiff, 0.3)
-    first = EmbedRequest(region=region, model_version=model_version.version, zooms=(1,), imagery=imagery,
-                         conditions=(ConditionSpec(month=5),))
-    job, plan = embed.submit(db, first, LIMITS, lambda j: "no-celery")
-    for c in embed.prepare_job(db, str(job), LIMITS):
-        embed.run_chunk(db, str(job), c, LIMITS)
+    first = EmbedRequest(region=region, model_version=model_version.version, zooms=(1,), imagery=imagery)
+    job, plan, _ = _run_job(db, replace(first, conditions=(ConditionSpec(month=5),)))
     n = plan.total
     assert n > LIMITS.chunk_tiles  # several chunks
     assert _count(conn, "SELECT count(*) FROM psm.tile_features WHERE model_version = %s", model_version.version) >= n
@@ -172,10 +165,8 @@ def test_chunks_are_idempotent_and_new_conditions_reuse_features(db, conn, model
         raise AssertionError("image features were recomputed")
 
     monkeypatch.setattr(model_runner, "compute_features", no_images)
-    second = EmbedRequest(region=region, model_version=model_version.version[:10], zooms=(1,), imagery=imagery,
-                          conditions=(ConditionSpec(month=5), ConditionSpec(hour=6, audio_source="aporee")))
-    job2, plan2 = embed.submit(db, second, LIMITS, lambda j: "no-celery")
-    results = [embed.run_chunk(db, str(job2), c, LIMITS) for c in embed.prepare_job(db, str(job2), LIMITS)]
+    second = replace(first, model_version=model_version.version[:10])
+    job2, plan2, results = _run_job(db, replace(second, conditions=NEW_CONDITIONS))
     assert sum(r.features_reused for r in results) == n
     assert sum(r.features_computed for r in results) == 0
     assert sum(r.embeddings_written for r in results) == n  # only the new condition
