@@ -111,12 +111,14 @@ def test_bad_input_fails_fast_in_cli_and_job_row(db_url, model_version, queue_na
 def test_killed_worker_is_replaced_and_job_completes_exactly(db_url, model_version, workers, queue_name, settings):
     source = f"kill-{uuid.uuid4().hex[:6]}"
     request = EmbedRequest(
-        region="0.0,51.0,0.18,51.09", model_version=model_version.version, zooms=(1,),
+        # enough chunks that the job is still running when the poll sees its first one done (the
+        # world renders a batch of tiles in one vectorised call, so a small job ends between polls)
+        region="0.0,51.0,0.36,51.18", model_version=model_version.version, zooms=(1,),
         imagery=ImagerySpec(kind="world", seed=3, size_px=256, gsd=10.0, name=source),
         conditions=(ConditionSpec(), ConditionSpec(month=6, hour=12)), chunk_tiles=3,
     )
     job_id, plan = _submit(db_url, queue_name, request, Limits())
-    assert len(plan.chunks) >= 8
+    assert len(plan.chunks) >= 24
     first = workers.start()
     wait_job(db_url, str(job_id), timeout=120, until=lambda r: r["done"] > 0)
     workers.kill(first)  # SIGKILL the whole worker, mid-job
@@ -291,7 +293,9 @@ def test_sigkilled_worker_chunk_is_requeued_by_its_lease_without_a_manual_step(d
     env = worker_env(db_url, queue_name, PSM_VISIBILITY_TIMEOUT="3600", PSM_CHUNK_LEASE="4",
                      PSM_HEARTBEAT_INTERVAL="0.5", PSM_STALE_SCAN_INTERVAL="1")
     request = EmbedRequest(
-        region="0.0,51.0,0.18,51.09", model_version=model_version.version, zooms=(1,),
+        # enough chunks that the job is still running when the poll sees its first one done (the
+        # world renders a batch of tiles in one vectorised call, so a small job ends between polls)
+        region="0.0,51.0,0.36,51.18", model_version=model_version.version, zooms=(1,),
         imagery=ImagerySpec(kind="world", seed=5, size_px=256, gsd=10.0, name=source),
         conditions=(ConditionSpec(), ConditionSpec(month=6, hour=12)), chunk_tiles=3,
     )
