@@ -347,7 +347,7 @@ class RasterSource:
             dst_transform = from_bounds(west, south, east, north, ncol * size, size)
             # Only the source pixels under this row of tiles go to GDAL.
             sx0, sy0, sx1, sy1 = transform_bounds("EPSG:4326", src_crs, west, south, east, north, densify_pts=5)
-            xs, ys = zip(*(inv * (x, y) for x in (sx0, sx1) for y in (sy0, sy1)), strict=True)
+            xs, ys = zip(*(inv @ (x, y) for x in (sx0, sx1) for y in (sy0, sy1)), strict=True)
             px0, px1 = max(0, math.floor(min(xs)) - 2), min(data.shape[2], math.ceil(max(xs)) + 2)
             py0, py1 = max(0, math.floor(min(ys)) - 2), min(data.shape[1], math.ceil(max(ys)) + 2)
             if px1 <= px0 or py1 <= py0:
