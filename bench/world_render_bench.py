@@ -45,9 +45,7 @@ def main() -> None:
     pick = np.sort(np.random.default_rng(0).choice(len(grid), size=args.tiles, replace=False))
     source = open_source(ImagerySpec(kind="world", seed=0, gsd=100.0, size_px=48))
     world = World(0)
-    batches = [grid.slice(int(i), int(i) + 1) for i in pick]  # the sampled tiles, one TileSet each
-    lat = np.concatenate([b.centroids()[0] for b in batches])
-    lon = np.concatenate([b.centroids()[1] for b in batches])
+    lat, lon = (c[pick] for c in grid.centroids())
 
     def loop() -> np.ndarray:
         return np.stack([world.render_tile(float(a), float(b), gsd=100.0, size=48, zoom=5) for a, b in zip(lat, lon, strict=True)])
