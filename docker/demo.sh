@@ -53,10 +53,10 @@ MARK="$RUN/embedded-$VERSION"
 if [ -f "$MARK" ]; then
   echo "reusing the embeddings of model $VERSION"
 else
-  # one single-threaded process per core (up to 4): rendering the world's tiles is most of the work
+  # one process per core (up to 4), each with its share of the cores as torch threads: rendering
+  # the world's tiles is most of the work
   CORES="$(nproc)"; WORKERS=$(( CORES < 4 ? CORES : 4 ))
-  PSM_TORCH_THREADS="${PSM_TORCH_THREADS:-$(( CORES / WORKERS ))}" \
-    celery -A worker worker -c "$WORKERS" -n "demo@%h" --loglevel WARNING &
+  celery -A worker worker -c "$WORKERS" -n "demo@%h" --loglevel WARNING &
   WORKER=$!
   trap 'kill "$WORKER" 2>/dev/null || true; wait "$WORKER" 2>/dev/null || true' EXIT
   CONDS=(-c "month=5,hour=6,audio_source=aporee" -c "month=5,hour=18,audio_source=aporee"

@@ -62,11 +62,11 @@ step "4/7 Celery worker"
 if [ -f "$RUN/worker.pid" ] && kill -0 "$(cat "$RUN/worker.pid")" 2>/dev/null; then
   echo "worker already running (pid $(cat "$RUN/worker.pid"))"
 else
-  # one single-threaded worker process per core: rendering the world's tiles is most of a chunk's
-  # time and runs on one core per process (docs/benchmarks.md "The demo's budget")
+  # one worker process per core: rendering the world's tiles is most of a chunk's time and runs on
+  # one core per process (docs/benchmarks.md "The demo's budget"); each process takes its share of
+  # the cores as torch threads unless PSM_TORCH_THREADS says otherwise (docs/worker.md)
   CORES="$(nproc)"; WORKERS="${PSM_DEMO_WORKERS:-$(( CORES < 4 ? CORES : 4 ))}"
-  PSM_TORCH_THREADS="${PSM_TORCH_THREADS:-$(( CORES / WORKERS > 0 ? CORES / WORKERS : 1 ))}" \
-    nohup "$BIN/celery" -A worker worker -c "$WORKERS" --loglevel INFO > "$RUN/worker.log" 2>&1 &
+  nohup "$BIN/celery" -A worker worker -c "$WORKERS" --loglevel INFO > "$RUN/worker.log" 2>&1 &
   echo $! > "$RUN/worker.pid"
   echo "worker pid $(cat "$RUN/worker.pid"), log $RUN/worker.log"
 fi

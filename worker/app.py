@@ -18,7 +18,8 @@ class WorkerSettings(Settings):
     """Seconds before Redis hands an unacknowledged task (its worker died) to another worker;
     0 means the hard time limit plus five minutes. It must exceed the longest task."""
     torch_threads: int = 0
-    """CPU threads per worker process for PyTorch; 0 leaves PyTorch's default."""
+    """CPU threads per worker process for PyTorch; 0: a prefork process gets cores // concurrency
+    (at least 1), a solo worker PyTorch's default (worker.tasks.default_torch_threads)."""
     restore_interval: int = 10
     """Seconds between a worker's scans for tasks whose worker died (their visibility timed out)."""
     task_max_retries: int = 20

@@ -28,15 +28,67 @@ PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+_POOL_SHARE = 0
+"""Torch threads per task slot when PSM_TORCH_THREADS is unset, worked out by :func:`_share_cores`
+before the pool forks (0: PyTorch's default). Prefork children inherit it."""
+
+
+def default_torch_threads(concurrency: int, pool: str, cores: int) -> int:
+    """Torch threads for each task slot when PSM_TORCH_THREADS is unset.
+
+    A solo worker runs one task at a time and keeps PyTorch's default (every core). Any other pool
+    runs ``concurrency`` tasks at once, so each gets ``cores // concurrency`` threads (at least
+    one): a full set of threads in every prefork process makes them fight over the cores.
+    """
+    if concurrency < 1:
+        raise ValueError(f"worker concurrency must be at least 1, got {concurrency}")
+    if pool == "solo":
+        return 0
+    return max(1, cores // concurrency)
+
+
+def _pool_name(pool_cls: Any) -> str:
+    """``solo``, ``prefork``, ``threads``... from a pool given by name or as a class."""
+    if isinstance(pool_cls, str):
+        return pool_cls.rsplit(":", 1)[0].rsplit(".", 1)[-1]
+    return str(getattr(pool_cls, "__module__", "")).rsplit(".", 1)[-1]
+
+
+def _cores() -> int:
+    """The cores this process may run on (its CPU affinity, which containers narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 @worker_init.connect
+def _share_cores(sender: Any = None, **_: Any) -> None:
+    """At worker start (before the pool forks): work out each task slot's share of the cores."""
+    global _POOL_SHARE
+    pool = _pool_name(getattr(sender, "pool_cls", "prefork"))
+    concurrency = getattr(sender, "concurrency", None)
+    if get_worker_settings().torch_threads <= 0 and isinstance(concurrency, int) and concurrency >= 1:
+        _POOL_SHARE = default_torch_threads(concurrency, pool, _cores())
+        if _POOL_SHARE:
+            log.info("torch threads per task slot: %d (%d cores, %d %s slots; PSM_TORCH_THREADS overrides)",
+                     _POOL_SHARE, _cores(), concurrency, pool)
+    if pool not in {"prefork", "processes"}:  # the tasks run in this process
+        _limit_threads()
+
+
 @worker_process_init.connect
 def _limit_threads(**_: Any) -> None:
-    """Apply PSM_TORCH_THREADS in every process that runs tasks (solo: the worker itself)."""
-    threads = get_worker_settings().torch_threads
+    """Apply PSM_TORCH_THREADS, or else the worker's share of the cores, where tasks run.
+
+    That is every prefork child, and for solo the worker itself.
+    """
+    threads = get_worker_settings().torch_threads or _POOL_SHARE
     if threads > 0:
         import torch
 
         torch.set_num_threads(threads)
+        log.info("process %d: %d torch threads", os.getpid(), torch.get_num_threads())
 
 
 def worker_id() -> str:

@@ -346,3 +346,56 @@ def test_sigkilled_worker_chunk_is_requeued_by_its_lease_without_a_manual_step(d
     assert any(level == "warning" and f"chunk {running[0]}: re-queued: its worker" in msg for level, msg in events), events
     print(f"lease: job finished {recovered:.1f} s after a new worker started "
           f"({time.monotonic() - killed:.1f} s after the SIGKILL)")
+
+
+def _thread_lines(log: Path, want: int, timeout: float = 90.0) -> list[tuple[int, int]]:
+    """(pid, torch threads) from the worker's "process N: M torch threads" lines, once ``want`` are in."""
+    import re
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [(int(a), int(b)) for a, b in re.findall(r"process (\d+): (\d+) torch threads", log.read_text())]
+        if len(found) >= want:
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"fewer than {want} thread lines in the worker log:\n{log.read_text()}")
+
+
+@pytest.mark.parametrize("pool, concurrency, env_threads, expected", [
+    ("prefork", 2, None, "share"),  # PSM_TORCH_THREADS unset: each process gets cores // 2
+    ("prefork", 2, "3", 3),  # set: it wins
+])
+def test_prefork_processes_share_the_cores_unless_torch_threads_is_set(db_url, queue_name, tmp_path, pool,
+                                                                       concurrency, env_threads, expected):
+    from worker.tasks import default_torch_threads
+
+    cores = len(os.sched_getaffinity(0))
+    want = default_torch_threads(concurrency, pool, cores) if expected == "share" else expected
+    env = worker_env(db_url, queue_name)
+    env.pop("PSM_TORCH_THREADS")
+    if env_threads is not None:
+        env["PSM_TORCH_THREADS"] = env_threads
+    log = tmp_path / "worker.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([CELERY, "-A", "worker", "worker", "-P", pool, "-c", str(concurrency),
+                                 "-Q", queue_name, "-n", f"threads-{uuid.uuid4().hex[:6]}@%h", "--loglevel=INFO",
+                                 "--without-gossip", "--without-mingle", "--without-heartbeat"],
+                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        lines = _thread_lines(log, concurrency)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert len({pid for pid, _ in lines}) == concurrency and proc.pid not in {pid for pid, _ in lines}
+    assert {threads for _, threads in lines} == {want}
+
+
+def test_default_torch_threads_divides_the_cores_over_the_slots():
+    from worker.tasks import default_torch_threads
+
+    assert default_torch_threads(4, "prefork", 8) == 2
+    assert default_torch_threads(3, "prefork", 2) == 1  # never 0: at least one thread each
+    assert default_torch_threads(2, "threads", 8) == 4
+    assert default_torch_threads(8, "solo", 8) == 0  # one task at a time keeps PyTorch's default
+    with pytest.raises(ValueError, match="at least 1"):
+        default_torch_threads(0, "prefork", 8)
