@@ -198,7 +198,10 @@ def _drive(page, base: str, out: dict[str, list[float]]) -> None:  # type: ignor
     out.setdefault("click Map -> map drawn (s)", []).append(time.perf_counter() - t0)
     cb = chart.locator("canvas").first.bounding_box()
     assert cb is not None
-    x, y = cb["x"] + cb["width"] * 0.37, cb["y"] + cb["height"] * 0.41
+    # whole CSS pixels, as a mouse on a standard screen gives: at 20k tiles a tile is 2-5 px wide, and
+    # a fractional position (the canvas sits at y = 137.6) let the hover and the click land on either
+    # side of a tile edge, so the click opened a neighbour of the hovered tile
+    x, y = round(cb["x"] + cb["width"] * 0.37), round(cb["y"] + cb["height"] * 0.41)
     # from off the map, so the tooltip read is the one of the tile at (x, y): at 20k tiles and more a
     # tile is a few pixels wide, and a tooltip from a nearby start point named a neighbour
     page.mouse.move(cb["x"] - 30, cb["y"] - 30)
@@ -229,6 +232,7 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--browser", action="store_true", help="also time the interactive map in Chromium")
+    ap.add_argument("--browser-repeat", type=int, default=1, help="rounds in Chromium (a new page each)")
     args = ap.parse_args()
     base, url = create_db()
     try:
@@ -240,7 +244,7 @@ def main() -> None:
             res = server_side(url, qid, args.repeat, Path(tmp))
             print(json.dumps(res, indent=2), flush=True)
             if args.browser:
-                res["browser"] = browser(url, 1)
+                res["browser"] = browser(url, args.browser_repeat)
                 print(json.dumps(res["browser"], indent=2))
             print(f"\n| step | median (s), {res['tiles']:,} tiles, {args.repeat} runs |\n|---|---:|")
             for k, v in {**res["medians"], **res.get("browser", {})}.items():  # type: ignore[dict-item]
