@@ -8,7 +8,7 @@ Layers, bottom to top:
 * ``coast``: coastlines derived from the land mask the world uses (``psm_db/maps/coastlines.geojson``,
   written by ``scripts/make_coastlines.py``), clipped to the view;
 * ``outlines``: the region (or region set) outlines;
-* ``tiles``: one nearly transparent, pickable polygon per tile (its footprint), carrying its
+* ``tiles``: one invisible (opacity 0), pickable polygon per tile (its footprint), carrying its
   id, probability, uncertainty and position: hovering shows them, and a click selects the tile
   (``st.pydeck_chart(on_select=...)`` reports the index into this layer's data). In a running
   app its rows are not in the Deck's JSON but a JSON file the Streamlit server serves beside it
@@ -17,6 +17,13 @@ Layers, bottom to top:
   browser's own ``JSON.parse``, and the bitmap is drawn before the rows arrive. The layer has
   no hover highlight: on software WebGL, redrawing 100k polygons per hover took seconds;
 * ``chosen``: a ring around the chosen tile.
+
+Once a selection exists, Streamlit's map component restyles every layer of the types it knows
+(SolidPolygonLayer, PathLayer, ScatterplotLayer and others) that sets a colour accessor
+(``getFillColor``, ``getColor``): the selected object is drawn opaque and every other one at
+40 % opacity at most, recomputed for every object on every click. So the tile, coast and
+outline layers set no colour accessor and take their look from the layer's ``opacity``, which
+Streamlit leaves alone: a click changes nothing on the map but the ring.
 
 No basemap provider is used (``map_provider=None``), so nothing is fetched from the network.
 """
@@ -29,7 +36,7 @@ import hashlib
 import io
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -220,16 +227,17 @@ def deck(
         # quoted: pydeck would otherwise read the data URL as an accessor expression
         pdk.Layer("BitmapLayer", id="scores", image=f"'{url}'", bounds=bounds, opacity=0.95,
                   texture_parameters={"minFilter": "nearest", "magFilter": "nearest"}),
+        # No colour accessors on these three layers (see the module docstring): lines in deck.gl's
+        # default black, toned by the layer's opacity
         pdk.Layer("PathLayer", id="coast", data=[{"path": p} for p in coastlines((w, s, e, n))],
-                  get_path="path", get_color=[90, 110, 140], width_min_pixels=1, width_units="'pixels'",
-                  get_width=1),
+                  get_path="path", opacity=0.5, width_min_pixels=1, width_units="'pixels'", get_width=1),
         pdk.Layer("PathLayer", id="outlines",
                   data=[{"path": r, "name": name} for name, g in outlines for r in _rings(g)],
-                  get_path="path", get_color=[20, 20, 20], width_min_pixels=1.5, width_units="'pixels'",
-                  get_width=1.5),
-        # each tile's exact footprint, so hovering anywhere on a tile finds that tile
+                  get_path="path", opacity=0.9, width_min_pixels=1.5, width_units="'pixels'", get_width=1.5),
+        # each tile's exact footprint, so hovering anywhere on a tile finds that tile; opacity 0: drawn
+        # only into deck.gl's picking buffer's colours, never onto the map
         pdk.Layer("SolidPolygonLayer", id=TILE_LAYER, data=tiles, get_polygon="[[w, s], [e, s], [e, n], [w, n]]",
-                  get_fill_color=[255, 255, 255, 1], pickable=True),
+                  opacity=0, pickable=True),
     ]
     if chosen is not None:
         layers.append(pdk.Layer(
@@ -242,8 +250,15 @@ def deck(
 
 
 def picked_tile(event: Any, scores: TileScores) -> int | None:
-    """The tile id a click on the map chose (from ``st.pydeck_chart``'s selection), or None."""
-    selection = getattr(event, "selection", None) or {}
+    """The tile id a click on the map chose, or None.
+
+    ``event`` is what ``st.pydeck_chart`` returns or its widget state in ``st.session_state``
+    (a mapping), each holding a ``selection``.
+    """
+    if isinstance(event, Mapping):
+        selection = event.get("selection") or {}
+    else:
+        selection = getattr(event, "selection", None) or {}
     indices = (selection.get("indices") or {}).get(TILE_LAYER) or []
     if not indices:
         return None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -171,6 +171,38 @@ def downloads(scores: TileScores, raster: mapview.Raster, png: bytes | Callable[
                        file_name="psm_tiles.geojson", mime="application/geo+json", key="dl_geojson")
 
 
+def _selection(state: Any) -> dict[str, Any]:
+    """The ``selection`` of a chart's or a table's widget state (None before the first event)."""
+    if state is None:
+        return {}
+    sel = state.get("selection") if isinstance(state, Mapping) else getattr(state, "selection", None)
+    return dict(sel or {})
+
+
+def choose_tile(scores: TileScores) -> int | None:
+    """The chosen tile of this run, before anything is drawn, so that the map rings it at once.
+
+    A new click on the map (its widget state, ``deck_map``) or on a row of the top tiles
+    (``top_tiles``, the same ``scores.top(20)`` the table shows) wins once; the tile selector
+    (``tile_choice``) otherwise keeps its value. A tile that is not on this map (another query
+    or region) is forgotten.
+    """
+    clicked = deckmap.picked_tile(st.session_state.get("deck_map"), scores)
+    if clicked is not None and clicked != st.session_state.get("_last_map_pick"):
+        st.session_state["tile_choice"] = clicked
+    st.session_state["_last_map_pick"] = clicked
+    rows = _selection(st.session_state.get("top_tiles")).get("rows") or []
+    if rows and rows != st.session_state.get("_last_pick"):
+        top = scores.top(20)
+        if 0 <= int(rows[0]) < len(top):
+            st.session_state["tile_choice"] = int(scores.tile_id[top[int(rows[0])]])
+    st.session_state["_last_pick"] = rows
+    choice = st.session_state.get("tile_choice")
+    if choice is not None and not np.any(scores.tile_id == choice):
+        st.session_state["tile_choice"] = choice = None
+    return choice
+
+
 def page() -> None:
     """The page body."""
     script_start = time.perf_counter()
@@ -237,7 +269,7 @@ def page() -> None:
         bar.empty()
         hours = kept
     vmin, vmax = limits(layer, SCALES[2] if scale == SCALES[2] else SCALES[0], maps)
-    choice = st.session_state.get("tile_choice")
+    choice = choose_tile(scores)
     marker = None
     if choice is not None and choice in set(scores.tile_id.tolist()):
         i = int(np.flatnonzero(scores.tile_id == choice)[0])
@@ -260,12 +292,8 @@ def page() -> None:
         chart = deckmap.deck(scores, raster, layer=layer, vmin=vmin, vmax=vmax, outlines=region.outlines,
                              chosen=chosen, rows_json=rows_json_for(key, scores))
         with slot:
-            event = st.pydeck_chart(chart, on_select="rerun", selection_mode="single-object", key="deck_map",
+            st.pydeck_chart(chart, on_select="rerun", selection_mode="single-object", key="deck_map",
                                     height=520)
-        clicked = deckmap.picked_tile(event, scores)
-        if clicked is not None and clicked != st.session_state.get("_last_map_pick"):  # a new click wins once
-            st.session_state["tile_choice"] = clicked
-        st.session_state["_last_map_pick"] = clicked
         st.caption(widgets.plain(title))
     else:
         slot.image(png, caption=widgets.plain(title), width="stretch")  # type: ignore[arg-type]
@@ -295,17 +323,10 @@ def page() -> None:
         top = scores.top(20)
         df = pd.DataFrame({"tile_id": scores.tile_id[top], "probability": scores.probability[top],
                            "sum σ²": scores.var_sum[top], "lat": scores.lat[top], "lon": scores.lon[top]})
-        event = st.dataframe(df, hide_index=True, on_select="rerun", selection_mode="single-row", key="top_tiles")
-        picked = (getattr(event, "selection", None) or {}).get("rows") or []
+        st.dataframe(df, hide_index=True, on_select="rerun", selection_mode="single-row", key="top_tiles")
         options = [None, *df["tile_id"].tolist()]
-        from_map = st.session_state.get("tile_choice")
-        if from_map is not None and from_map not in options and from_map in set(scores.tile_id.tolist()):
-            options.append(from_map)  # a tile clicked on the map, outside the top 20
-        if picked and picked != st.session_state.get("_last_pick"):  # a new row click wins once
-            st.session_state["tile_choice"] = int(df["tile_id"].iloc[picked[0]])
-        st.session_state["_last_pick"] = picked
-        if st.session_state.get("tile_choice") not in options:  # another query: the old tile is gone
-            st.session_state["tile_choice"] = None
+        if choice is not None and choice not in options:
+            options.append(choice)  # a tile clicked on the map, outside the top 20
         st.selectbox("Tile", options, key="tile_choice",
                      format_func=lambda t: "choose a tile (or click a row)" if t is None else f"tile {t}")
     pick = st.session_state.get("tile_choice")

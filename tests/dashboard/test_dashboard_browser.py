@@ -156,6 +156,7 @@ def test_interactive_map_works_offline_with_hover_and_click(server, artifacts):
     import io
     import re
 
+    import numpy as np
     from PIL import Image
     from playwright.sync_api import expect, sync_playwright
 
@@ -204,9 +205,27 @@ def test_interactive_map_works_offline_with_hover_and_click(server, artifacts):
             assert hovered and "probability" in tooltip.inner_text() and "°N" in tooltip.inner_text()
             # the tile rows came as a file the dashboard serves, not inside the Deck's JSON
             assert any(re.search(r"/media/[^/]+\.json$", u) for u in fetched), fetched
+            page.mouse.move(box["x"] - 20, box["y"] - 20)  # no tooltip in either picture
+            page.wait_for_timeout(500)
+            before = np.asarray(Image.open(io.BytesIO(chart.screenshot())).convert("RGB"), dtype=np.int16)
             page.mouse.click(x, y)
             expect(page.get_by_text(f"Tile {hovered.group(1)} at")).to_be_visible(timeout=60_000)
             assert _errors(page) == [], _errors(page)
+            page.mouse.move(box["x"] - 20, box["y"] - 20)
+            _settle(page)
+            page.wait_for_timeout(1500)
+            after = np.asarray(Image.open(io.BytesIO(chart.screenshot(path=str(artifacts / "dashboard_deck_clicked.png"))))
+                               .convert("RGB"), dtype=np.int16)
+            # A click adds the ring around the tile and changes nothing else: no tile drawn over in
+            # the selection's colour, no coastline or outline faded (Streamlit restyles layers that
+            # set colour accessors once a selection exists; see dashboard/deckmap.py)
+            assert before.shape == after.shape
+            changed = np.abs(after - before).max(axis=2) > 40
+            cx, cy = int(x - box["x"]), int(y - box["y"])
+            ring = np.zeros_like(changed)
+            ring[max(0, cy - 16):cy + 17, max(0, cx - 16):cx + 17] = True
+            assert changed[ring].any(), "no ring was drawn around the clicked tile"
+            assert changed[~ring].mean() < 0.001, f"{changed[~ring].mean():.2%} of the map changed away from the ring"
             page.screenshot(path=str(artifacts / "dashboard_interactive_map.png"), full_page=True)
         except Exception:
             page.screenshot(path=str(artifacts / "dashboard_interactive_map_failure.png"), full_page=True)

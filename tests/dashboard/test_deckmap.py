@@ -91,3 +91,4 @@ def test_a_click_on_the_map_picks_its_tile():
     assert deckmap.picked_tile(SimpleNamespace(selection={"indices": {}}), s) is None
     assert deckmap.picked_tile(SimpleNamespace(selection={"indices": {deckmap.TILE_LAYER: [10_000]}}), s) is None
     assert deckmap.picked_tile(None, s) is None
+    assert deckmap.picked_tile({"selection": {"indices": {deckmap.TILE_LAYER: [7]}}}, s) == int(s.tile_id[7])  # widget state
