@@ -292,8 +292,7 @@ def page() -> None:
         chart = deckmap.deck(scores, raster, layer=layer, vmin=vmin, vmax=vmax, outlines=region.outlines,
                              chosen=chosen, rows_json=rows_json_for(key, scores))
         with slot:
-            st.pydeck_chart(chart, on_select="rerun", selection_mode="single-object", key="deck_map",
-                                    height=520)
+            st.pydeck_chart(chart, on_select="rerun", selection_mode="single-object", key="deck_map", height=520)
         st.caption(widgets.plain(title))
     else:
         slot.image(png, caption=widgets.plain(title), width="stretch")  # type: ignore[arg-type]
