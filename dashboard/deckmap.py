@@ -249,22 +249,22 @@ def deck(
                        map_provider=None, map_style=None, tooltip=TOOLTIP)
 
 
-def picked_tile(event: Any, scores: TileScores) -> int | None:
-    """The tile id a click on the map chose, or None.
+def selection(state: Any) -> dict[str, Any]:
+    """The ``selection`` of what a selectable chart or table returns, or of its widget state in
+    ``st.session_state`` (a mapping); empty before the first event."""
+    if isinstance(state, Mapping):
+        return dict(state.get("selection") or {})
+    return dict(getattr(state, "selection", None) or {})
 
-    ``event`` is what ``st.pydeck_chart`` returns or its widget state in ``st.session_state``
-    (a mapping), each holding a ``selection``.
-    """
-    if isinstance(event, Mapping):
-        selection = event.get("selection") or {}
-    else:
-        selection = getattr(event, "selection", None) or {}
-    indices = (selection.get("indices") or {}).get(TILE_LAYER) or []
+
+def picked_tile(event: Any, scores: TileScores) -> int | None:
+    """The tile id a click on the map chose, or None (``event``: as for :func:`selection`)."""
+    indices = (selection(event).get("indices") or {}).get(TILE_LAYER) or []
     if not indices:
         return None
     i = int(indices[0])
     return int(scores.tile_id[i]) if 0 <= i < len(scores) else None
 
 
-__all__ = ["TILE_LAYER", "coastlines", "deck", "mercator_rows", "picked_tile", "raster_image", "served_tiles",
-           "tile_frame", "tile_json", "view_state"]
+__all__ = ["TILE_LAYER", "coastlines", "deck", "mercator_rows", "picked_tile", "raster_image", "selection",
+           "served_tiles", "tile_frame", "tile_json", "view_state"]

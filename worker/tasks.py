@@ -69,11 +69,13 @@ def _share_cores(sender: Any = None, **_: Any) -> None:
     pool = _pool_name(getattr(sender, "pool_cls", "prefork"))
     concurrency = getattr(sender, "concurrency", None)
     if get_worker_settings().torch_threads <= 0 and isinstance(concurrency, int) and concurrency >= 1:
-        _POOL_SHARE = default_torch_threads(concurrency, pool, _cores())
+        cores = _cores()
+        _POOL_SHARE = default_torch_threads(concurrency, pool, cores)
         if _POOL_SHARE:
             log.info("torch threads per task slot: %d (%d cores, %d %s slots; PSM_TORCH_THREADS overrides)",
-                     _POOL_SHARE, _cores(), concurrency, pool)
-    if pool not in {"prefork", "processes"}:  # the tasks run in this process
+                     _POOL_SHARE, cores, concurrency, pool)
+    # prefork children and the solo pool send worker_process_init; these pools run tasks here without it
+    if pool in {"thread", "threads", "gevent", "eventlet"}:
         _limit_threads()
 
 

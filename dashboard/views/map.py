@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -171,16 +171,9 @@ def downloads(scores: TileScores, raster: mapview.Raster, png: bytes | Callable[
                        file_name="psm_tiles.geojson", mime="application/geo+json", key="dl_geojson")
 
 
-def _selection(state: Any) -> dict[str, Any]:
-    """The ``selection`` of a chart's or a table's widget state (None before the first event)."""
-    if state is None:
-        return {}
-    sel = state.get("selection") if isinstance(state, Mapping) else getattr(state, "selection", None)
-    return dict(sel or {})
-
-
 def choose_tile(scores: TileScores) -> int | None:
-    """The chosen tile of this run, before anything is drawn, so that the map rings it at once.
+    """Index (into ``scores``) of this run's chosen tile, resolved before anything is drawn, so that
+    the map rings it at once.
 
     A new click on the map (its widget state, ``deck_map``) or on a row of the top tiles
     (``top_tiles``, the same ``scores.top(20)`` the table shows) wins once; the tile selector
@@ -191,16 +184,18 @@ def choose_tile(scores: TileScores) -> int | None:
     if clicked is not None and clicked != st.session_state.get("_last_map_pick"):
         st.session_state["tile_choice"] = clicked
     st.session_state["_last_map_pick"] = clicked
-    rows = _selection(st.session_state.get("top_tiles")).get("rows") or []
+    rows = deckmap.selection(st.session_state.get("top_tiles")).get("rows") or []
     if rows and rows != st.session_state.get("_last_pick"):
         top = scores.top(20)
         if 0 <= int(rows[0]) < len(top):
             st.session_state["tile_choice"] = int(scores.tile_id[top[int(rows[0])]])
     st.session_state["_last_pick"] = rows
     choice = st.session_state.get("tile_choice")
-    if choice is not None and not np.any(scores.tile_id == choice):
-        st.session_state["tile_choice"] = choice = None
-    return choice
+    at = np.flatnonzero(scores.tile_id == choice) if choice is not None else np.empty(0, dtype=np.int64)
+    if len(at) == 0:
+        st.session_state["tile_choice"] = None
+        return None
+    return int(at[0])
 
 
 def page() -> None:
@@ -269,11 +264,8 @@ def page() -> None:
         bar.empty()
         hours = kept
     vmin, vmax = limits(layer, SCALES[2] if scale == SCALES[2] else SCALES[0], maps)
-    choice = choose_tile(scores)
-    marker = None
-    if choice is not None and choice in set(scores.tile_id.tolist()):
-        i = int(np.flatnonzero(scores.tile_id == choice)[0])
-        marker = (float(scores.lon[i]), float(scores.lat[i]))
+    chosen = choose_tile(scores)
+    marker = None if chosen is None else (float(scores.lon[chosen]), float(scores.lat[chosen]))
     title = f"{query.label} · {meta.label()} · {region.label}"
     outlines = tuple((n, g.wkt) for n, g in region.outlines)
     key = map_key(model, query, region, meta)
@@ -288,7 +280,6 @@ def page() -> None:
     elapsed = time.perf_counter() - started
     slot = st.empty()
     if interactive:
-        chosen = int(np.flatnonzero(scores.tile_id == choice)[0]) if marker is not None else None
         chart = deckmap.deck(scores, raster, layer=layer, vmin=vmin, vmax=vmax, outlines=region.outlines,
                              chosen=chosen, rows_json=rows_json_for(key, scores))
         with slot:
@@ -324,13 +315,12 @@ def page() -> None:
                            "sum σ²": scores.var_sum[top], "lat": scores.lat[top], "lon": scores.lon[top]})
         st.dataframe(df, hide_index=True, on_select="rerun", selection_mode="single-row", key="top_tiles")
         options = [None, *df["tile_id"].tolist()]
-        if choice is not None and choice not in options:
-            options.append(choice)  # a tile clicked on the map, outside the top 20
+        if chosen is not None and int(scores.tile_id[chosen]) not in options:
+            options.append(int(scores.tile_id[chosen]))  # a tile clicked on the map, outside the top 20
         st.selectbox("Tile", options, key="tile_choice",
                      format_func=lambda t: "choose a tile (or click a row)" if t is None else f"tile {t}")
-    pick = st.session_state.get("tile_choice")
-    if pick is not None and pick in set(scores.tile_id.tolist()):
-        tile_panel(model, scores, int(np.flatnonzero(scores.tile_id == pick)[0]))
+    if chosen is not None:  # the selector's value: a change of it reruns the page, and choose_tile reads it
+        tile_panel(model, scores, chosen)
 
 
 widgets.guard(page)
