@@ -18,9 +18,10 @@ RETURNS TABLE (region_id bigint, region_name text, score double precision, tile_
 LANGUAGE plpgsql STABLE
 AS $$
 DECLARE
-    q      record;
-    cid    integer;
-    n_out  bigint;
+    q         record;
+    cid       integer;
+    n_out     bigint;
+    n_members bigint;
 BEGIN
     PERFORM psm.check_ranking_args(p_month, p_hour, p_audio_source, p_caption_source, p_zoom, p_k);
     IF p_agg IS NULL OR p_agg NOT IN ('mean', 'max', 'share') THEN
@@ -40,33 +41,67 @@ BEGIN
     END IF;
     cid := psm.find_condition(p_month, p_hour, p_audio_source, p_caption_source);
     IF cid IS NOT NULL THEN
-        RETURN QUERY
         -- Membership comes from psm.region_tiles (kept exact by triggers), not from ST_Intersects
         -- per call. The sigmoid is psm.match_probability written out: called here, in the plan
         -- PL/pgSQL caches after five calls, it measured 137 ms against 48 ms for the expression
         -- (bench/region_bench.py, demo database).
-        WITH scored AS (
-            SELECT m.region_id, e.var_sum,
-                   1.0 / (1.0 + exp(LEAST(GREATEST(
-                       q.match_a * (vector_l2_squared_distance(e.mu, q.mu) + e.var_sum + q.var_sum) - q.match_b,
-                       -700.0), 700.0))) AS p
-            FROM psm.region_tiles m
-            JOIN psm.embeddings e
-              ON e.model_version = q.model_version AND e.condition_id = cid AND e.tile_id = m.tile_id
-            WHERE m.zoom = p_zoom
-              AND m.region_id IN (SELECT r.id FROM psm.regions r WHERE r.set_name = p_region_set))
-        SELECT r.id, r.name,
-               CASE p_agg WHEN 'mean' THEN a.mean_p
-                          WHEN 'max' THEN a.max_p
-                          ELSE a.share END AS score,
-               a.n, a.uncertainty
-        FROM (SELECT s.region_id, avg(s.p) AS mean_p, max(s.p) AS max_p,
-                     avg((s.p >= p_threshold)::integer::double precision) AS share,
-                     count(*) AS n, avg(s.var_sum) AS uncertainty
-              FROM scored s GROUP BY s.region_id) a
-        JOIN psm.regions r ON r.id = a.region_id
-        ORDER BY 3 DESC, a.mean_p DESC, r.name
-        LIMIT p_k;
+        SELECT count(*) INTO n_members FROM psm.region_tiles m
+        WHERE m.zoom = p_zoom
+          AND m.region_id IN (SELECT r.id FROM psm.regions r WHERE r.set_name = p_region_set);
+        IF 3 * n_members >= (SELECT c.reltuples FROM pg_class c WHERE c.oid = 'psm.tiles'::regclass) THEN
+            -- A set that holds a third of all tiles or more (the slice has at most one row per
+            -- tile; a psm.tiles never analysed reads -1 here and so takes this branch): score the condition's whole slice in one sequential pass, each tile once,
+            -- and join the narrow scores to the memberships by hash. Looking up each member's
+            -- row through an index costs about three times a scanned row.
+            RETURN QUERY
+            WITH tile AS MATERIALIZED (
+                SELECT e.tile_id, e.var_sum,
+                       1.0 / (1.0 + exp(LEAST(GREATEST(
+                           q.match_a * (vector_l2_squared_distance(e.mu, q.mu) + e.var_sum + q.var_sum) - q.match_b,
+                           -700.0), 700.0))) AS p
+                FROM psm.embeddings e
+                WHERE e.model_version = q.model_version AND e.condition_id = cid)
+            SELECT r.id, r.name,
+                   CASE p_agg WHEN 'mean' THEN a.mean_p
+                              WHEN 'max' THEN a.max_p
+                              ELSE a.share END AS score,
+                   a.n, a.uncertainty
+            FROM (SELECT m.region_id, sum(t.p) / count(*) AS mean_p, max(t.p) AS max_p,
+                         count(*) FILTER (WHERE t.p >= p_threshold)::double precision / count(*) AS share,
+                         count(*) AS n, sum(t.var_sum) / count(*) AS uncertainty
+                  FROM psm.region_tiles m JOIN tile t ON t.tile_id = m.tile_id
+                  WHERE m.zoom = p_zoom
+                    AND m.region_id IN (SELECT r.id FROM psm.regions r WHERE r.set_name = p_region_set)
+                  GROUP BY m.region_id) a
+            JOIN psm.regions r ON r.id = a.region_id
+            ORDER BY 3 DESC, a.mean_p DESC, r.name
+            LIMIT p_k;
+        ELSE
+            -- A smaller set: look up each member's row.
+            RETURN QUERY
+            WITH scored AS (
+                SELECT m.region_id, e.var_sum,
+                       1.0 / (1.0 + exp(LEAST(GREATEST(
+                           q.match_a * (vector_l2_squared_distance(e.mu, q.mu) + e.var_sum + q.var_sum) - q.match_b,
+                           -700.0), 700.0))) AS p
+                FROM psm.region_tiles m
+                JOIN psm.embeddings e
+                  ON e.model_version = q.model_version AND e.condition_id = cid AND e.tile_id = m.tile_id
+                WHERE m.zoom = p_zoom
+                  AND m.region_id IN (SELECT r.id FROM psm.regions r WHERE r.set_name = p_region_set))
+            SELECT r.id, r.name,
+                   CASE p_agg WHEN 'mean' THEN a.mean_p
+                              WHEN 'max' THEN a.max_p
+                              ELSE a.share END AS score,
+                   a.n, a.uncertainty
+            FROM (SELECT s.region_id, sum(s.p) / count(*) AS mean_p, max(s.p) AS max_p,
+                         count(*) FILTER (WHERE s.p >= p_threshold)::double precision / count(*) AS share,
+                         count(*) AS n, sum(s.var_sum) / count(*) AS uncertainty
+                  FROM scored s GROUP BY s.region_id) a
+            JOIN psm.regions r ON r.id = a.region_id
+            ORDER BY 3 DESC, a.mean_p DESC, r.name
+            LIMIT p_k;
+        END IF;
         GET DIAGNOSTICS n_out = ROW_COUNT;
     END IF;
     IF cid IS NULL OR n_out = 0 THEN

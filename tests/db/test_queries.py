@@ -278,6 +278,31 @@ def test_rank_regions_aggregates_match_numpy(seed, session):
     assert len(frame) == 2
 
 
+@pytest.mark.parametrize("set_name, squares", [("all4", [(0, 0), (0, 1), (1, 0), (1, 1)]), ("corner", [(1, 1)])])
+def test_rank_regions_scores_large_and_small_sets_alike(seed, session, set_name, squares):
+    """A set holding a third of the tiles or more is scored by one scan of the condition's slice,
+    a smaller one by a lookup per member (psm.rank_regions_gaussian). After ANALYZE the 1,600
+    tiles are known: all four squares (1,600 members) take the scan, one square (400) the lookups.
+    Both must give numpy's aggregates."""
+    session.execute(text("ANALYZE psm.tiles"))
+    load_regions(session=session, region_set=set_name, source={"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"name": f"sq{i}{j}"},
+         "geometry": shapely.geometry.mapping(box(LON0 + i * 2, LAT0 + j * 2, LON0 + i * 2 + 2, LAT0 + j * 2 + 2))}
+        for i, j in squares]})
+    p = _prob(_csd(seed.mu, seed.var, seed.q_mu, seed.q_var))
+    thr = float(np.quantile(p, 0.3))
+    for agg, fn in (("mean", np.mean), ("max", np.max), ("share", lambda x: np.mean(x >= thr))):
+        rows = ranking.rank_regions(session=session, query_id=seed.query_id, region_set=set_name,
+                                    condition=C56, agg=agg, threshold=thr)
+        assert sorted(r.name for r in rows) == sorted(f"sq{i}{j}" for i, j in squares)
+        for r in rows:
+            i, j = int(r.name[2]), int(r.name[3])
+            inside = _in(seed, box(LON0 + i * 2, LAT0 + j * 2, LON0 + i * 2 + 2, LAT0 + j * 2 + 2))
+            assert r.tile_count == inside.sum() == 400
+            assert r.score == pytest.approx(fn(p[inside]), rel=1e-4, abs=1e-12)
+            assert r.uncertainty == pytest.approx(seed.var[inside].astype(np.float64).sum(1).mean(), rel=1e-5)
+
+
 def test_rank_regions_sql(seed, conn):
     rows = conn.execute("SELECT region_name, tile_count FROM psm.rank_regions(%s, 'squares', 5, 6, "
                         "p_agg => 'max', p_k => 3)", (seed.query_id,)).fetchall()
