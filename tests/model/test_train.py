@@ -150,9 +150,12 @@ def test_cli_train_then_eval_writes_results(tiny_world, tmp_path):
     runner = CliRunner()
     run = tmp_path / "run"
     r = runner.invoke(app, ["train", "--dataset", str(tiny_world), "--out", str(run), "--preset", "tiny",
-                            "--epochs", "1", "--batch-size", "16", "--cache-dir", str(tmp_path / "c"), "--threads", "1"])
+                            "--epochs", "1", "--batch-size", "16", "--cache-dir", str(tmp_path / "c"), "--threads", "1",
+                            "--weight-decay", "0.07"])
     assert r.exit_code == 0, r.output
     assert "best checkpoint" in r.output and (run / "best.safetensors").is_file()
+    start = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    assert start["kind"] == "start" and start["settings"]["weight_decay"] == 0.07
     ev = tmp_path / "eval"
     r = runner.invoke(app, ["eval", "--checkpoint", str(run / "best.safetensors"), "--dataset", str(tiny_world),
                             "--out", str(ev), "--metadata", "all,none", "--zooms", "1,5", "--cache-dir", str(tmp_path / "c")])

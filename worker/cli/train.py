@@ -51,6 +51,8 @@ def train_command(
     epochs: Annotated[int | None, typer.Option(help="Epochs (default: the preset's).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size (default: the preset's).")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate (default: the preset's).")] = None,
+    weight_decay: Annotated[float | None, typer.Option(
+        min=0.0, help="AdamW weight decay (default: the preset's).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     resume: Annotated[Path | None, typer.Option(help="Resume from a last.safetensors of an earlier run.")] = None,
     max_minutes: Annotated[float | None, typer.Option(help="Stop after this many minutes (then validate, save).")] = None,
@@ -86,12 +88,17 @@ def train_command(
             tqdm.write(f"step {d['step']}: val I2A R@10% {d['val_i2a_r10']:.3f}, A2I {d['val_a2i_r10']:.3f} "
                        f"(best I2A {d['best']:.3f})")
 
+    settings: dict[str, Any] = {}
+    if val_every:
+        settings["val_every"] = val_every
+    if weight_decay is not None:
+        settings["weight_decay"] = weight_decay
     try:
         result = train(
             dataset, out, preset=preset, loss=loss, use_metadata=metadata, epochs=epochs, batch_size=batch_size,
             lr=lr, seed=seed, resume=resume, max_minutes=max_minutes, min_steps=min_steps, progress=progress,
             cache_dir=cache_dir,
-            settings={"val_every": val_every} if val_every else None, **parse_overrides(set_ or []),
+            settings=settings or None, **parse_overrides(set_ or []),
         )
     except ValueError as e:
         typer.echo(f"error: {e}", err=True)
