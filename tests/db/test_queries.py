@@ -280,9 +280,9 @@ def test_rank_regions_aggregates_match_numpy(seed, session):
 
 @pytest.mark.parametrize("set_name, squares", [("all4", [(0, 0), (0, 1), (1, 0), (1, 1)]), ("corner", [(1, 1)])])
 def test_rank_regions_scores_large_and_small_sets_alike(seed, session, set_name, squares):
-    """A set holding a third of the tiles or more is scored by one scan of the condition's slice,
+    """A set holding half of the tiles or more is scored by one pass over the condition's slice,
     a smaller one by a lookup per member (psm.rank_regions_gaussian). After ANALYZE the 1,600
-    tiles are known: all four squares (1,600 members) take the scan, one square (400) the lookups.
+    tiles are known: all four squares (1,600 members) take the pass, one square (400) the lookups.
     Both must give numpy's aggregates."""
     session.execute(text("ANALYZE psm.tiles"))
     load_regions(session=session, region_set=set_name, source={"type": "FeatureCollection", "features": [

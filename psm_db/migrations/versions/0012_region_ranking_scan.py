@@ -1,13 +1,18 @@
-"""Region ranking by one scan for large sets: psm.rank_regions_gaussian picks how it reads the slice.
+"""Region ranking by one pass for large sets: psm.rank_regions_gaussian picks how it reads the slice.
 
 Until now every call looked up each member tile's embedding through an index, one lookup per
 (region, tile) membership, and scored a tile once per region holding it. For a set that covers
 much of the map (the demo's set holds every USA tile), those lookups were most of the call.
 
-* When the set's memberships at the zoom are at least a third of all tiles (a slice has at most
-  one row per tile, so the scan then reads at most three rows per member), the function scores
-  the condition's whole slice in one sequential pass, each tile once, and hash-joins the narrow
-  scores to the memberships.
+* When the set's memberships at the zoom are at least half of all tiles (a slice has at most
+  one row per tile, so the pass then reads at most two rows per member), the function scores
+  the condition's whole slice in one pass, each tile once, and hash-joins the narrow scores to
+  the memberships.
+* The function runs with ``enable_seqscan = off``, so that pass reads only the slice's pages
+  through the primary key, not every model's and condition's rows (the planner costs the slice
+  as if it were spread over every page; the worker writes it in runs). It also runs with
+  ``enable_sort = off`` (hash the few regions rather than sort 28k scored memberships) and
+  ``jit = off`` (a query with no index to use would otherwise be JIT-compiled, about 50 ms).
 * Otherwise it keeps the per-member lookups.
 * Both aggregate with sum / count rather than avg (the same values).
 
@@ -44,12 +49,26 @@ CREATE OR REPLACE FUNCTION psm.rank_regions_gaussian(
 RETURNS TABLE (region_id bigint, region_name text, score double precision, tile_count bigint,
                uncertainty double precision)
 LANGUAGE plpgsql STABLE
+-- The slice of one (model, condition) is a quarter or less of psm.embeddings' pages (the worker
+-- writes each chunk's rows condition by condition), but the planner costs a bitmap scan of the
+-- primary key as if the slice were spread over every page, and picks a sequential scan of the
+-- whole table: every model's and every condition's rows. Without sequential scans, the slice
+-- is read through the primary key (demo database: 3,594 of 14,335 pages; bench/region_bench.py).
+-- A table with no index to use then costs 1e10 (psm.conditions in psm.find_condition), which
+-- would start JIT compilation (about 50 ms); the function's queries are small, so JIT is off.
+-- The planner knows nothing of a materialized CTE's keys, so it expects some 60 rows from the
+-- join of scores and memberships where there are 28k, and sorts them to group by region; with
+-- sorting off it hashes the few regions instead (1.5-2 ms of about 32).
+SET enable_seqscan = off
+SET enable_sort = off
+SET jit = off
 AS $$
 DECLARE
     q         record;
     cid       integer;
     n_out     bigint;
     n_members bigint;
+    n_tiles   double precision;
 BEGIN
     PERFORM psm.check_ranking_args(p_month, p_hour, p_audio_source, p_caption_source, p_zoom, p_k);
     IF p_agg IS NULL OR p_agg NOT IN ('mean', 'max', 'share') THEN
@@ -73,14 +92,21 @@ BEGIN
         -- per call. The sigmoid is psm.match_probability written out: called here, in the plan
         -- PL/pgSQL caches after five calls, it measured 137 ms against 48 ms for the expression
         -- (bench/region_bench.py, demo database).
-        SELECT count(*) INTO n_members FROM psm.region_tiles m
-        WHERE m.zoom = p_zoom
-          AND m.region_id IN (SELECT r.id FROM psm.regions r WHERE r.set_name = p_region_set);
-        IF 3 * n_members >= (SELECT c.reltuples FROM pg_class c WHERE c.oid = 'psm.tiles'::regclass) THEN
-            -- A set that holds a third of all tiles or more (the slice has at most one row per
-            -- tile; a psm.tiles never analysed reads -1 here and so takes this branch): score the condition's whole slice in one sequential pass, each tile once,
-            -- and join the narrow scores to the memberships by hash. Looking up each member's
-            -- row through an index costs about three times a scanned row.
+        --
+        -- The planner's count of tiles (-1, read as 0, for a psm.tiles never analysed), and the
+        -- set's memberships at the zoom counted only as far as half of it: enough to choose.
+        n_tiles := greatest((SELECT c.reltuples FROM pg_class c WHERE c.oid = 'psm.tiles'::regclass), 0);
+        SELECT count(*) INTO n_members FROM (
+            SELECT 1 FROM psm.region_tiles m
+            WHERE m.zoom = p_zoom
+              AND m.region_id IN (SELECT r.id FROM psm.regions r WHERE r.set_name = p_region_set)
+            LIMIT ceil(n_tiles / 2)::bigint) s;
+        IF 2 * n_members >= n_tiles THEN
+            -- A set that holds half of all tiles or more (the slice has at most one row per
+            -- tile, so the pass reads at most two rows per member): score the condition's whole
+            -- slice in one pass, each tile once, and join the narrow scores to the memberships
+            -- by hash. Looking up a member's row through an index costs about twice a row of
+            -- the pass: on the demo database the two break even near 13k members of 25k tiles.
             RETURN QUERY
             WITH tile AS MATERIALIZED (
                 SELECT e.tile_id, e.var_sum,
