@@ -303,6 +303,25 @@ def test_rank_regions_scores_large_and_small_sets_alike(seed, session, set_name,
             assert r.uncertainty == pytest.approx(seed.var[inside].astype(np.float64).sum(1).mean(), rel=1e-5)
 
 
+def test_rank_regions_pass_reads_the_slice_through_the_key_without_jit(seed, conn):
+    """The one-pass branch must read the (model, condition) slice through the primary key, not
+    scan every model's and condition's rows, and no query of the function may be JIT-compiled
+    (with sequential scans off, an index-less filter is costed high enough to start JIT). The
+    function's own settings do it; auto_explain shows the plans of its queries."""
+    conn.execute("ANALYZE psm.tiles, psm.embeddings")  # the planner then knows the slice is most of the table
+    conn.execute("LOAD 'auto_explain'")
+    for name, value in (("log_min_duration", "0"), ("log_nested_statements", "on"), ("log_level", "notice")):
+        conn.execute(f"SET auto_explain.{name} = {value}")
+    plans: list[str] = []
+    conn.add_notice_handler(lambda d: plans.append(d.message_primary or ""))
+    conn.execute("SELECT * FROM psm.rank_regions(%s, 'squares', 5, 6)", (seed.query_id,)).fetchall()
+    conn.execute("SET auto_explain.log_min_duration = -1")
+    passes = [p for p in plans if "WITH tile AS MATERIALIZED" in p]
+    assert len(passes) == 1, plans
+    assert "on embeddings e" in passes[0] and "Seq Scan on embeddings" not in passes[0], passes[0]
+    assert not any("JIT:" in p for p in plans), [p for p in plans if "JIT:" in p]
+
+
 def test_rank_regions_sql(seed, conn):
     rows = conn.execute("SELECT region_name, tile_count FROM psm.rank_regions(%s, 'squares', 5, 6, "
                         "p_agg => 'max', p_k => 3)", (seed.query_id,)).fetchall()
