@@ -151,6 +151,33 @@ def test_rank_tiles_exact_matches_numpy(seed, session):
     assert all(r.geom.geom_type == "Polygon" for r in rows)
 
 
+@pytest.mark.parametrize("n_other", [30, 20_001])
+def test_rank_tiles_whole_zoom_leaves_out_closer_tiles_of_other_zooms(seed, session, n_other):
+    """Tiles at another zoom embedded at the query's mean with tiny variance (nearer than any tile
+    of the zoom) must not enter the whole-zoom ranking. With few such tiles the function ranks the
+    slice alone and over-fetches by their number; with more than 20,000 it joins every row."""
+    session.execute(text(
+        "INSERT INTO psm.tiles (imagery_source, gsd, size_px, zoom, grid_row, grid_col, geom, centroid) "
+        "SELECT 'bing', 0.6, 300, 2, g / 200, g % 200, ST_MakeEnvelope(-90 + (g % 200) * 0.01, 30 + (g / 200) * 0.01,"
+        " -90 + (g % 200 + 1) * 0.01, 30 + (g / 200 + 1) * 0.01, 4326),"
+        " ST_SetSRID(ST_MakePoint(-90 + (g % 200 + 0.5) * 0.01, 30 + (g / 200 + 0.5) * 0.01), 4326) "
+        "FROM generate_series(0, :n - 1) g"), {"n": n_other})
+    session.execute(text(
+        "INSERT INTO psm.embeddings (model_version, condition_id, tile_id, dim, mu, var, var_sum) "
+        "SELECT :mv, :cid, t.id, :dim, q.mu, array_fill(1e-6::real, ARRAY[:dim])::vector, 1e-6 * :dim "
+        "FROM psm.tiles t, psm.queries q "
+        "WHERE t.zoom = 2 AND q.id = :qid ORDER BY t.id LIMIT 30"),
+        {"mv": MODEL, "cid": seed.cond_a, "dim": D, "qid": seed.query_id})
+    at_zoom_2 = ranking.rank_tiles(session=session, query_id=seed.query_id, condition=C56, zoom=2, k=5,
+                                   method="exact")
+    assert len(at_zoom_2) == 5  # they are the nearest of all ...
+    rows = ranking.rank_tiles(session=session, query_id=seed.query_id, condition=C56, k=25, method="exact")
+    ids, d = _exact(seed, 25)  # ... and none of them is at zoom 1
+    assert [r.tile_id for r in rows] == ids.tolist()
+    np.testing.assert_allclose([r.distance for r in rows], d, rtol=1e-5)
+    assert max(r.distance for r in at_zoom_2) < d[0]
+
+
 def test_rank_tiles_in_region_keeps_only_tiles_inside(seed, session):
     region = box(-99.0, 41.0, -98.0, 42.0)
     rows = ranking.rank_tiles(session=session, query_id=seed.query_id, region=region, condition=C56, k=10)
