@@ -49,8 +49,8 @@ CREATE OR REPLACE FUNCTION psm.rank_regions_gaussian(
 RETURNS TABLE (region_id bigint, region_name text, score double precision, tile_count bigint,
                uncertainty double precision)
 LANGUAGE plpgsql STABLE
--- The slice of one (model, condition) is a quarter or less of psm.embeddings' pages (the worker
--- writes each chunk's rows condition by condition), but the planner costs a bitmap scan of the
+-- The slice of one (model, condition) lies in runs of psm.embeddings' pages (the worker writes
+-- each chunk's rows condition by condition; the demo's slice is a quarter), but the planner costs a bitmap scan of the
 -- primary key as if the slice were spread over every page, and picks a sequential scan of the
 -- whole table: every model's and every condition's rows. Without sequential scans, the slice
 -- is read through the primary key (demo database: 3,594 of 14,335 pages; bench/region_bench.py).
