@@ -64,8 +64,11 @@ def test_range_scan_and_index_probe_agree(reader, dash_env, monkeypatch):
     g = _gaussian(reader, dash_env)
     region = shapely.box(-90.45, 40.25, -89.05, 40.75)
     by_range = ranking.map_scores(session=reader, gaussian=g, region=region)
-    monkeypatch.setattr(ranking.maps, "RANGE_SLACK", 0)  # every region's ids look sparse: one probe per id
+    monkeypatch.setattr(ranking.maps, "RANGE_SLACK", 0)  # every region's ids look sparse ...
+    by_runs = ranking.map_scores(session=reader, gaussian=g, region=region)  # ... and come in runs
+    monkeypatch.setattr(ranking.maps, "MIN_RUN", 10**9)  # ... or none: one probe per id
     by_probe = ranking.map_scores(session=reader, gaussian=g, region=region)
+    assert np.array_equal(by_range.tile_id, by_runs.tile_id)
     assert len(by_range) == 15 * 6  # centroids on the boundary count
     assert np.array_equal(by_range.tile_id, by_probe.tile_id)
     np.testing.assert_allclose(by_range.distance, by_probe.distance)

@@ -355,6 +355,59 @@ def test_rank_regions_sql(seed, conn):
     assert len(rows) == 3 and all(r[1] == 400 for r in rows)
 
 
+@pytest.mark.parametrize("shift", [0.0, 1e-9, -1e-9])
+def test_a_rectangle_holds_the_tiles_st_intersects_holds_edges_included(seed, session, shift):
+    """A rectangular region's layout (the index's bounding-box test, then lon/lat ranges) must
+    be the ST_Intersects(region, centroid) set, also for edges through a row of centroids
+    (shift 0: on the edge, inside) or a hair beside it (inside or outside by 1e-9 degrees,
+    which float4 index boxes cannot tell apart). A triangle takes ST_Intersects itself."""
+    from psm_db.ranking import maps
+
+    lons, lats = np.unique(seed.centroids[:, 0]), np.unique(seed.centroids[:, 1])
+    regions = [box(lons[i] + shift, lats[j] + shift, lons[i + w] - shift, lats[j + h] - shift)
+               for i, j, w, h in ((0, 0, 5, 7), (3, 11, 20, 2), (17, 4, 2, 2))]
+    regions.append(shapely.Polygon([(lons[2], lats[2]), (lons[30], lats[5]), (lons[9], lats[33])]))
+    for region in regions:
+        got = maps.region_tiles(region, 1, session=session)
+        want = session.execute(text(
+            "SELECT id, ST_X(centroid), ST_Y(centroid), ST_XMin(geom), ST_YMax(geom) FROM psm.tiles "
+            "WHERE zoom = 1 AND ST_Intersects(ST_GeomFromWKB(:g, 4326), centroid) ORDER BY id"),
+            {"g": shapely.to_wkb(region)}).all()
+        assert len(want) > 0
+        assert got["tile_id"].tolist() == [r[0] for r in want], region.wkt
+        np.testing.assert_array_equal(np.stack([got["lon"], got["lat"], got["xmin"], got["ymax"]], 1),
+                                      np.array([r[1:] for r in want]))
+
+
+def test_scores_by_range_by_runs_and_by_probe_agree(seed, session, monkeypatch):
+    """A box cut from the 40 x 40 grid is 12 runs of 10 consecutive ids spanning 4x its tiles:
+    read by runs. Forced the other ways (one range, one probe per id) the scores are the same,
+    and the session's jit setting is as it was."""
+    from psm_db.ranking import maps
+
+    region = box(LON0 + 10 * STEP, LAT0 + 20 * STEP, LON0 + 19.9 * STEP, LAT0 + 31.9 * STEP)
+    model = catalog.get_model(session=session, model_version=MODEL)
+    ids = maps.region_tiles(region, 1, session=session)["tile_id"]
+    assert len(ids) == 120 and len(np.flatnonzero(np.diff(ids) != 1)) == 11
+    seen: list[str] = []
+    real = maps._score_arrays
+    monkeypatch.setattr(maps, "_score_arrays", lambda s, q, m: (seen.append(str(q)), real(s, q, m))[1])
+    jit = session.scalar(text("SELECT current_setting('jit')"))
+    got = {}
+    for name, slack, min_run in (("runs", 1, 8), ("range", 8, 8), ("probe", 1, 10_000)):
+        monkeypatch.setattr(maps, "RANGE_SLACK", slack)
+        monkeypatch.setattr(maps, "MIN_RUN", min_run)
+        got[name] = maps.scores_for_tiles(model, seed.q_mu, float(seed.q_var.sum()), seed.cond_a, ids, session=session)
+        assert session.scalar(text("SELECT current_setting('jit')")) == jit
+    assert "unnest(" in seen[0] and "BETWEEN" in seen[1] and "any(" in seen[2]
+    want = _csd(seed.mu, seed.var, seed.q_mu, seed.q_var)
+    by_id = dict(zip(seed.tile_ids.tolist(), want.tolist(), strict=True))
+    for name, out in got.items():
+        order = np.argsort(out["tile_id"])
+        assert out["tile_id"][order].tolist() == ids.tolist(), name
+        np.testing.assert_allclose(out["distance"][order], [by_id[i] for i in ids.tolist()], rtol=1e-5)
+
+
 def test_map_scores_returns_every_tile_as_arrays(seed, session):
     region = box(-100.0, 40.0, -99.0, 41.0)
     m = ranking.map_scores(session=session, query_id=seed.query_id, region=region, condition=C56)
