@@ -360,7 +360,8 @@ def test_a_rectangle_holds_the_tiles_st_intersects_holds_edges_included(seed, se
     """A rectangular region's layout (the index's bounding-box test, then lon/lat ranges) must
     be the ST_Intersects(region, centroid) set, also for edges through a row of centroids
     (shift 0: on the edge, inside) or a hair beside it (inside or outside by 1e-9 degrees,
-    which float4 index boxes cannot tell apart). A triangle takes ST_Intersects itself."""
+    which float4 index boxes cannot tell apart). A triangle takes ST_Intersects itself. The
+    SQL rankings' psm.region_tile_ids must hold the same tiles."""
     from psm_db.ranking import maps
 
     lons, lats = np.unique(seed.centroids[:, 0]), np.unique(seed.centroids[:, 1])
@@ -375,6 +376,9 @@ def test_a_rectangle_holds_the_tiles_st_intersects_holds_edges_included(seed, se
             {"g": shapely.to_wkb(region)}).all()
         assert len(want) > 0
         assert got["tile_id"].tolist() == [r[0] for r in want], region.wkt
+        in_sql = session.scalar(text("SELECT psm.region_tile_ids(ST_GeomFromWKB(:g, 4326), 1)"),
+                                {"g": shapely.to_wkb(region)})
+        assert sorted(in_sql) == [r[0] for r in want], region.wkt  # what psm.rank_tiles ranks
         np.testing.assert_array_equal(np.stack([got["lon"], got["lat"], got["xmin"], got["ymax"]], 1),
                                       np.array([r[1:] for r in want]))
 
