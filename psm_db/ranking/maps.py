@@ -74,7 +74,9 @@ def region_tiles(region: BaseGeometry | None, zoom: int, *, session: Session) ->
         # The same tiles as ST_Intersects(region, centroid), boundary included: the centroid
         # index's bounding-box test, then an exact test on the stored coordinates (the index
         # boxes are float4, rounded outwards). No geometry test per tile: 15-20 ms instead of
-        # 55-120 ms for 100k tiles (docs/benchmarks.md).
+        # 55-120 ms for 100k tiles (docs/benchmarks.md). psm.region_tile_ids is the same test
+        # for the SQL rankings; reading these columns through its id array took 140-600 ms,
+        # so the predicate is written here too (one test checks both at the edges).
         x0, y0, x1, y1 = region.bounds
         q = q.where(Tile.centroid.op("&&")(geometry_arg(region)), Tile.lon.between(x0, x1),
                     Tile.lat.between(y0, y1))
@@ -146,7 +148,7 @@ def scores_for_tiles(
     q = (select(Embedding.tile_id.label("tile_id"), d, Embedding.var_sum.label("var_sum"))
          .where(Embedding.model_version == model.version, Embedding.condition_id == int(condition_id)))
     by_range = int(ids[-1] - ids[0]) + 1 <= RANGE_SLACK * len(ids)
-    breaks = np.flatnonzero(np.diff(ids) != 1) + 1
+    breaks = np.empty(0, dtype=np.int64) if by_range else np.flatnonzero(np.diff(ids) != 1) + 1
     by_runs = not by_range and (len(breaks) + 1) * MIN_RUN <= len(ids)
     if by_range:
         q = q.where(Embedding.tile_id.between(int(ids[0]), int(ids[-1])))

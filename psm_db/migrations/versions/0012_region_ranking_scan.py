@@ -50,9 +50,9 @@ RETURNS TABLE (region_id bigint, region_name text, score double precision, tile_
                uncertainty double precision)
 LANGUAGE plpgsql STABLE
 -- The slice of one (model, condition) lies in runs of psm.embeddings' pages (the worker writes
--- each chunk's rows condition by condition; the demo's slice is a quarter), but the planner costs a bitmap scan of the
--- primary key as if the slice were spread over every page, and picks a sequential scan of the
--- whole table: every model's and every condition's rows. Without sequential scans, the slice
+-- each chunk's rows condition by condition; the demo's slice is a quarter), but the planner
+-- costs a bitmap scan of the primary key as if the slice were spread over every page, and
+-- picks a sequential scan of the whole table: every model's and every condition's rows. Without sequential scans, the slice
 -- is read through the primary key (demo database: 3,594 of 14,335 pages; bench/region_bench.py).
 -- A table with no index to use then costs 1e10 (psm.conditions in psm.find_condition), which
 -- would start JIT compilation (about 50 ms); the function's queries are small, so JIT is off.
