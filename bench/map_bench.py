@@ -6,7 +6,8 @@ with embeddings for two hours and a stored text query. Then it times, median of 
 * ``scores``: :func:`psm_db.ranking.map_scores` for the stored query (every tile of the region);
 * ``write <fmt>``: :func:`psm_db.maps.export.write_map` to .tif (COG), .geojson, .parquet, .png;
 * ``psm map -> .tif``: the whole command in this process (engine, scores, COG);
-* ``deck``: building the pydeck map (raster PNG, tile layer) and its JSON, with the JSON's size;
+* ``deck``: building the pydeck map (raster PNG, lines) and its JSON, with the JSON's size, and the
+  tile grid file the map component reads (:func:`dashboard.tilemap.grid_bytes`), with its size;
 * in Chromium (``--browser``): the Map button pressed to the map's canvas drawn with the
   bitmap on it, and a hover to its tooltip, a click to the tile panel, with the real dashboard.
 
@@ -78,7 +79,7 @@ def server_side(url: str, query_id: int, repeat: int, out_dir: Path) -> dict[str
     from sqlalchemy.orm import Session
     from typer.testing import CliRunner
 
-    from dashboard import deckmap
+    from dashboard import deckmap, tilemap
     from psm_db.engine import make_engine
     from psm_db.maps.export import write_map
     from psm_db.maps.raster import rasterise_bounds
@@ -89,6 +90,7 @@ def server_side(url: str, query_id: int, repeat: int, out_dir: Path) -> dict[str
 
     engine = make_engine(url)
     times: dict[str, list[float]] = {}
+    sizes: dict[str, float] = {}
 
     def once() -> tuple[TileScores, str]:
         with Session(engine) as session:
@@ -109,6 +111,10 @@ def server_side(url: str, query_id: int, repeat: int, out_dir: Path) -> dict[str
         t = time.perf_counter()
         payload = chart.to_json()
         times.setdefault("deck (JSON)", []).append(time.perf_counter() - t)
+        t = time.perf_counter()
+        grid = tilemap.grid_bytes(scores, raster)
+        times.setdefault("tile grid file", []).append(time.perf_counter() - t)
+        sizes["grid_mb"] = len(grid) / 1e6
         return scores, payload
 
     for _ in range(repeat):
@@ -124,7 +130,7 @@ def server_side(url: str, query_id: int, repeat: int, out_dir: Path) -> dict[str
         r = runner.invoke(app, args)
         times.setdefault("psm map -> .tif (whole command)", []).append(time.perf_counter() - t)
         assert r.exit_code == 0, r.output
-    return {"tiles": len(scores), "deck_json_mb": len(payload) / 1e6,
+    return {"tiles": len(scores), "deck_json_mb": len(payload) / 1e6, **sizes,
             "medians": {k: _median(v) for k, v in times.items()}, "runs": repeat}
 
 
@@ -189,14 +195,15 @@ def _drive(page, base: str, out: dict[str, list[float]]) -> None:  # type: ignor
     page.wait_for_timeout(3000)  # the default condition (everything left out) is embedded
     page.get_by_role("button", name="Map", exact=True).click()
     t0 = time.perf_counter()
-    chart = page.locator('[data-testid="stDeckGlJsonChart"]').first
+    chart = page.locator('iframe[title="dashboard.tilemap.psm_tilemap"]').first  # the map component's frame
     chart.wait_for(timeout=120_000)
+    inside = page.frame_locator('iframe[title="dashboard.tilemap.psm_tilemap"]').first
     while time.perf_counter() - t0 < 120:  # until the bitmap is on the canvas
         shot = Image.open(io.BytesIO(chart.screenshot())).convert("RGB").resize((60, 40))
         if len(set(shot.getdata())) > 20:
             break
     out.setdefault("click Map -> map drawn (s)", []).append(time.perf_counter() - t0)
-    cb = chart.locator("canvas").first.bounding_box()
+    cb = inside.locator("canvas").first.bounding_box()
     assert cb is not None
     # whole CSS pixels, as a mouse on a standard screen gives: at 20k tiles a tile is 2-5 px wide, and
     # a fractional position (the canvas sits at y = 137.6) let the hover and the click land on either
@@ -208,9 +215,9 @@ def _drive(page, base: str, out: dict[str, list[float]]) -> None:  # type: ignor
     page.wait_for_timeout(500)
     t1 = time.perf_counter()
     page.mouse.move(x, y)
-    page.locator(".deck-tooltip", has_text="tile ").wait_for(timeout=30_000)
+    inside.locator(".deck-tooltip", has_text="tile ").wait_for(timeout=30_000)
     out.setdefault("hover -> tooltip (s)", []).append(time.perf_counter() - t1)
-    tid = page.locator(".deck-tooltip").inner_text().split()[1]
+    tid = inside.locator(".deck-tooltip").inner_text().split()[1]
     t2 = time.perf_counter()
     page.mouse.click(x, y)
     try:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import deckmap, exports, mapview, store, widgets
+from dashboard import deckmap, exports, mapview, store, tilemap, widgets
 from dashboard.mapview import TileScores
 from psm_db.errors import NotEmbeddedError
 from psm_db.settings import get_settings
@@ -46,10 +46,10 @@ def raster_for(key: str, _scores: TileScores, layer: str) -> mapview.Raster:
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def rows_json_for(key: str, _scores: TileScores) -> bytes:
-    """The interactive map's tile rows as JSON (deckmap.tile_json), cached by ``key`` (which names
+def grid_for(key: str, _scores: TileScores, _raster: mapview.Raster) -> bytes:
+    """The interactive map's tile grid (dashboard.tilemap.grid_bytes), cached by ``key`` (which names
     the scores): a click or a widget change reruns the page with the same map."""
-    return deckmap.tile_json(_scores)
+    return tilemap.grid_bytes(_scores, _raster)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -175,14 +175,14 @@ def choose_tile(scores: TileScores) -> int | None:
     """Index (into ``scores``) of this run's chosen tile, resolved before anything is drawn, so that
     the map rings it at once.
 
-    A new click on the map (its widget state, ``deck_map``) or on a row of the top tiles
-    (``top_tiles``, the same ``scores.top(20)`` the table shows) wins once; the tile selector
-    (``tile_choice``) otherwise keeps its value. A tile that is not on this map (another query
-    or region) is forgotten.
+    A new click on the map (its widget state, ``deck_map``: the tile and a click count) or on a
+    row of the top tiles (``top_tiles``, the same ``scores.top(20)`` the table shows) wins once;
+    the tile selector (``tile_choice``) otherwise keeps its value. A tile that is not on this map
+    (another query or region) is forgotten.
     """
-    clicked = deckmap.picked_tile(st.session_state.get("deck_map"), scores)
+    clicked = tilemap.clicked_tile(st.session_state.get("deck_map"), scores)
     if clicked is not None and clicked != st.session_state.get("_last_map_pick"):
-        st.session_state["tile_choice"] = clicked
+        st.session_state["tile_choice"] = clicked[0]
     st.session_state["_last_map_pick"] = clicked
     rows = deckmap.selection(st.session_state.get("top_tiles")).get("rows") or []
     if rows and rows != st.session_state.get("_last_pick"):
@@ -281,9 +281,9 @@ def page() -> None:
     slot = st.empty()
     if interactive:
         chart = deckmap.deck(scores, raster, layer=layer, vmin=vmin, vmax=vmax, outlines=region.outlines,
-                             chosen=chosen, rows_json=rows_json_for(key, scores))
+                             chosen=chosen)
         with slot:
-            st.pydeck_chart(chart, on_select="rerun", selection_mode="single-object", key="deck_map", height=520)
+            tilemap.tilemap(chart.to_json(), grid_for(key, scores, raster), height=520, key="deck_map")
         st.caption(widgets.plain(title))
     else:
         slot.image(png, caption=widgets.plain(title), width="stretch")  # type: ignore[arg-type]

@@ -15,6 +15,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
+TILEMAP = "dashboard.tilemap.psm_tilemap"
+"""The map component's name, which Streamlit gives its frame as the title."""
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -102,7 +104,8 @@ def test_map_in_a_real_browser(server, artifacts, tmp_path):
             page.get_by_role("button", name="Map", exact=True).click()
             caption = page.get_by_text("Colour bar: Match probability")
             expect(caption).to_be_visible(timeout=90_000)
-            expect(page.locator('[data-testid="stDeckGlJsonChart"] canvas').first).to_be_visible(timeout=60_000)
+            expect(page.frame_locator(f'iframe[title="{TILEMAP}"]').first.locator("canvas").first).to_be_visible(
+                timeout=60_000)
             assert _errors(page) == []
 
             # an embedded condition (May, iNaturalist, 20:00), then change the hour to 06:00
@@ -117,7 +120,8 @@ def test_map_in_a_real_browser(server, artifacts, tmp_path):
             _settle(page)
             expect(page.get_by_text("May · 06:00 · inaturalist").first).to_be_visible(timeout=60_000)
             expect(page.get_by_text("Colour bar: Match probability")).to_be_visible()
-            expect(page.locator('[data-testid="stDeckGlJsonChart"] canvas').first).to_be_visible(timeout=60_000)
+            expect(page.frame_locator(f'iframe[title="{TILEMAP}"]').first.locator("canvas").first).to_be_visible(
+                timeout=60_000)
             assert _errors(page) == [], _errors(page)
             top = page.locator('[data-testid="stDataFrame"]').first
             expect(top).to_be_visible()
@@ -152,7 +156,8 @@ def test_map_in_a_real_browser(server, artifacts, tmp_path):
 
 
 def test_interactive_map_works_offline_with_hover_and_click(server, artifacts):
-    """The pydeck map with every request off 127.0.0.1 refused: drawn, a tooltip on hover, a click opens the tile."""
+    """The map component with every request off 127.0.0.1 refused: drawn, the tooltip of the tile under the
+    pointer on hover, a click opens that tile and changes only its ring."""
     import io
     import re
 
@@ -185,10 +190,13 @@ def test_interactive_map_works_offline_with_hover_and_click(server, artifacts):
             text.press("Enter")
             _settle(page)
             page.get_by_role("button", name="Map", exact=True).click()
-            chart = page.locator('[data-testid="stDeckGlJsonChart"]').first
+            chart = page.locator(f'iframe[title="{TILEMAP}"]').first
             expect(chart).to_be_visible(timeout=90_000)
-            canvas = chart.locator("canvas").first
+            inside = page.frame_locator(f'iframe[title="{TILEMAP}"]').first
+            canvas = inside.locator("canvas").first
             expect(canvas).to_be_visible(timeout=60_000)
+            frame = chart.element_handle().content_frame()
+            assert frame is not None
             _settle(page)
             page.wait_for_timeout(1500)  # the bitmap texture decodes after the first frame
             shot = Image.open(io.BytesIO(chart.screenshot(path=str(artifacts / "dashboard_deck_chart.png")))).convert("RGB")
@@ -196,15 +204,23 @@ def test_interactive_map_works_offline_with_hover_and_click(server, artifacts):
             assert colours > 20, "the score raster was not drawn"
             box = canvas.bounding_box()
             assert box is not None
-            x, y = box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5
+            x, y = round(box["x"] + box["width"] * 0.5), round(box["y"] + box["height"] * 0.5)
             page.mouse.move(x - 5, y - 5)
             page.mouse.move(x, y)
-            tooltip = page.locator(".deck-tooltip")
+            tooltip = inside.locator(".deck-tooltip")
             expect(tooltip).to_contain_text("tile ", timeout=20_000)
-            hovered = re.search(r"tile (\d+)", tooltip.inner_text())
-            assert hovered and "probability" in tooltip.inner_text() and "°N" in tooltip.inner_text()
-            # the tile rows came as a file the dashboard serves, not inside the Deck's JSON
-            assert any(re.search(r"/media/[^/]+\.json$", u) for u in fetched), fetched
+            text = tooltip.inner_text()
+            hovered = re.search(r"tile (\d+)", text)
+            place = re.search(r"([-\d.]+) to ([-\d.]+)°N, ([-\d.]+) to ([-\d.]+)°E", text)
+            assert hovered and place and "probability" in text, text
+            # the tile named is the one under the pointer: the view's own projection of the pointer
+            # lies inside the tile's footprint (rounded to 4 decimals in the tooltip)
+            lon, lat = frame.evaluate("([x, y]) => window.psmTilemap.deck.getViewports()[0].unproject([x, y])",
+                                      [x - box["x"], y - box["y"]])[:2]
+            south, north, west, east = (float(v) for v in place.groups())
+            assert west - 1e-4 <= lon <= east + 1e-4 and south - 1e-4 <= lat <= north + 1e-4, (lon, lat, text)
+            # the tile grid came as a binary file the dashboard serves; no layer carries the tiles
+            assert any(re.search(r"/media/[^/]+\.bin$", u) for u in fetched), fetched
             page.mouse.move(box["x"] - 20, box["y"] - 20)  # no tooltip in either picture
             page.wait_for_timeout(500)
             before = np.asarray(Image.open(io.BytesIO(chart.screenshot())).convert("RGB"), dtype=np.int16)
@@ -216,9 +232,8 @@ def test_interactive_map_works_offline_with_hover_and_click(server, artifacts):
             page.wait_for_timeout(1500)
             after = np.asarray(Image.open(io.BytesIO(chart.screenshot(path=str(artifacts / "dashboard_deck_clicked.png"))))
                                .convert("RGB"), dtype=np.int16)
-            # A click adds the ring around the tile and changes nothing else: no tile drawn over in
-            # the selection's colour, no coastline or outline faded (Streamlit restyles layers that
-            # set colour accessors once a selection exists; see dashboard/deckmap.py)
+            # A click adds the ring around the tile and changes nothing else, and the view stays
+            # where it was (the page keeps the user's pan and zoom when the same map is redrawn)
             assert before.shape == after.shape
             changed = np.abs(after - before).max(axis=2) > 40
             cx, cy = int(x - box["x"]), int(y - box["y"])

@@ -29,8 +29,9 @@ def _keys(at: AppTest) -> set[str]:
 
 
 def _drawn(at: AppTest) -> int:
-    """Maps and pictures on the page: the interactive map (a deck.gl chart) counts as one."""
-    return len(at.get("image")) + len(at.get("deck_gl_json_chart"))
+    """Maps and pictures on the page: the interactive map (the dashboard.tilemap component) counts as one."""
+    maps = [e for e in at.get("component_instance") if e.proto.component_name == "dashboard.tilemap.psm_tilemap"]
+    return len(at.get("image")) + len(maps)
 
 
 def _map(at: AppTest, text: str = "sound of insects") -> AppTest:
@@ -461,3 +462,30 @@ def test_jobs_page_queues_geotiff_and_folder_jobs(dash_env, monkeypatch, tmp_pat
     assert (fold[1]["kind"], fold[1]["path"], fold[1]["bands"]) == ("folder", str(folder), None)
     with psycopg.connect(dash_env.db_url) as c:  # keep the job history of the other tests as seeded
         c.execute("DELETE FROM psm.jobs WHERE created_at >= %s AND kind = 'embed_region'", (started,))
+
+
+def test_a_click_on_the_map_component_opens_its_tile_and_rings_it(dash_env):
+    """The map component's value (what its page sends on a click) chooses the tile: its panel opens and
+    the Deck the component gets next rings it. A second click on another tile wins again."""
+    import json
+
+    at = _app()
+    at.run()
+    _map(at)
+    _clean(at)
+    (comp,) = [e for e in at.get("component_instance") if e.proto.component_name == "dashboard.tilemap.psm_tilemap"]
+    args = json.loads(comp.proto.json_args)
+    assert set(args) >= {"deck", "grid_url", "height"}
+    assert [layer["id"] for layer in json.loads(args["deck"])["layers"]] == ["scores", "coast", "outlines"]
+    tiles = at.dataframe(key="top_tiles").value
+    first, second = int(tiles.iloc[0]["tile_id"]), int(tiles.iloc[1]["tile_id"])
+    for tile, clicks in ((first, 1), (second, 2)):
+        at.session_state["deck_map"] = {"tile": float(tile), "clicks": clicks}
+        at.run()
+        _clean(at)
+        assert any(f"**Tile {tile}** at" in m.value for m in at.markdown), tile
+        (comp,) = [e for e in at.get("component_instance") if e.proto.component_name == "dashboard.tilemap.psm_tilemap"]
+        layers = {layer["id"]: layer for layer in json.loads(json.loads(comp.proto.json_args)["deck"])["layers"]}
+        lon, lat = layers["chosen"]["data"][0]["lon"], layers["chosen"]["data"][0]["lat"]
+        row = tiles[tiles["tile_id"] == tile].iloc[0]
+        assert (lon, lat) == pytest.approx((row["lon"], row["lat"]), abs=1e-6)

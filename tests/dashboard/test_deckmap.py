@@ -1,9 +1,8 @@
-"""The interactive map's pieces: Mercator rows, the view, the tile layer, offline JSON, clicks."""
+"""The interactive map's Deck: Mercator rows, the view, the layers, offline JSON."""
 
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -45,7 +44,7 @@ def test_view_fits_the_bounds():
     assert deckmap.view_state((-180.0, -80.0, 180.0, 80.0)).zoom < 1.0
 
 
-def test_the_deck_is_offline_compact_and_carries_every_tile():
+def test_the_deck_is_offline_compact_and_holds_no_layer_per_tile():
     s = _scores()
     r = rasterise_bounds(s.xmin, s.ymin, s.xmax, s.ymax, s.probability)
     deck = deckmap.deck(s, r, layer="probability", vmin=0.0, vmax=0.5, outlines=[("A", box(-100, 30, -95, 35))],
@@ -53,27 +52,16 @@ def test_the_deck_is_offline_compact_and_carries_every_tile():
     text = deck.to_json()
     spec = json.loads(text)
     assert "http" not in text and spec.get("mapProvider") is None, "nothing may be fetched from the network"
-    assert "\n" not in text, "no indentation: large maps are sent whole"
+    assert "\n" not in text, "no indentation"
     layers = {layer["id"]: layer for layer in spec["layers"]}
-    assert set(layers) == {"scores", "coast", "outlines", deckmap.TILE_LAYER, "chosen"}
+    assert set(layers) == {"scores", "coast", "outlines", "chosen"}
     assert layers["scores"]["image"].startswith("data:image/png;base64,")
     assert layers["scores"]["bounds"] == pytest.approx([-100.0, 30.0, -90.0, 40.0])
-    tiles = layers[deckmap.TILE_LAYER]
-    assert tiles["pickable"] and len(tiles["data"]) == len(s)
-    first = tiles["data"][0]
-    assert (first["id"], first["w"], first["n"]) == (7, -100.0, 30.5)
-    assert first["p"] == pytest.approx(1e-9)  # tiny probabilities keep their digits
+    # the bitmap is the one pickable layer: the page finds the tile from the pointer's coordinate
+    assert [i for i, layer in layers.items() if layer.get("pickable")] == ["scores"]
+    assert all(len(layer.get("data") or []) < len(s) for layer in layers.values()), "no layer may hold every tile"
     assert [-100.0, 30.0] in layers["outlines"]["data"][0]["path"]
-
-
-def test_tile_rows_go_inline_outside_a_running_app():
-    s = _scores(n_side=4)
-    assert deckmap.served_tiles(deckmap.tile_json(s)) is None  # no Streamlit server here to serve a file
-    r = rasterise_bounds(s.xmin, s.ymin, s.xmax, s.ymax, s.probability)
-    spec = json.loads(deckmap.deck(s, r, layer="probability", vmin=0.0, vmax=0.5).to_json())
-    tiles = next(layer for layer in spec["layers"] if layer["id"] == deckmap.TILE_LAYER)
-    assert [t["id"] for t in tiles["data"]] == s.tile_id.tolist()
-    assert not tiles.get("autoHighlight"), "a hover highlight redraws every tile polygon"
+    assert layers["chosen"]["data"] == [{"lon": float(s.lon[3]), "lat": float(s.lat[3])}]
 
 
 def test_coastlines_are_shipped_and_clipped_to_the_view():
@@ -82,13 +70,3 @@ def test_coastlines_are_shipped_and_clipped_to_the_view():
     assert len(paths) >= 1 and len(pts) > 20
     assert pts[:, 0].min() >= -127.0 and pts[:, 0].max() <= -113.0
     assert deckmap.coastlines((-45.0, 30.0, -40.0, 35.0), margin=0.0) == []  # open Atlantic
-
-
-def test_a_click_on_the_map_picks_its_tile():
-    s = _scores()
-    event = SimpleNamespace(selection={"indices": {deckmap.TILE_LAYER: [5]}, "objects": {}})
-    assert deckmap.picked_tile(event, s) == int(s.tile_id[5])
-    assert deckmap.picked_tile(SimpleNamespace(selection={"indices": {}}), s) is None
-    assert deckmap.picked_tile(SimpleNamespace(selection={"indices": {deckmap.TILE_LAYER: [10_000]}}), s) is None
-    assert deckmap.picked_tile(None, s) is None
-    assert deckmap.picked_tile({"selection": {"indices": {deckmap.TILE_LAYER: [7]}}}, s) == int(s.tile_id[7])  # widget state
