@@ -4,14 +4,17 @@ Layers, bottom to top:
 
 * ``scores``: the score raster (:mod:`psm_db.maps.raster`) as one BitmapLayer, whatever the
   number of tiles. deck.gl stretches a bitmap linearly in Web Mercator, so the lon/lat raster's
-  rows are first resampled to equal Mercator steps (:func:`mercator_rows`). It is the one
-  pickable layer: the page finds the tile under the pointer from the pointer's coordinate and
-  the raster's cell-to-tile index (:mod:`dashboard.tilemap`), so no layer holds one polygon per
-  tile (on software WebGL, 100k polygons drawn for picking took seconds per frame);
+  rows are first resampled to equal Mercator steps (:func:`mercator_rows`). No layer is
+  pickable: the page finds the tile under the pointer from the pointer's coordinate and the
+  raster's cell-to-tile index (:mod:`dashboard.tilemap`), so nothing is drawn for picking and no
+  layer holds one polygon per tile (on software WebGL, 100k polygons drawn for picking took
+  seconds per frame);
 * ``coast``: coastlines derived from the land mask the world uses (``psm_db/maps/coastlines.geojson``,
   written by ``scripts/make_coastlines.py``), clipped to the view;
-* ``outlines``: the region (or region set) outlines;
-* ``chosen``: a ring around the chosen tile.
+* ``outlines``: the region (or region set) outlines.
+
+The chosen tile's ring is drawn by the page (:mod:`dashboard.tilemap`), which rings a clicked
+tile at once.
 
 No basemap provider is used (``map_provider=None``), so nothing is fetched from the network.
 """
@@ -140,7 +143,6 @@ def deck(
     vmin: float,
     vmax: float,
     outlines: Sequence[tuple[str, Any]] = (),
-    chosen: int | None = None,
     height_px: int = 520,
 ) -> pdk.Deck:
     """The interactive map of one layer (see the module docstring).
@@ -152,14 +154,13 @@ def deck(
         vmin: Bottom of the colour scale.
         vmax: Top of the colour scale.
         outlines: (name, shapely geometry) pairs drawn as outlines.
-        chosen: Index (into ``scores``) of the chosen tile, ringed.
         height_px: Chart height.
     """
     url, bounds = raster_image(raster, vmin=vmin, vmax=vmax, layer=layer)
     w, s, e, n = bounds[0], bounds[1], bounds[2], bounds[3]
     layers = [
         # quoted: pydeck would otherwise read the data URL as an accessor expression
-        pdk.Layer("BitmapLayer", id="scores", image=f"'{url}'", bounds=bounds, opacity=0.95, pickable=True,
+        pdk.Layer("BitmapLayer", id="scores", image=f"'{url}'", bounds=bounds, opacity=0.95,
                   texture_parameters={"minFilter": "nearest", "magFilter": "nearest"}),
         # lines in deck.gl's default black, toned by the layer's opacity
         pdk.Layer("PathLayer", id="coast", data=[{"path": p} for p in coastlines((w, s, e, n))],
@@ -168,12 +169,6 @@ def deck(
                   data=[{"path": r, "name": name} for name, g in outlines for r in _rings(g)],
                   get_path="path", opacity=0.9, width_min_pixels=1.5, width_units="'pixels'", get_width=1.5),
     ]
-    if chosen is not None:
-        layers.append(pdk.Layer(
-            "ScatterplotLayer", id="chosen",
-            data=[{"lon": float(scores.lon[chosen]), "lat": float(scores.lat[chosen])}],
-            get_position=["lon", "lat"], get_radius=9, radius_units="'pixels'", stroked=True, filled=False,
-            get_line_color=[230, 30, 30], line_width_min_pixels=3))
     return CompactDeck(layers=layers, initial_view_state=view_state((w, s, e, n), height_px=height_px),
                        map_provider=None, map_style=None)
 

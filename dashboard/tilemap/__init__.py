@@ -3,11 +3,12 @@
 ``st.pydeck_chart`` reports a click only as the index of a picked object, so every tile had to be
 a pickable polygon: 100k polygons that software WebGL drew for picking on every frame, seconds on
 a CPU-only machine. This component draws the same Deck (:func:`dashboard.deckmap.deck`: the score
-bitmap, coastlines, outlines, the chosen tile's ring) with deck.gl's standalone bundle, the one
+bitmap, coastlines, outlines) with deck.gl's standalone bundle, the one
 that pydeck ships for offline HTML, and finds the tile under the pointer from its coordinate and
 the score raster's cell-to-tile index (:func:`grid_bytes`, served as a binary file beside the
-page). Hover shows the tile's tooltip in the page itself; a click returns ``{"tile": id,
-"clicks": n}`` to the script, and the count makes a second click on the same tile a new value.
+page). Hover shows the tile's tooltip in the page itself; a click rings the tile in the page at
+once and returns ``{"tile": id, "clicks": n}`` to the script (the count makes a second click on
+the same tile a new value), whose run then names the same tile as the chosen one.
 
 Nothing is fetched from outside the Streamlit server: the page, its script and the bundle are
 served from :func:`frontend_dir`, the grid from the session's media files.
@@ -128,17 +129,22 @@ def _declared() -> Any:
     return _component
 
 
-def tilemap(deck_json: str, grid: bytes, *, height: int = 520, key: str = "deck_map") -> Any:
+def tilemap(deck_json: str | None, grid: bytes | None, *, chosen: tuple[int, float, float] | None = None,
+            height: int = 520, key: str = "deck_map") -> Any:
     """Draw the map and return the last click's ``{"tile": id, "clicks": n}`` (None before one).
 
     Args:
-        deck_json: The Deck's JSON (:func:`dashboard.deckmap.deck`, ``.to_json()``).
-        grid: :func:`grid_bytes` of the same map.
+        deck_json: The Deck's JSON (:func:`dashboard.deckmap.deck`, ``.to_json()``); None for a
+            frame with no map yet (give it ``height=0``: it loads deck.gl's bundle unseen).
+        grid: :func:`grid_bytes` of the same map (None with no map).
+        chosen: (tile id, lon, lat) of the tile to ring, or None. The page rings a clicked tile
+            itself at once; a run that names the same tile leaves the map as it is.
         height: Frame height in pixels.
         key: Widget key; ``st.session_state[key]`` then holds the last click too.
     """
-    url = served_file(grid, "application/octet-stream", ".bin", GRID_FILE_COORDINATES)
-    return _declared()(deck=deck_json, grid_url=url, height=int(height), key=key, default=None)
+    url = None if grid is None else served_file(grid, "application/octet-stream", ".bin", GRID_FILE_COORDINATES)
+    ring = None if chosen is None else {"tile": int(chosen[0]), "lon": float(chosen[1]), "lat": float(chosen[2])}
+    return _declared()(deck=deck_json, grid_url=url, chosen=ring, height=int(height), key=key, default=None)
 
 
 def clicked_tile(value: Any, scores: TileScores) -> tuple[int, int] | None:

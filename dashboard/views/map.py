@@ -225,24 +225,54 @@ def page() -> None:
         store.region_tiles(region.wkt, meta.zoom)  # the region's grid loads while the query is typed
     if st.button("Map", type="primary", key="map_button"):
         st.session_state["map_on"] = True
+    st.session_state["_full_run_start"] = script_start
+    map_section(model, conds, query, region, meta, layer, scale, temporal, n_tiles, limit)
+
+
+@st.fragment
+def map_section(model: dict[str, Any], conds: list[dict[str, Any]], query: store.QueryKey | None,
+                region: widgets.RegionChoice | None, meta: widgets.Meta, layer: str, scale: str, temporal: bool,
+                n_tiles: int, limit: int) -> None:
+    """The map, its exports, the top regions and tiles and the chosen tile's panel.
+
+    A fragment: a click on the map or on a table row reruns this part of the page only, not the
+    pickers above it. Its seconds (``map_timing``) count from the start of the whole page's run, or
+    from its own start when it reruns alone.
+
+    The map's frame is the fragment's first element in every run, empty (and of no height) until
+    there is a map: the browser loads deck.gl's bundle while the query is typed, and the frame it
+    loaded in shows the first map.
+    """
+    slot = st.empty()
+
+    def no_map() -> None:
+        with slot:
+            tilemap.tilemap(None, None, height=0, key="deck_map")
+
     if not st.session_state.get("map_on"):
+        no_map()
         st.info("Choose a query and a region, then press **Map**.")
         return
     if query is None or region is None:
+        no_map()
         st.warning("The map needs a query and a region (see the messages above).")
         return
     if n_tiles > limit:
+        no_map()
         st.error(f"The region holds {n_tiles:,} tiles at zoom {meta.zoom}, more than the limit of {limit:,} "
                  "(PSM_MAX_REGION_TILES). Choose a smaller region.")
         return
     if n_tiles == 0:
+        no_map()
         not_embedded(model, region, meta, NotEmbeddedError(
             f"the region has no tiles at zoom {meta.zoom} yet; embedding it creates them"))
         return
+    script_start = st.session_state.pop("_full_run_start", None) or time.perf_counter()
     started = time.perf_counter()
     try:
         scores = fetch(model, query, region, meta)
     except NotEmbeddedError as e:
+        no_map()
         not_embedded(model, region, meta, e)
         return
     maps = [scores]
@@ -278,12 +308,11 @@ def page() -> None:
     else:
         png, raster = render(key, scores, layer, vmin, vmax, title, outlines, marker)
     elapsed = time.perf_counter() - started
-    slot = st.empty()
     if interactive:
-        chart = deckmap.deck(scores, raster, layer=layer, vmin=vmin, vmax=vmax, outlines=region.outlines,
-                             chosen=chosen)
+        chart = deckmap.deck(scores, raster, layer=layer, vmin=vmin, vmax=vmax, outlines=region.outlines)
+        ring = None if chosen is None else (int(scores.tile_id[chosen]), float(scores.lon[chosen]), float(scores.lat[chosen]))
         with slot:
-            tilemap.tilemap(chart.to_json(), grid_for(key, scores, raster), height=520, key="deck_map")
+            tilemap.tilemap(chart.to_json(), grid_for(key, scores, raster), chosen=ring, height=520, key="deck_map")
         st.caption(widgets.plain(title))
     else:
         slot.image(png, caption=widgets.plain(title), width="stretch")  # type: ignore[arg-type]
@@ -299,28 +328,32 @@ def page() -> None:
             slot.image(hp, caption=f"{h:02d}:00", width="stretch")
             time.sleep(0.6)
     downloads(scores, raster, png, layer, query.label)
-
-    t1, t2 = st.columns([1, 1])
-    with t1:
-        st.subheader("Top regions")
-        if region.set_name:
-            rows = store.rank_regions(model["version"], query, region.set_name, meta.condition, meta.zoom, 20)
-            st.dataframe(pd.DataFrame(rows), hide_index=True, key="top_regions")
-        else:
-            st.info("Load a region set to rank regions.")
-    with t2:
-        st.subheader("Top tiles")
-        top = scores.top(20)
-        df = pd.DataFrame({"tile_id": scores.tile_id[top], "probability": scores.probability[top],
-                           "sum σ²": scores.var_sum[top], "lat": scores.lat[top], "lon": scores.lon[top]})
-        st.dataframe(df, hide_index=True, on_select="rerun", selection_mode="single-row", key="top_tiles")
-        options = [None, *df["tile_id"].tolist()]
-        if chosen is not None and int(scores.tile_id[chosen]) not in options:
-            options.append(int(scores.tile_id[chosen]))  # a tile clicked on the map, outside the top 20
-        st.selectbox("Tile", options, key="tile_choice",
-                     format_func=lambda t: "choose a tile (or click a row)" if t is None else f"tile {t}")
+    tables, panel = st.container(), st.container()
+    # The chosen tile's panel is written before the tables, which it sits below: after a click on the
+    # map the panel then arrives without waiting for the top regions and tiles to be ranked again.
     if chosen is not None:  # the selector's value: a change of it reruns the page, and choose_tile reads it
-        tile_panel(model, scores, chosen)
+        with panel:
+            tile_panel(model, scores, chosen)
+    with tables:
+        t1, t2 = st.columns([1, 1])
+        with t1:
+            st.subheader("Top regions")
+            if region.set_name:
+                rows = store.rank_regions(model["version"], query, region.set_name, meta.condition, meta.zoom, 20)
+                st.dataframe(pd.DataFrame(rows), hide_index=True, key="top_regions")
+            else:
+                st.info("Load a region set to rank regions.")
+        with t2:
+            st.subheader("Top tiles")
+            top = scores.top(20)
+            df = pd.DataFrame({"tile_id": scores.tile_id[top], "probability": scores.probability[top],
+                               "sum σ²": scores.var_sum[top], "lat": scores.lat[top], "lon": scores.lon[top]})
+            st.dataframe(df, hide_index=True, on_select="rerun", selection_mode="single-row", key="top_tiles")
+            options = [None, *df["tile_id"].tolist()]
+            if chosen is not None and int(scores.tile_id[chosen]) not in options:
+                options.append(int(scores.tile_id[chosen]))  # a tile clicked on the map, outside the top 20
+            st.selectbox("Tile", options, key="tile_choice",
+                         format_func=lambda t: "choose a tile (or click a row)" if t is None else f"tile {t}")
 
 
 widgets.guard(page)

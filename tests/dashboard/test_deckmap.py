@@ -47,21 +47,19 @@ def test_view_fits_the_bounds():
 def test_the_deck_is_offline_compact_and_holds_no_layer_per_tile():
     s = _scores()
     r = rasterise_bounds(s.xmin, s.ymin, s.xmax, s.ymax, s.probability)
-    deck = deckmap.deck(s, r, layer="probability", vmin=0.0, vmax=0.5, outlines=[("A", box(-100, 30, -95, 35))],
-                        chosen=3)
+    deck = deckmap.deck(s, r, layer="probability", vmin=0.0, vmax=0.5, outlines=[("A", box(-100, 30, -95, 35))])
     text = deck.to_json()
     spec = json.loads(text)
     assert "http" not in text and spec.get("mapProvider") is None, "nothing may be fetched from the network"
     assert "\n" not in text, "no indentation"
     layers = {layer["id"]: layer for layer in spec["layers"]}
-    assert set(layers) == {"scores", "coast", "outlines", "chosen"}
+    assert set(layers) == {"scores", "coast", "outlines"}  # the page draws the chosen tile's ring
     assert layers["scores"]["image"].startswith("data:image/png;base64,")
     assert layers["scores"]["bounds"] == pytest.approx([-100.0, 30.0, -90.0, 40.0])
-    # the bitmap is the one pickable layer: the page finds the tile from the pointer's coordinate
-    assert [i for i, layer in layers.items() if layer.get("pickable")] == ["scores"]
+    # nothing is drawn for picking: the page finds the tile from the pointer's coordinate
+    assert not [i for i, layer in layers.items() if layer.get("pickable")]
     assert all(len(layer.get("data") or []) < len(s) for layer in layers.values()), "no layer may hold every tile"
     assert [-100.0, 30.0] in layers["outlines"]["data"][0]["path"]
-    assert layers["chosen"]["data"] == [{"lon": float(s.lon[3]), "lat": float(s.lat[3])}]
 
 
 def test_coastlines_are_shipped_and_clipped_to_the_view():

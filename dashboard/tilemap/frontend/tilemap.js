@@ -1,21 +1,26 @@
 // The interactive soundscape map inside its Streamlit component frame (dashboard/tilemap).
 //
-// The page gets, with every Streamlit run, the Deck's JSON (the score bitmap, coastlines, outlines
-// and the chosen tile's ring) and the URL of the tile grid: a binary file the dashboard serves
-// (dashboard/tilemap/__init__.py, grid_bytes). Hover and click find their tile through the grid,
+// The page gets, with every Streamlit run, the Deck's JSON (the score bitmap, coastlines and
+// outlines), the chosen tile (id and centre, or null) and the URL of the tile grid: a binary file
+// the dashboard serves (dashboard/tilemap/__init__.py, grid_bytes). The page draws the chosen
+// tile's ring itself: at a click it rings the tile at once, and the run the click starts confirms
+// the same tile, which leaves the map as it is. Hover and click find their tile through the grid,
 // from the pointer's coordinate, so no layer holds one polygon per tile: deck.gl draws and picks
-// a bitmap, whatever the number of tiles.
+// a bitmap, whatever the number of tiles. Performance marks (psm:first-render, psm:first-frame,
+// psm:grid-read, psm:click-sent) let bench/map_bench.py say where a map's time goes.
 "use strict";
 
 (function () {
   const container = document.getElementById("map");
   let deck = null;
   let deckJson = null;
+  let ring = null;
   let viewJson = null;
   let grid = null;
   let gridUrl = null;
   let height = 0;
   let clicks = 0;
+  let pending = null;
 
   function send(type, data) {
     window.parent.postMessage(Object.assign({ isStreamlitMessage: true, type: type }, data || {}), "*");
@@ -69,12 +74,73 @@
     };
   }
 
+  // The chosen tile's ring: an element over the canvas, kept on the tile as the view moves, so
+  // that choosing a tile costs the map no redraw (software WebGL redraws the whole canvas).
+  const ringEl = document.createElement("div");
+  ringEl.className = "psm-ring";
+  ringEl.style.cssText = "position:absolute;left:0;top:0;width:18px;height:18px;margin:-12px 0 0 -12px;" +
+    "border:3px solid rgb(230,30,30);border-radius:50%;pointer-events:none;display:none;z-index:1";
+  container.appendChild(ringEl);
+
+  function placeRing() {
+    const viewport = deck === null ? null : deck.getViewports()[0];
+    if (ring === null || !viewport) {
+      ringEl.style.display = "none";
+      return;
+    }
+    let xy = viewport.project([ring.lon, ring.lat]);
+    for (const turn of [-360, 360]) {  // a view centred across the antimeridian shows the other copy
+      if (xy[0] >= 0 && xy[0] <= viewport.width) break;
+      const other = viewport.project([ring.lon + turn, ring.lat]);
+      if (other[0] >= 0 && other[0] <= viewport.width) xy = other;
+    }
+    ringEl.style.left = xy[0] + "px";
+    ringEl.style.top = xy[1] + "px";
+    ringEl.style.display = "block";
+  }
+
   function click(info) {
     const i = tileAt(info && info.coordinate);
     if (i < 0) return;
+    ring = { tile: grid.ids[i], lon: (grid.west[i] + grid.east[i]) / 2, lat: (grid.south[i] + grid.north[i]) / 2 };
+    placeRing();
     clicks += 1;
+    performance.mark("psm:click-sent");
     // the count makes a second click on the same tile a new value (Streamlit reruns on a change)
     send("streamlit:setComponentValue", { value: { tile: grid.ids[i], clicks: clicks }, dataType: "json" });
+  }
+
+  // A click, not the end of a pan, chooses a tile. deck.gl's own onClick comes only once a
+  // double click is ruled out (about 0.3 s later), so the page listens for the click itself.
+  let down = null;
+  container.addEventListener("pointerdown", function (e) {
+    down = [e.clientX, e.clientY];
+  });
+  container.addEventListener("click", function (e) {
+    if (deck === null || down === null || Math.abs(e.clientX - down[0]) > 4 || Math.abs(e.clientY - down[1]) > 4) return;
+    const viewport = deck.getViewports()[0];
+    if (!viewport) return;
+    const rect = container.getBoundingClientRect();
+    click({ coordinate: viewport.unproject([e.clientX - rect.left, e.clientY - rect.top]) });
+  });
+
+  function fetchGrid(url) {
+    if (url === gridUrl) return;
+    gridUrl = url;
+    grid = null;
+    if (!url) return;
+    fetch(url)
+      .then(function (r) {
+        if (!r.ok) throw new Error("the tile grid " + url + " answered " + r.status);
+        return r.arrayBuffer();
+      })
+      .then(function (buf) {
+        if (gridUrl === url) grid = parseGrid(buf);
+        performance.mark("psm:grid-read");
+      })
+      .catch(function (e) {
+        console.error(e);
+      });
   }
 
   function render(args) {
@@ -83,32 +149,36 @@
       container.style.height = height + "px";
       send("streamlit:setFrameHeight", { height: height });
     }
-    if (args.grid_url !== gridUrl) {
-      const url = args.grid_url;
-      gridUrl = url;
-      grid = null;
-      fetch(url)
-        .then(function (r) {
-          if (!r.ok) throw new Error("the tile grid " + url + " answered " + r.status);
-          return r.arrayBuffer();
-        })
-        .then(function (buf) {
-          if (gridUrl === url) grid = parseGrid(buf);
-        })
-        .catch(function (e) {
-          console.error(e);
-        });
+    fetchGrid(args.grid_url);
+    if (typeof createDeck === "undefined") {
+      pending = args; // deck.js is still loading: drawn once the bundle is in
+      return;
     }
-    if (args.deck === deckJson) return;
+    const chosen = args.chosen || null;
+    const moved = (chosen === null) !== (ring === null) || (chosen !== null && chosen.tile !== ring.tile);
+    if (moved) {
+      ring = chosen;
+      placeRing();
+    }
+    if (!args.deck || args.deck === deckJson) return; // no map yet (a frame of no height), or the same one
     deckJson = args.deck;
     const spec = JSON.parse(args.deck);
     const view = JSON.stringify(spec.initialViewState);
     if (deck === null) {
+      performance.mark("psm:first-render");
       deck = createDeck({ container: container, jsonInput: spec, tooltip: false });
-      deck.setProps({ getTooltip: tooltip, onClick: click });
+      let drawn = false;
+      deck.setProps({
+        getTooltip: tooltip,
+        onAfterRender: function () {
+          if (!drawn) performance.mark("psm:first-frame");
+          drawn = true;
+          placeRing();
+        },
+      });
       window.psmTilemap = { deck: deck }; // for the browser test: the view's projection
     } else {
-      // the same map redrawn (a click moved the ring): keep the user's pan and zoom
+      // another map, or the same one redrawn: keep the user's pan and zoom unless the view moved
       if (view === viewJson) delete spec.initialViewState;
       updateDeck(spec, deck);
     }
@@ -119,5 +189,15 @@
     const msg = event.data;
     if (msg && msg.type === "streamlit:render") render(msg.args || {});
   });
+  // Ask for the map first, then load the bundle (4 MB of JavaScript, about a second to parse on a
+  // slow machine): the grid file downloads meanwhile.
   send("streamlit:componentReady", { apiVersion: 1 });
+  const bundle = document.createElement("script");
+  bundle.src = "deck.js";
+  bundle.onload = function () {
+    performance.mark("psm:bundle-ready");
+    if (pending !== null) render(pending);
+    pending = null;
+  };
+  document.body.appendChild(bundle);
 })();
