@@ -91,7 +91,9 @@ BEGIN
     IF use_ann THEN
         PERFORM set_config('hnsw.ef_search', LEAST(GREATEST(coalesce(knob_ef, 1000), 10), 1000)::text, true);
         -- Candidates come from the HNSW index in [mu, sqrt(var_sum)] L2 order (= CSD order),
-        -- then are re-ranked by the exact CSD. Only the index dimension is formatted in.
+        -- then are re-ranked by the exact CSD. By default k of them: the index order is the CSD
+        -- order, and asking for more than the beam holds starts a second, slow round of the
+        -- iterative scan (psm.ann_candidates asks for more). Only the index dimension is formatted in.
         EXECUTE format(
             'SELECT array_agg(c.tile_id ORDER BY c.d, c.tile_id), array_agg(c.d ORDER BY c.d, c.tile_id),
                     array_agg(c.var_sum ORDER BY c.d, c.tile_id)
@@ -103,7 +105,7 @@ BEGIN
                    LIMIT $8) c', region_clause, idx.key_type, idx.dim, idx.key_type)
         INTO ann_ids, ann_d, ann_var
         USING q.model_version, cid, q.mu, q.var_sum, p_zoom, reg,
-              q.mu || '[0]'::vector, LEAST(GREATEST(coalesce(knob_cand, LEAST(GREATEST(coalesce(knob_ef, 1000), 10), 1000) + p_k), p_k), 50000);
+              q.mu || '[0]'::vector, LEAST(GREATEST(coalesce(knob_cand, p_k), p_k), 50000);
         IF coalesce(cardinality(ann_ids), 0) >= p_k THEN
             RETURN QUERY
             SELECT u.id, t.geom, u.d, psm.match_probability(u.d, q.match_a, q.match_b), u.v

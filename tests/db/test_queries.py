@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -662,6 +663,36 @@ def test_reader_can_rank_but_not_write(seed, as_role):
 
 
 # --------------------------------------------------------------------------- knobs and CLI
+
+
+def test_the_index_walk_reads_k_candidates_unless_asked_for_more(seed, conn):
+    """By default the ANN path takes k rows from the index walk (its order is the CSD order):
+    asking for more than the beam holds started a second round of the iterative scan and read
+    ef_search + k rows. psm.ann_candidates still asks for more. auto_explain shows the walk's
+    actual rows."""
+    ann.build_ann_index(engine=seed.engine, model_version=MODEL, condition_id=seed.cond_a)
+    conn.execute("LOAD 'auto_explain'")
+    for name, value in (("log_min_duration", "0"), ("log_nested_statements", "on"), ("log_level", "notice"),
+                        ("log_analyze", "on"), ("log_timing", "off")):
+        conn.execute(f"SET auto_explain.{name} = {value}")
+    plans: list[str] = []
+    conn.add_notice_handler(lambda d: plans.append(d.message_primary or ""))
+
+    def walked(k: int) -> int:
+        plans.clear()
+        rows = conn.execute("SELECT tile_id FROM psm.rank_tiles(%s, NULL, 5, 6, NULL, NULL, 1, %s, 'ann')",
+                            (seed.query_id, k)).fetchall()
+        assert len(rows) == k
+        (walk,) = [p for p in plans if "<->" in p and "Index Scan" in p]
+        limit = re.search(r"Limit +\([^)]*\) \(actual rows=(\d+)", walk)
+        assert limit, walk
+        return int(limit.group(1))
+
+    assert walked(20) == 20
+    conn.execute("SET psm.ann_candidates = 150")
+    assert walked(20) == 150
+    conn.execute("RESET psm.ann_candidates")
+    conn.execute("SET auto_explain.log_min_duration = -1")
 
 
 def test_ann_settings_are_honoured_and_clamped(seed, conn):
