@@ -130,21 +130,23 @@ def _declared() -> Any:
 
 
 def tilemap(deck_json: str | None, grid: bytes | None, *, chosen: tuple[int, float, float] | None = None,
-            height: int = 520, key: str = "deck_map") -> Any:
+            height: int = 520, note: str = "", key: str = "deck_map") -> Any:
     """Draw the map and return the last click's ``{"tile": id, "clicks": n}`` (None before one).
 
     Args:
         deck_json: The Deck's JSON (:func:`dashboard.deckmap.deck`, ``.to_json()``); None for a
-            frame with no map yet (give it ``height=0``: it loads deck.gl's bundle unseen).
+            frame with no map yet, which loads deck.gl's bundle meanwhile (``height=0`` hides it).
         grid: :func:`grid_bytes` of the same map (None with no map).
         chosen: (tile id, lon, lat) of the tile to ring, or None. The page rings a clicked tile
             itself at once; a run that names the same tile leaves the map as it is.
         height: Frame height in pixels.
+        note: A line shown in a frame with no map.
         key: Widget key; ``st.session_state[key]`` then holds the last click too.
     """
     url = None if grid is None else served_file(grid, "application/octet-stream", ".bin", GRID_FILE_COORDINATES)
     ring = None if chosen is None else {"tile": int(chosen[0]), "lon": float(chosen[1]), "lat": float(chosen[2])}
-    return _declared()(deck=deck_json, grid_url=url, chosen=ring, height=int(height), key=key, default=None)
+    return _declared()(deck=deck_json, grid_url=url, chosen=ring, height=int(height), note=str(note), key=key,
+                       default=None)
 
 
 def clicked_tile(value: Any, scores: TileScores) -> tuple[int, int] | None:

@@ -17,7 +17,9 @@ from psm_db.settings import get_settings
 
 LAYER_LABELS = {"probability": "Match probability", "var_sum": "Uncertainty (sum of σ²)"}
 SCALES = ("shared across hours", "this map only", "fixed 0 to 1")
-INTERACTIVE_MAX_TILES = 150_000  # larger maps are shown as the PNG only (the tile layer grows with them)
+INTERACTIVE_MAX_TILES = 150_000  # larger maps are shown as the PNG only
+MAP_HEIGHT = 520
+"""The interactive map's frame height, in pixels."""
 
 
 def embedded_hours(conds: list[dict[str, Any]], meta: widgets.Meta) -> list[int]:
@@ -245,12 +247,13 @@ def map_section(model: dict[str, Any], conds: list[dict[str, Any]], query: store
     """
     slot = st.empty()
 
-    def no_map() -> None:
+    def no_map(height: int = 0, note: str = "") -> None:
         with slot:
-            tilemap.tilemap(None, None, height=0, key="deck_map")
+            tilemap.tilemap(None, None, height=height, note=note, key="deck_map")
 
     if not st.session_state.get("map_on"):
-        no_map()
+        # at the map's own height, so that the first map needs no new layout of the page
+        no_map(MAP_HEIGHT, "The map appears here.")
         st.info("Choose a query and a region, then press **Map**.")
         return
     if query is None or region is None:
@@ -312,7 +315,8 @@ def map_section(model: dict[str, Any], conds: list[dict[str, Any]], query: store
         chart = deckmap.deck(scores, raster, layer=layer, vmin=vmin, vmax=vmax, outlines=region.outlines)
         ring = None if chosen is None else (int(scores.tile_id[chosen]), float(scores.lon[chosen]), float(scores.lat[chosen]))
         with slot:
-            tilemap.tilemap(chart.to_json(), grid_for(key, scores, raster), chosen=ring, height=520, key="deck_map")
+            tilemap.tilemap(chart.to_json(), grid_for(key, scores, raster), chosen=ring, height=MAP_HEIGHT,
+                            key="deck_map")
         st.caption(widgets.plain(title))
     else:
         slot.image(png, caption=widgets.plain(title), width="stretch")  # type: ignore[arg-type]

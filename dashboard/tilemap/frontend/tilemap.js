@@ -82,6 +82,12 @@
     "border:3px solid rgb(230,30,30);border-radius:50%;pointer-events:none;display:none;z-index:1";
   container.appendChild(ringEl);
 
+  // A line in a frame with no map yet.
+  const note = document.createElement("div");
+  note.style.cssText = "position:absolute;left:0;right:0;top:45%;text-align:center;color:#888;" +
+    "font:14px sans-serif;pointer-events:none";
+  container.appendChild(note);
+
   function placeRing() {
     const viewport = deck === null ? null : deck.getViewports()[0];
     if (ring === null || !viewport) {
@@ -150,6 +156,7 @@
       send("streamlit:setFrameHeight", { height: height });
     }
     fetchGrid(args.grid_url);
+    note.textContent = args.deck ? "" : args.note || "";
     if (typeof createDeck === "undefined") {
       pending = args; // deck.js is still loading: drawn once the bundle is in
       return;
