@@ -241,10 +241,11 @@ def map_section(model: dict[str, Any], conds: list[dict[str, Any]], query: store
     pickers above it. Its seconds (``map_timing``) count from the start of the whole page's run, or
     from its own start when it reruns alone.
 
-    The map's frame is the fragment's first element in every run, empty (and of no height) until
-    there is a map: the browser loads deck.gl's bundle while the query is typed, and the frame it
-    loaded in shows the first map.
+    The map's frame is the fragment's first element in every run. Before the first map it is
+    empty, at the map's height (of no height when a message stands in for the map): the browser
+    loads deck.gl's bundle while the query is typed, and the frame it loaded in shows the first map.
     """
+    script_start = st.session_state.pop("_full_run_start", None) or time.perf_counter()
     slot = st.empty()
 
     def no_map(height: int = 0, note: str = "") -> None:
@@ -270,7 +271,6 @@ def map_section(model: dict[str, Any], conds: list[dict[str, Any]], query: store
         not_embedded(model, region, meta, NotEmbeddedError(
             f"the region has no tiles at zoom {meta.zoom} yet; embedding it creates them"))
         return
-    script_start = st.session_state.pop("_full_run_start", None) or time.perf_counter()
     started = time.perf_counter()
     try:
         scores = fetch(model, query, region, meta)

@@ -5,8 +5,8 @@
 // the dashboard serves (dashboard/tilemap/__init__.py, grid_bytes). The page draws the chosen
 // tile's ring itself: at a click it rings the tile at once, and the run the click starts confirms
 // the same tile, which leaves the map as it is. Hover and click find their tile through the grid,
-// from the pointer's coordinate, so no layer holds one polygon per tile: deck.gl draws and picks
-// a bitmap, whatever the number of tiles. Performance marks (psm:first-render, psm:first-frame,
+// from the pointer's coordinate, so no layer holds one polygon per tile and nothing is drawn for
+// picking: deck.gl draws a bitmap, whatever the number of tiles. Performance marks (psm:first-render, psm:first-frame,
 // psm:grid-read, psm:click-sent) let bench/map_bench.py say where a map's time goes.
 "use strict";
 
@@ -167,7 +167,7 @@
       ring = chosen;
       placeRing();
     }
-    if (!args.deck || args.deck === deckJson) return; // no map yet (a frame of no height), or the same one
+    if (!args.deck || args.deck === deckJson) return; // no map yet, or the same one
     deckJson = args.deck;
     const spec = JSON.parse(args.deck);
     const view = JSON.stringify(spec.initialViewState);
