@@ -189,9 +189,19 @@ def test_interactive_map_works_offline_with_hover_and_click(server, artifacts):
             text.fill("sound of insects")
             text.press("Enter")
             _settle(page)
-            page.get_by_role("button", name="Map", exact=True).click()
+            # before Map: the frame is there, its deck draws the warm-up map, and nothing shows
             chart = page.locator(f'iframe[title="{TILEMAP}"]').first
             expect(chart).to_be_visible(timeout=90_000)
+            early = chart.element_handle().content_frame()
+            assert early is not None
+            early.wait_for_function("performance.getEntriesByName('psm:warm-up').length > 0", timeout=60_000)
+            layers = "() => window.psmTilemap.deck.props.layers.map(l => l.id + ':' + l.constructor.layerName)"
+            warm_layers = early.evaluate(layers)
+            early.evaluate("() => { window.psmTilemap.deck.psmMark = 'warm'; }")
+            blank = Image.open(io.BytesIO(chart.screenshot())).convert("RGB")
+            grey = np.asarray(blank, dtype=int)
+            assert np.ptp(grey, axis=2).max() <= 8, "the warm-up map showed colour; only the grey note may show"
+            page.get_by_role("button", name="Map", exact=True).click()
             inside = page.frame_locator(f'iframe[title="{TILEMAP}"]').first
             canvas = inside.locator("canvas").first
             expect(canvas).to_be_visible(timeout=60_000)
@@ -202,6 +212,9 @@ def test_interactive_map_works_offline_with_hover_and_click(server, artifacts):
             shot = Image.open(io.BytesIO(chart.screenshot(path=str(artifacts / "dashboard_deck_chart.png")))).convert("RGB")
             colours = len(set(shot.resize((120, 70)).getdata()))
             assert colours > 20, "the score raster was not drawn"
+            # the map is the warm-up's deck with its layers' data: the same layer types, no new deck
+            assert frame.evaluate(layers) == warm_layers == ["scores:BitmapLayer", "coast:PathLayer", "outlines:PathLayer"]
+            assert frame.evaluate("() => window.psmTilemap.deck.psmMark") == "warm"
             box = canvas.bounding_box()
             assert box is not None
             x, y = round(box["x"] + box["width"] * 0.5), round(box["y"] + box["height"] * 0.5)

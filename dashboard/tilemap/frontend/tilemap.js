@@ -149,6 +149,47 @@
       });
   }
 
+  // The deck and its frame-drawn hook. Until the first map comes, the deck draws a warm-up map
+  // (below) with the same layers; at "Map" the layers get their data and the view its place.
+  let warm = false;
+  let drawn = false;
+
+  function start(spec) {
+    deck = createDeck({ container: container, jsonInput: spec, tooltip: false });
+    deck.setProps({
+      getTooltip: tooltip,
+      onAfterRender: function () {
+        if (!drawn && !warm) performance.mark("psm:first-frame");
+        if (!warm) drawn = true;
+        placeRing();
+      },
+    });
+    window.psmTilemap = { deck: deck }; // for the browser test: the view's projection
+  }
+
+  // The warm-up map: the map's own layer types over a transparent 2 x 2 image and a path one pixel
+  // long in a transparent colour, so nothing shows. Software WebGL (a machine without a GPU) spends
+  // more than a second on the first frame of a layer type, compiling its shaders; drawn while
+  // the user types a query, the real map's first frame is only a redraw.
+  const BLANK = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAYAAABytg0kAAAAC0lEQVR4nGNgQAcAABIAAXfx+gAAAAAASUVORK5CYII=";
+  function warmUp() {
+    const path = { "@@type": "PathLayer", data: [{ path: [[0, 0], [0.001, 0]] }], getPath: "@@=path",
+      getColor: [0, 0, 0, 0], widthUnits: "pixels", getWidth: 1, widthMinPixels: 1 };
+    const spec = {
+      views: [{ "@@type": "MapView", controller: true }],
+      initialViewState: { longitude: 0, latitude: 0, zoom: 1 },
+      layers: [
+        { "@@type": "BitmapLayer", id: "scores", image: BLANK, bounds: [-1, -1, 1, 1], opacity: 0.95,
+          textureParameters: { minFilter: "nearest", magFilter: "nearest" } },
+        Object.assign({ id: "coast", opacity: 0.5 }, path),
+        Object.assign({ id: "outlines", opacity: 0.9 }, path),
+      ],
+    };
+    warm = true;
+    start(spec);
+    performance.mark("psm:warm-up");
+  }
+
   function render(args) {
     if (args.height !== height) {
       height = args.height;
@@ -171,19 +212,12 @@
     deckJson = args.deck;
     const spec = JSON.parse(args.deck);
     const view = JSON.stringify(spec.initialViewState);
-    if (deck === null) {
+    if (deck === null || warm) {
       performance.mark("psm:first-render");
-      deck = createDeck({ container: container, jsonInput: spec, tooltip: false });
-      let drawn = false;
-      deck.setProps({
-        getTooltip: tooltip,
-        onAfterRender: function () {
-          if (!drawn) performance.mark("psm:first-frame");
-          drawn = true;
-          placeRing();
-        },
-      });
-      window.psmTilemap = { deck: deck }; // for the browser test: the view's projection
+      if (deck === null) start(spec);
+      else updateDeck(spec, deck);
+      warm = false;
+      drawn = false;
     } else {
       // another map, or the same one redrawn: keep the user's pan and zoom unless the view moved
       if (view === viewJson) delete spec.initialViewState;
@@ -203,8 +237,10 @@
   bundle.src = "deck.js";
   bundle.onload = function () {
     performance.mark("psm:bundle-ready");
-    if (pending !== null) render(pending);
+    const args = pending;
     pending = null;
+    if (args === null || !args.deck) warmUp();
+    if (args !== null) render(args);
   };
   document.body.appendChild(bundle);
 })();
