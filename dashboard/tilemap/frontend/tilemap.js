@@ -186,8 +186,15 @@
       ],
     };
     warm = true;
-    start(spec);
-    performance.mark("psm:warm-up");
+    try {
+      start(spec);
+      performance.mark("psm:warm-up");
+    } catch (e) {
+      // no WebGL here, say: the first map tries again and shows the error then
+      console.error(e);
+      deck = null;
+      warm = false;
+    }
   }
 
   function render(args) {
