@@ -6,7 +6,8 @@
 // tile's ring itself: at a click it rings the tile at once, and the run the click starts confirms
 // the same tile, which leaves the map as it is. Hover and click find their tile through the grid,
 // from the pointer's coordinate, so no layer holds one polygon per tile and nothing is drawn for
-// picking: deck.gl draws a bitmap, whatever the number of tiles. Performance marks (psm:first-render, psm:first-frame,
+// picking: deck.gl draws a bitmap, whatever the number of tiles. Before the first map the deck draws
+// an invisible warm-up map (warmUp). Performance marks (psm:warm-up, psm:first-render, psm:first-frame,
 // psm:grid-read, psm:click-sent) let bench/map_bench.py say where a map's time goes.
 "use strict";
 
@@ -168,9 +169,9 @@
   }
 
   // The warm-up map: the map's own layer types over a transparent 2 x 2 image and a path one pixel
-  // long in a transparent colour, so nothing shows. Software WebGL (a machine without a GPU) spends
-  // more than a second on the first frame of a layer type, compiling its shaders; drawn while
-  // the user types a query, the real map's first frame is only a redraw.
+  // long in a transparent colour, so nothing shows. Software WebGL (a machine without a GPU) spent
+  // about a second on the first frame of the three layer types (docs/benchmarks.md, "The first map
+  // under 2 s"); drawn while the user types a query, the real map's first frame is a redraw.
   const BLANK = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAYAAABytg0kAAAAC0lEQVR4nGNgQAcAABIAAXfx+gAAAAAASUVORK5CYII=";
   function warmUp() {
     const path = { "@@type": "PathLayer", data: [{ path: [[0, 0], [0.001, 0]] }], getPath: "@@=path",
