@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from psm_db import migrate  # noqa: E402
+from psm_db.ann import DEFAULT_EF_CONSTRUCTION, DEFAULT_M  # noqa: E402
 from psm_db.settings import Settings  # noqa: E402
 
 DB_NAME = os.environ.get("PSM_BENCH_DB", "psm_bench_queries")
@@ -731,8 +732,8 @@ def main() -> None:
     p.add_argument("--source", default="", help="real embeddings (bench/real_embeddings.py) to draw like")
     p.add_argument("--real-only", action="store_true", help="load the real rows themselves (--rows = their number)")
     p = sub.add_parser("index")
-    p.add_argument("--m", type=int, default=16)
-    p.add_argument("--ef-construction", type=int, default=128)
+    p.add_argument("--m", type=int, default=DEFAULT_M)
+    p.add_argument("--ef-construction", type=int, default=DEFAULT_EF_CONSTRUCTION)
     p.add_argument("--mem", default=None, help="maintenance_work_mem (default: sized to the graph)")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--key", default="vector", choices=["vector", "halfvec"])

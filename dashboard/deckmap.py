@@ -158,19 +158,41 @@ def deck(
     """
     url, bounds = raster_image(raster, vmin=vmin, vmax=vmax, layer=layer)
     w, s, e, n = bounds[0], bounds[1], bounds[2], bounds[3]
-    layers = [
-        # quoted: pydeck would otherwise read the data URL as an accessor expression
-        pdk.Layer("BitmapLayer", id="scores", image=f"'{url}'", bounds=bounds, opacity=0.95,
-                  texture_parameters={"minFilter": "nearest", "magFilter": "nearest"}),
-        # lines in deck.gl's default black, toned by the layer's opacity
-        pdk.Layer("PathLayer", id="coast", data=[{"path": p} for p in coastlines((w, s, e, n))],
-                  get_path="path", opacity=0.5, width_min_pixels=1, width_units="'pixels'", get_width=1),
-        pdk.Layer("PathLayer", id="outlines",
-                  data=[{"path": r, "name": name} for name, g in outlines for r in _rings(g)],
-                  get_path="path", opacity=0.9, width_min_pixels=1.5, width_units="'pixels'", get_width=1.5),
-    ]
+    layers = _layers(url, bounds, coastlines((w, s, e, n)), [(name, r) for name, g in outlines for r in _rings(g)])
     return CompactDeck(layers=layers, initial_view_state=view_state((w, s, e, n), height_px=height_px),
                        map_provider=None, map_style=None)
+
+
+def _layers(image_url: str, bounds: Sequence[float], coast: list[list[list[float]]],
+            rings: list[tuple[str, list[list[float]]]], line_color: Sequence[int] = (0, 0, 0, 255)) -> list[pdk.Layer]:
+    """The map's layers, bottom to top (see the module docstring); lines in ``line_color``, toned by
+    each layer's opacity (deck.gl's default black)."""
+    return [
+        # quoted: pydeck would otherwise read the data URL as an accessor expression
+        pdk.Layer("BitmapLayer", id="scores", image=f"'{image_url}'", bounds=list(bounds), opacity=0.95,
+                  texture_parameters={"minFilter": "nearest", "magFilter": "nearest"}),
+        pdk.Layer("PathLayer", id="coast", data=[{"path": p} for p in coast], get_path="path", opacity=0.5,
+                  get_color=list(line_color), width_min_pixels=1, width_units="'pixels'", get_width=1),
+        pdk.Layer("PathLayer", id="outlines", data=[{"path": r, "name": name} for name, r in rings], get_path="path", opacity=0.9,
+                  get_color=list(line_color), width_min_pixels=1.5, width_units="'pixels'", get_width=1.5),
+    ]
+
+
+@functools.lru_cache(maxsize=1)
+def warmup_json() -> str:
+    """The Deck's JSON of a map that shows nothing, with the layers of :func:`deck`.
+
+    A transparent 2 x 2 image and a transparent path one pixel long. The map's frame draws it
+    before the first map (:mod:`dashboard.tilemap`): software WebGL spent about a second on the
+    first frame of these layer types, and the real map's first frame is then a redraw.
+    """
+    buf = io.BytesIO()
+    Image.new("RGBA", (2, 2), (0, 0, 0, 0)).save(buf, format="PNG")
+    url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    dot = [[0.0, 0.0], [0.001, 0.0]]
+    layers = _layers(url, [-1.0, -1.0, 1.0, 1.0], [dot], [("", dot)], line_color=(0, 0, 0, 0))
+    return str(CompactDeck(layers=layers, initial_view_state=pdk.ViewState(longitude=0, latitude=0, zoom=1),
+                           map_provider=None, map_style=None).to_json())
 
 
 def selection(state: Any) -> dict[str, Any]:

@@ -22,6 +22,10 @@ def ann_index_name(model_version: str, condition_id: int) -> str:
 
 
 ANN_KEY_TYPES = ("vector", "halfvec")
+DEFAULT_M = 16
+"""HNSW graph degree of :func:`build_ann_index` (see its ``m``)."""
+DEFAULT_EF_CONSTRUCTION = 128
+"""HNSW build beam width of :func:`build_ann_index`."""
 """How an HNSW key can be stored: float32 (the default) or float16 (half the index)."""
 
 
@@ -43,8 +47,8 @@ def build_ann_index(
     engine: Engine,
     model_version: str,
     condition_id: int,
-    m: int = 16,
-    ef_construction: int = 128,
+    m: int = DEFAULT_M,
+    ef_construction: int = DEFAULT_EF_CONSTRUCTION,
     key_type: str = "vector",
     concurrently: bool = True,
     maintenance_work_mem: str | None = None,

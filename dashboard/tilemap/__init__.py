@@ -130,7 +130,7 @@ def _declared() -> Any:
 
 
 def tilemap(deck_json: str | None, grid: bytes | None, *, chosen: tuple[int, float, float] | None = None,
-            height: int = 520, note: str = "", key: str = "deck_map") -> Any:
+            height: int = 520, note: str = "", warmup: str | None = None, key: str = "deck_map") -> Any:
     """Draw the map and return the last click's ``{"tile": id, "clicks": n}`` (None before one).
 
     Args:
@@ -141,12 +141,15 @@ def tilemap(deck_json: str | None, grid: bytes | None, *, chosen: tuple[int, flo
             itself at once; a run that names the same tile leaves the map as it is.
         height: Frame height in pixels.
         note: A line shown in a frame with no map.
+        warmup: With no map, the JSON of a Deck that shows nothing but has the map's layers
+            (:func:`dashboard.deckmap.warmup_json`): the page draws it once, so that the first
+            map's first frame is a redraw.
         key: Widget key; ``st.session_state[key]`` then holds the last click too.
     """
     url = None if grid is None else served_file(grid, "application/octet-stream", ".bin", GRID_FILE_COORDINATES)
     ring = None if chosen is None else {"tile": int(chosen[0]), "lon": float(chosen[1]), "lat": float(chosen[2])}
-    return _declared()(deck=deck_json, grid_url=url, chosen=ring, height=int(height), note=str(note), key=key,
-                       default=None)
+    return _declared()(deck=deck_json, grid_url=url, chosen=ring, height=int(height), note=str(note),
+                       warmup=None if deck_json is not None else warmup, key=key, default=None)
 
 
 def clicked_tile(value: Any, scores: TileScores) -> tuple[int, int] | None:

@@ -250,7 +250,7 @@ def map_section(model: dict[str, Any], conds: list[dict[str, Any]], query: store
 
     def no_map(height: int = 0, note: str = "") -> None:
         with slot:
-            tilemap.tilemap(None, None, height=height, note=note, key="deck_map")
+            tilemap.tilemap(None, None, height=height, note=note, warmup=deckmap.warmup_json(), key="deck_map")
 
     if not st.session_state.get("map_on"):
         # at the map's own height, so that the first map needs no new layout of the page

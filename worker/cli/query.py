@@ -55,14 +55,15 @@ def index(
     caption_source: str | None = typer.Option(None, "--caption-source"),
     condition: str | None = typer.Option(None, "--condition", "-c", help=CONDITION_HELP),
     all_conditions: bool = typer.Option(False, "--all", help="Index every embedded condition."),
-    m: int = typer.Option(16, "--m", help="HNSW graph degree (docs/queries.md: 16 with ef_construction 128)."),
-    ef_construction: int = typer.Option(128, "--ef-construction", help="HNSW build beam width."),
+    m: int | None = typer.Option(None, "--m", help="HNSW graph degree (default: psm_db.ann.DEFAULT_M, 16; docs/queries.md)."),
+    ef_construction: int | None = typer.Option(
+        None, "--ef-construction", help="HNSW build beam width (default: psm_db.ann.DEFAULT_EF_CONSTRUCTION, 128)."),
     key_type: str = typer.Option("vector", "--key", help="Key storage: vector (float32) or halfvec (half the size)."),
     workers: int = typer.Option(1, "--workers", help="Parallel build workers on the database server."),
     memory: str | None = typer.Option(None, "--memory", help="maintenance_work_mem, e.g. 4GB (default: fits the graph)."),
 ) -> None:
     """Build the HNSW index of one (model, condition), or of every embedded condition."""
-    from psm_db.ann import build_ann_index
+    from psm_db.ann import DEFAULT_EF_CONSTRUCTION, DEFAULT_M, build_ann_index
     from psm_db.catalog import find_condition_id, list_conditions
     from psm_db.errors import NotEmbeddedError
 
@@ -80,9 +81,10 @@ def index(
                         f"the condition {wanted} was never embedded; run psm embed-region first")
                 ids = [cid]
         for cid in ids:
-            entry = build_ann_index(engine=engine, model_version=version, condition_id=cid, m=m,
-                                    ef_construction=ef_construction, key_type=key_type,
-                                    workers=workers, maintenance_work_mem=memory)
+            entry = build_ann_index(engine=engine, model_version=version, condition_id=cid,
+                                    m=DEFAULT_M if m is None else m,
+                                    ef_construction=DEFAULT_EF_CONSTRUCTION if ef_construction is None else ef_construction,
+                                    key_type=key_type, workers=workers, maintenance_work_mem=memory)
             console.print(f"{entry.index_name}: {entry.rows} rows in {entry.build_seconds:.1f} s")
     except (ValueError, LookupError) as e:
         raise _fail(str(e)) from e

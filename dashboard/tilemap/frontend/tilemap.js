@@ -153,6 +153,7 @@
   // The deck and its frame-drawn hook. Until the first map comes, the deck draws a warm-up map
   // (below) with the same layers; at "Map" the layers get their data and the view its place.
   let warm = false;
+  let warmTried = false;
   let drawn = false;
 
   function start(spec) {
@@ -168,27 +169,15 @@
     window.psmTilemap = { deck: deck }; // for the browser test: the view's projection
   }
 
-  // The warm-up map: the map's own layer types over a transparent 2 x 2 image and a path one pixel
-  // long in a transparent colour, so nothing shows. Software WebGL (a machine without a GPU) spent
-  // about a second on the first frame of the three layer types (docs/benchmarks.md, "The first map
-  // under 2 s"); drawn while the user types a query, the real map's first frame is a redraw.
-  const BLANK = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAYAAABytg0kAAAAC0lEQVR4nGNgQAcAABIAAXfx+gAAAAAASUVORK5CYII=";
-  function warmUp() {
-    const path = { "@@type": "PathLayer", data: [{ path: [[0, 0], [0.001, 0]] }], getPath: "@@=path",
-      getColor: [0, 0, 0, 0], widthUnits: "pixels", getWidth: 1, widthMinPixels: 1 };
-    const spec = {
-      views: [{ "@@type": "MapView", controller: true }],
-      initialViewState: { longitude: 0, latitude: 0, zoom: 1 },
-      layers: [
-        { "@@type": "BitmapLayer", id: "scores", image: BLANK, bounds: [-1, -1, 1, 1], opacity: 0.95,
-          textureParameters: { minFilter: "nearest", magFilter: "nearest" } },
-        Object.assign({ id: "coast", opacity: 0.5 }, path),
-        Object.assign({ id: "outlines", opacity: 0.9 }, path),
-      ],
-    };
+  // The warm-up map (args.warmup, dashboard/deckmap.py warmup_json): the map's own layers showing
+  // nothing. Software WebGL (a machine without a GPU) spent about a second on the first frame of
+  // these layer types (docs/benchmarks.md, "The first map under 2 s"); drawn while the user types a
+  // query, the real map's first frame is a redraw.
+  function warmUp(json) {
+    warmTried = true;
     warm = true;
     try {
-      start(spec);
+      start(JSON.parse(json));
       performance.mark("psm:warm-up");
     } catch (e) {
       // no WebGL here, say: the first map tries again and shows the error then
@@ -210,6 +199,7 @@
       pending = args; // deck.js is still loading: drawn once the bundle is in
       return;
     }
+    if (deck === null && !warmTried && !args.deck && args.warmup) warmUp(args.warmup);
     const chosen = args.chosen || null;
     const moved = (chosen === null) !== (ring === null) || (chosen !== null && chosen.tile !== ring.tile);
     if (moved) {
@@ -245,10 +235,8 @@
   bundle.src = "deck.js";
   bundle.onload = function () {
     performance.mark("psm:bundle-ready");
-    const args = pending;
+    if (pending !== null) render(pending);
     pending = null;
-    if (args === null || !args.deck) warmUp();
-    if (args !== null) render(args);
   };
   document.body.appendChild(bundle);
 })();
