@@ -64,7 +64,8 @@ def region_spread(model: Any, dataset: str, bounds: tuple[float, float, float, f
     lat, lon = tiles.centroids()
     var = fused_sum_variance(model, feats, lat, lon, month=month, hour=hour, audio_source=audio_source,
                              caption_source=caption_source)
-    return {"bounds": list(bounds), "zoom": zoom, "seconds": time.perf_counter() - t0, **variance_spread(var)}
+    return {"bounds": list(bounds), "zoom": zoom, "seconds": time.perf_counter() - t0,
+            **variance_spread(var, model.match_params()[0] if model.config.loss == "pcmepp" else None)}
 
 
 def run_one(checkpoint: str, dataset: str, args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -102,6 +103,7 @@ def summary_row(r: dict[str, Any]) -> list[str]:
         _f(u["image_vs_entropy"]), _f(u["audio_vs_ambiguity"]),
         _f(u.get("image_vs_crowding")), _f(u.get("crowding_vs_ambiguity")), _f(u.get("model_vs_oracle_ambiguity")),
         _f(s.get("region", {}).get("cv_percent"), ".1f"), _f(s["split"]["cv_percent"], ".1f"),
+        _f(s.get("region", {}).get("odds_p5_p95"), ".2f"),
         _f(h["median"]), _f(m["median"]),
         f"{_f(c.get('model_ratio'), '.2f')} / {_f(c.get('true_ratio'), '.2f')}",
         f"{_f(g.get('model_gain'))} / {_f(g.get('oracle_gain'))}", _f(g.get("ratio"), ".2f"),
@@ -111,7 +113,7 @@ def summary_row(r: dict[str, Any]) -> list[str]:
 HEADER = ["model", "rho(sum s2, I2A ambiguity)", "rho(sum s2, expected ambiguity)", "rho(sum s2, entropy)",
           "rho(audio sum s2, A2I ambiguity)", "rho(sum s2, crowding)", "rho(crowding, ambiguity)",
           "rho(model ambiguity, oracle ambiguity)",
-          "CV region %", "CV split %", "hourly rho (median)", "monthly rho (median)",
+          "CV region %", "CV split %", "odds factor p5-p95 region", "hourly rho (median)", "monthly rho (median)",
           "rooster 06/18 model / true", "hour gain model / oracle", "gain ratio"]
 
 
@@ -131,6 +133,9 @@ def markdown(results: list[dict[str, Any]], command: str) -> str:
         f"sum s2 = sum of sigma^2 of the fused image (all metadata) or of the clip. CV of sum s2 at month {s['month']}, "
         f"{s['hour']:02d}:00, {s['audio_source']}, over the split's tiles"
         + (f" and over the {region['n']} zoom-{region['zoom']} map tiles of the box {region['bounds']}" if region else "")
+        + "; odds factor = exp(a * (p95 - p5)) of the region's sum s2, how much the variance term alone changes "
+        "a tile's match odds from the 5th to the 95th percentile tile (the CV depends on the level of sum s2, "
+        "which the loss leaves to the log-variance bias; this does not)"
         + f". Temporal rho: per tile ({h['tiles']} test tiles) and class, Spearman across the 24 hours between "
         "sigmoid(-a CSD + b) with the class's text query and the law's class probability (hour sweep classes: "
         + ", ".join(f"{k} \"{v}\"" for k, v in h["phrases"].items())

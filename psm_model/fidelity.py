@@ -17,6 +17,7 @@ Each check compares what the model says with what the synthetic world's exact la
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -205,12 +206,25 @@ def fused_sum_variance(
     return np.concatenate(out)
 
 
-def variance_spread(sum_var: np.ndarray | Sequence[float]) -> dict[str, float]:
-    """Summary of ``sum sigma^2`` over a set of tiles: n, mean, std, min, max and CV in %."""
+def variance_spread(sum_var: np.ndarray | Sequence[float], a: float | None = None) -> dict[str, float]:
+    """Summary of ``sum sigma^2`` over a set of tiles: n, mean, std, min, max and CV in %.
+
+    The CV depends on the level of sum sigma^2, and the match loss leaves that level free: adding c
+    to every embedding's sum sigma^2 moves every logit ``-a * CSD + b`` by ``-2 a c``, which b takes
+    back, so the level stays about where the log-variance bias started it. With the match scale
+    ``a``, two measures that do not depend on the level are added: ``logit_p5_p95``, how far the
+    variance term moves a tile's match logit between the 5th and 95th percentile tiles
+    (``a * (p95 - p5)``), and ``odds_p5_p95``, the same as a factor on the match odds.
+    """
     v = np.asarray(sum_var, dtype=np.float64)
     cv = coefficient_of_variation(v)
-    return {"n": int(v.size), "mean": float(v.mean()), "std": float(v.std()), "min": float(v.min()),
-            "max": float(v.max()), "cv_percent": 100.0 * cv}
+    out = {"n": int(v.size), "mean": float(v.mean()), "std": float(v.std()), "min": float(v.min()),
+           "max": float(v.max()), "cv_percent": 100.0 * cv}
+    if a is not None:
+        p5, p95 = np.percentile(v, [5.0, 95.0])
+        out["logit_p5_p95"] = float(a) * float(p95 - p5)
+        out["odds_p5_p95"] = math.exp(out["logit_p5_p95"])
+    return out
 
 
 def true_probs(data: SplitData, index: np.ndarray | None = None) -> np.ndarray:

@@ -164,7 +164,7 @@ def science_report(
     split_var = fused_sum_variance(model, feats, data.lat, data.lon, month=spread_month, hour=spread_hour,
                                    audio_source=audio_source or "aporee", caption_source=caption_source)
     out["spread"] = {"month": spread_month, "hour": spread_hour, "audio_source": audio_source or "aporee",
-                     "split": variance_spread(split_var)}
+                     "split": variance_spread(split_var, model.match_params()[0] if variance else None)}
     rows = pick_rows(len(data), tiles, seed)
     common: dict[str, Any] = {"audio_source": audio_source, "caption_source": caption_source, "template": template}
     hourly = sweep(model, feats, data, rows, classes, vary="hour", **common)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -64,6 +65,21 @@ def render(key: str, _scores: TileScores, layer: str, vmin: float, vmax: float, 
     png = mapview.render_png(raster, vmin=vmin, vmax=vmax, layer=layer, title=title,
                              outlines=[(n, shapely.from_wkt(w)) for n, w in outlines], marker=marker)
     return png, raster
+
+
+def odds_note(layer: str, model: dict[str, Any], vmin: float, vmax: float) -> str:
+    """What the uncertainty layer's colour range means for matching, for a PCME++ model.
+
+    A tile's sum of sigma^2 enters its match logit ``-a * CSD + b`` as ``-a * sum``, so from the
+    bottom to the top of the colour bar the variance alone divides the match odds by
+    ``exp(a * (vmax - vmin))``. Empty for the other layers and for InfoNCE models, whose scores
+    ignore the variance.
+    """
+    a = model.get("match_a")
+    if layer != "var_sum" or model.get("loss") != "pcmepp" or not a or not vmax >= vmin:
+        return ""
+    return (f" From the bottom to the top of the bar, σ² alone lowers a tile's match odds "
+            f"{math.exp(float(a) * (vmax - vmin)):.3g}-fold.")
 
 
 def limits(layer: str, scale: str, maps: list[TileScores]) -> tuple[float, float]:
@@ -324,7 +340,7 @@ def map_section(model: dict[str, Any], conds: list[dict[str, Any]], query: store
     st.session_state["map_timing"] = {"to_image": time.perf_counter() - script_start, "tiles": len(scores)}
     st.caption(f"Colour bar: {LAYER_LABELS[layer]} from {vmin:.4g} to {vmax:.4g} "
                f"({'shared across hours ' + ', '.join(map(str, hours)) if share else scale}). "
-               f"{len(scores):,} tiles, drawn in {elapsed:.2f} s.")
+               f"{len(scores):,} tiles, drawn in {elapsed:.2f} s." + odds_note(layer, model, vmin, vmax))
     if temporal and len(hours) > 1 and st.button("▶ Play the hours", key="play"):
         for h, m in zip(hours, maps, strict=True):
             hp, _ = render(map_key(model, query, region, meta.with_hour(h)), m, layer, vmin, vmax,

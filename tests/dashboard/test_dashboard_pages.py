@@ -113,6 +113,7 @@ def test_uncertainty_layer_and_stored_query(dash_env):
     at.button(key="map_button").click().run()
     _clean(at)
     assert any("Uncertainty" in c.value for c in at.caption)
+    assert any("match odds" in c.value for c in at.caption), "the colour range read as a change of match odds"
     assert at.dataframe[0].value.iloc[0]["region"] == "Marsh"
 
 

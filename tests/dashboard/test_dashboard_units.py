@@ -339,3 +339,12 @@ def test_region_uploads_refuse_what_they_cannot_read():
         read_region_file("r.gpkg", b"")
     with pytest.raises(UploadError, match="The region in 'r.gpkg'"):
         read_region_file("r.gpkg", b"not a geopackage at all")
+
+
+def test_the_uncertainty_colour_range_is_read_as_match_odds():
+    from dashboard.views.map import odds_note
+
+    pcme = {"loss": "pcmepp", "match_a": 5.0}
+    assert "2.72-fold" in odds_note("var_sum", pcme, 2.6, 2.8)
+    assert odds_note("probability", pcme, 0.0, 1.0) == ""
+    assert odds_note("var_sum", {"loss": "infonce", "match_a": 7.0}, 2.6, 2.8) == ""

@@ -103,6 +103,17 @@ def test_entropy_cv_and_flatness_by_hand():
     assert np.allclose(entropy(np.array([[0.25] * 4, [1.0, 0, 0, 0]])), [math.log(4), 0.0])
     assert coefficient_of_variation([1.0, 2.0, 3.0]) == pytest.approx(math.sqrt(2 / 3) / 2)
     assert variance_spread(np.array([2.0, 2.0]))["cv_percent"] == 0.0
+    assert "odds_p5_p95" not in variance_spread(np.array([2.0, 3.0]))
+
+
+def test_variance_spread_in_logits_does_not_depend_on_the_level():
+    # b absorbs a common shift of sum sigma^2, so the CV moves with the level and the logit spread does not
+    v = np.linspace(2.0, 3.0, 101)
+    low, high = variance_spread(v, a=5.0), variance_spread(v + 10.0, a=5.0)
+    assert high["cv_percent"] < low["cv_percent"] / 4
+    assert high["logit_p5_p95"] == pytest.approx(low["logit_p5_p95"])
+    assert low["logit_p5_p95"] == pytest.approx(5.0 * 0.9)
+    assert low["odds_p5_p95"] == pytest.approx(math.exp(4.5))
     with pytest.raises(ValueError, match="at least one value"):
         coefficient_of_variation([])
     with pytest.raises(ValueError, match="positive mean"):
