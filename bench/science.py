@@ -48,7 +48,7 @@ def region_spread(model: Any, dataset: str, bounds: tuple[float, float, float, f
     from shapely.geometry import box
 
     from psm_db.tiles import GridSpec, grid_tiles
-    from psm_model.fidelity import fused_sum_variance, variance_spread
+    from psm_model.fidelity import fused_sum_variance, uses_variance, variance_spread
     from worker.imagery import ImagerySpec, open_source
     from worker.model_runner import read_and_compute_features
 
@@ -65,7 +65,7 @@ def region_spread(model: Any, dataset: str, bounds: tuple[float, float, float, f
     var = fused_sum_variance(model, feats, lat, lon, month=month, hour=hour, audio_source=audio_source,
                              caption_source=caption_source)
     return {"bounds": list(bounds), "zoom": zoom, "seconds": time.perf_counter() - t0,
-            **variance_spread(var, model.match_params()[0] if model.config.loss == "pcmepp" else None)}
+            **variance_spread(var, model.match_params()[0] if uses_variance(model) else None)}
 
 
 def run_one(checkpoint: str, dataset: str, args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
