@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from safetensors.torch import load_file, save_file
 from psm_model.config import ModelConfig
 from psm_model.errors import CheckpointError
 from psm_model.factory import build_model
+from psm_model.files import atomic_write
 from psm_model.model import PSMModel
 from psm_model.tokenizer import TextTokenizer
 
@@ -97,10 +97,8 @@ def save_checkpoint(
         }
     except TypeError as e:
         raise ValueError(f"metrics and extra must be JSON-serialisable: {e}") from e
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
     return version
 
 

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from psm_model.bayes import SOUND_METADATA, caption_oracle_scores, oracle_scores
 from psm_model.features import SplitData
+from psm_model.files import atomic_write
 from psm_model.metadata import METADATA_TYPES
 from psm_model.metrics import rank_counts, recall_at_fraction
 from psm_model.model import PSMModel
@@ -205,13 +206,11 @@ def _save_cached(path: Path | None, keys: np.ndarray, out: dict[str, np.ndarray]
     if path is None:
         return
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
         arrays: dict[str, Any] = {"keys": keys.astype(str), **out}
         if digest:
             arrays["digest"] = np.array(digest)
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
+        with atomic_write(path, suffix=".npz") as tmp:
+            np.savez(tmp, **arrays)
     except OSError as e:
         logger.warning("could not cache the oracle under %s: %s", path, e)
 

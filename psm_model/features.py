@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from psm_model.audio_text import AudioInputs
+from psm_model.files import atomic_write
 from psm_model.fusion import MetadataBatch
 from psm_model.metadata import AUDIO_SOURCES, CAPTION_SOURCES, METADATA_TYPES
 from psm_model.model import PSMModel
@@ -178,9 +179,8 @@ def _iter_shards(dataset_dir: Path, rows: Any) -> Any:
 
 
 def _save(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, arr)
-    os.replace(tmp, path)
+    with atomic_write(path, suffix=".npy") as tmp:
+        np.save(tmp, arr)
 
 
 def load_split(

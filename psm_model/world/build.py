@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from psm_model.files import atomic_write
 from psm_model.metadata import AUDIO_SOURCES, CAPTION_SOURCES
 from psm_model.world.imagery import IMAGERY, check_imagery, coarse_grid, render_zooms
 from psm_model.world.landcover import LANDCOVER_CLASSES
@@ -87,13 +88,11 @@ class BuildConfig:
 
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write an uncompressed .npz with fixed timestamps, so the same arrays give the same bytes."""
-    tmp = path.with_suffix(".tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+    with atomic_write(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         for name, arr in arrays.items():
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             with zf.open(info, "w", force_zip64=True) as fh:
                 np.lib.format.write_array(fh, np.ascontiguousarray(arr), allow_pickle=False)
-    os.replace(tmp, path)
 
 
 _STATE: dict = {}
