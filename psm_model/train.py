@@ -47,6 +47,8 @@ class TrainSettings:
 
     Attributes:
         epochs: Passes over the training split.
+        steps: Train exactly this many optimiser steps instead (the schedule spans them, and the
+            last epoch may end part-way); None: ``epochs`` full passes.
         batch_size: Samples per step (drop_last).
         lr: Peak learning rate.
         weight_decay: AdamW weight decay (not applied to biases, norms, embeddings and scalars).
@@ -67,6 +69,7 @@ class TrainSettings:
     """
 
     epochs: int = 1
+    steps: int | None = None
     batch_size: int = 128
     lr: float = 5e-5
     weight_decay: float = 0.2
@@ -139,6 +142,8 @@ def settings_for(preset: str, **kwargs: Any) -> TrainSettings:
     s = TrainSettings(**base)
     if s.epochs < 1 or s.batch_size < 2 or not s.lr > 0:
         raise ValueError(f"need epochs >= 1, batch_size >= 2 and lr > 0, got {s.epochs}, {s.batch_size}, {s.lr}")
+    if s.steps is not None and s.steps < 1:
+        raise ValueError(f"steps must be >= 1 (or None for whole epochs), got {s.steps}")
     return s
 
 
@@ -378,7 +383,7 @@ def train(
     steps_per_epoch = len(train_data) // s.batch_size
     if steps_per_epoch < 1:
         raise ValueError(f"the training split has {len(train_data)} samples, fewer than one batch of {s.batch_size}")
-    total_steps = s.epochs * steps_per_epoch
+    total_steps = s.steps or s.epochs * steps_per_epoch
     if min_steps is not None and min_steps < 1:
         raise ValueError(f"min_steps must be >= 1, got {min_steps}")
     floor = min(total_steps, min_steps or 0) if max_minutes else 0

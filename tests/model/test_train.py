@@ -130,6 +130,26 @@ def test_min_steps_is_a_floor_under_the_time_budget(tiny_world, tmp_path):
               max_minutes=1.0, min_steps=0)
 
 
+def test_steps_sets_the_run_length_and_the_schedule_spans_it(tiny_world, tmp_path):
+    # 36 training samples in batches of 16: 2 steps an epoch, so 5 steps end part-way through epoch 3
+    from typer.testing import CliRunner
+
+    from worker.cli import app
+
+    run = tmp_path / "run"
+    r = CliRunner().invoke(app, ["train", "--dataset", str(tiny_world), "--out", str(run), "--preset", "tiny",
+                                 "--epochs", "1", "--steps", "5", "--batch-size", "16", "--cache-dir", str(tmp_path / "c"),
+                                 "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    log = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert log[0]["total_steps"] == 5 and log[-1]["kind"] == "end" and log[-1]["step"] == 5
+    assert not log[-1]["stopped_early"]
+    lrs = [rec["lr"] for rec in log if rec["kind"] == "train"]
+    assert len(lrs) == 5 and lrs[-1] == pytest.approx(0.0, abs=1e-12)  # the cosine reached its end at step 5
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        settings_for("tiny", steps=0)
+
+
 def test_schedule_and_settings():
     assert cosine_warmup(0, 100, 10) == pytest.approx(0.1)
     assert cosine_warmup(9, 100, 10) == pytest.approx(1.0)

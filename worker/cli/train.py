@@ -49,6 +49,8 @@ def train_command(
     loss: Annotated[str, typer.Option(help="Loss: pcmepp or infonce.")] = "pcmepp",
     metadata: Annotated[bool, typer.Option("--metadata/--no-metadata", help="Fuse metadata (with dropout).")] = True,
     epochs: Annotated[int | None, typer.Option(help="Epochs (default: the preset's).")] = None,
+    steps: Annotated[int | None, typer.Option(
+        min=1, help="Train exactly this many steps instead of whole epochs (the schedule spans them).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size (default: the preset's).")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate (default: the preset's).")] = None,
     weight_decay: Annotated[float | None, typer.Option(
@@ -93,6 +95,8 @@ def train_command(
         settings["val_every"] = val_every
     if weight_decay is not None:
         settings["weight_decay"] = weight_decay
+    if steps is not None:
+        settings["steps"] = steps
     try:
         result = train(
             dataset, out, preset=preset, loss=loss, use_metadata=metadata, epochs=epochs, batch_size=batch_size,
