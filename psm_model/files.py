@@ -8,7 +8,7 @@ other's away or trip over it. The last one to finish wins; both results are whol
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,9 +27,9 @@ def atomic_write(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix)
-    os.close(fd)
-    tmp = Path(name)
+    # A unique name, left for the writer to create, so the file gets the usual permissions
+    # (mkstemp would make it readable by its owner only, and a worker of another user could not load it).
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}{suffix}")
     try:
         yield tmp
         os.replace(tmp, target)

@@ -39,3 +39,15 @@ def test_numpy_keeps_the_temporary_name(tmp_path):
         np.save(tmp, np.eye(2))
     assert np.load(target).shape == (2, 2)
     assert [p.name for p in target.parent.iterdir()] == ["a.npy"]
+
+
+def test_the_file_gets_the_usual_permissions(tmp_path):
+    # not mkstemp's owner-only 0600: a worker running as another user must be able to read a shard
+    import os
+
+    plain = tmp_path / "plain.npy"
+    np.save(plain, np.zeros(1))
+    target = tmp_path / "atomic.npy"
+    with atomic_write(target, suffix=".npy") as tmp:
+        np.save(tmp, np.zeros(1))
+    assert os.stat(target).st_mode & 0o777 == os.stat(plain).st_mode & 0o777
