@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from affine import Affine
 from psm_db.maps.raster import MAX_SIDE, Raster, rasterise_bounds
 from psm_db.maps.render import render_png, shared_limits
 from psm_db.maps.scores import LAYERS, TileScores
+from psm_model.files import atomic_write
 
 VECTOR_DRIVERS = {".geojson": "GeoJSON", ".gpkg": "GPKG", ".fgb": "FlatGeobuf"}
 RASTER_SUFFIXES = (".tif", ".tiff")
@@ -59,17 +59,13 @@ def map_format(path: str | os.PathLike) -> str:
 
 
 def _atomic(path: Path, write: Callable[[Path], object]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    tmp.unlink()
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        for leftover in tmp.parent.glob(f"{tmp.stem}*"):  # the temporary file and any GDAL sidecar
-            leftover.unlink(missing_ok=True)
+    with atomic_write(path, suffix=path.suffix) as tmp:  # the suffix picks the GDAL driver
+        try:
+            write(tmp)
+        finally:
+            for leftover in tmp.parent.glob(f"{tmp.stem}*"):  # any GDAL sidecar of the temporary file
+                if leftover != tmp:
+                    leftover.unlink(missing_ok=True)
     return path
 
 
